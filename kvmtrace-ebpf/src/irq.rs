@@ -1,0 +1,57 @@
+//! Host interrupt work on a traced vCPU's CPU: irq:*, irq_vectors:*, timer:hrtimer_*.
+
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use kvmtrace_common::Kind;
+
+use crate::{
+    filter::{apic_timer_fn, cpu_interesting},
+    record::{emit, read_event, this_cpu},
+};
+
+/// Emits `kind` only when a traced vCPU runs or waits on this CPU.
+#[inline(always)]
+pub fn on_vcpu_cpu(ctx: &TracePointContext, kind: Kind) -> u32 {
+    let cpu = this_cpu();
+    if cpu_interesting(cpu) {
+        emit(&read_event(ctx, kind, cpu));
+    }
+    0
+}
+
+macro_rules! cpu_programs {
+    ($($name:ident => $kind:ident),* $(,)?) => {$(
+        #[tracepoint]
+        pub fn $name(ctx: TracePointContext) -> u32 {
+            on_vcpu_cpu(&ctx, Kind::$kind)
+        }
+    )*};
+}
+
+cpu_programs! {
+    irq_handler_entry => IrqHandlerEntry,
+    irq_handler_exit => IrqHandlerExit,
+    softirq_entry => SoftirqEntry,
+    softirq_exit => SoftirqExit,
+    local_timer_entry => LocalTimerEntry,
+    local_timer_exit => LocalTimerExit,
+    reschedule_entry => RescheduleEntry,
+    reschedule_exit => RescheduleExit,
+    call_function_entry => CallFunctionEntry,
+    call_function_exit => CallFunctionExit,
+    call_function_single_entry => CallFunctionSingleEntry,
+    call_function_single_exit => CallFunctionSingleExit,
+    hrtimer_expire_exit => HrtimerExpireExit,
+}
+
+/// A guest's LAPIC timer is a host hrtimer (`apic_timer_fn`): keep its expiry wherever it
+/// fires, and any other hrtimer only on a traced vCPU's CPU.
+#[tracepoint]
+pub fn hrtimer_expire_entry(ctx: TracePointContext) -> u32 {
+    let cpu = this_cpu();
+    let ev = read_event(&ctx, Kind::HrtimerExpireEntry, cpu);
+    let lapic = apic_timer_fn();
+    if cpu_interesting(cpu) || (lapic != 0 && ev.slots[1] == lapic) {
+        emit(&ev);
+    }
+    0
+}

@@ -1,0 +1,71 @@
+//! kvm:* tracepoints.
+
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use kvmtrace_common::Kind;
+
+use crate::{
+    filter::{cpu_interesting, register_vcpu, vm_selected},
+    record::{current_ids, emit, read_event, this_cpu},
+};
+
+/// An event that fires in a vCPU thread: it also identifies that thread as a vCPU.
+#[inline(always)]
+fn vcpu_event(ctx: &TracePointContext, kind: Kind) -> u32 {
+    let (tid, tgid) = current_ids();
+    if !vm_selected(tgid) {
+        return 0;
+    }
+    register_vcpu(tid, tgid);
+    emit(&read_event(ctx, kind, this_cpu()));
+    0
+}
+
+/// An interrupt being raised or accepted: it may fire in any thread (a VMM I/O thread, a
+/// vhost worker, a timer callback on another vCPU's CPU).
+#[inline(always)]
+fn irq_event(ctx: &TracePointContext, kind: Kind) -> u32 {
+    let (_, tgid) = current_ids();
+    let cpu = this_cpu();
+    if !vm_selected(tgid) && !cpu_interesting(cpu) {
+        return 0;
+    }
+    emit(&read_event(ctx, kind, cpu));
+    0
+}
+
+macro_rules! vcpu_programs {
+    ($($name:ident => $kind:ident),* $(,)?) => {$(
+        #[tracepoint]
+        pub fn $name(ctx: TracePointContext) -> u32 {
+            vcpu_event(&ctx, Kind::$kind)
+        }
+    )*};
+}
+
+macro_rules! irq_programs {
+    ($($name:ident => $kind:ident),* $(,)?) => {$(
+        #[tracepoint]
+        pub fn $name(ctx: TracePointContext) -> u32 {
+            irq_event(&ctx, Kind::$kind)
+        }
+    )*};
+}
+
+vcpu_programs! {
+    kvm_exit => KvmExit,
+    kvm_entry => KvmEntry,
+    kvm_userspace_exit => KvmUserspaceExit,
+    kvm_inj_virq => KvmInjVirq,
+    kvm_vcpu_wakeup => KvmVcpuWakeup,
+    kvm_pio => KvmPio,
+    kvm_mmio => KvmMmio,
+    kvm_msr => KvmMsr,
+}
+
+irq_programs! {
+    kvm_apic_accept_irq => KvmApicAcceptIrq,
+    kvm_set_irq => KvmSetIrq,
+    kvm_msi_set_irq => KvmMsiSetIrq,
+    kvm_pic_set_irq => KvmPicSetIrq,
+    kvm_ioapic_set_irq => KvmIoapicSetIrq,
+}

@@ -1,0 +1,273 @@
+//! Facts about the host (kernel, KVM backend, CPU), privilege checks, and discovery of the
+//! VMs and vCPU threads already running.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// What a capture records about the machine it was taken on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostFacts {
+    pub hostname: String,
+    pub kernel: String,
+    /// `kvm_intel`, `kvm_amd`, `kvm_pvm`, ... or None when no KVM module is loaded.
+    pub kvm_backend: Option<String>,
+    pub kvm_device: bool,
+    pub cpu_model: String,
+    pub ncpus: usize,
+    pub cmdline: String,
+    /// Clock of every timestamp: CLOCK_MONOTONIC (bpf_ktime_get_ns).
+    pub clock: String,
+}
+
+impl HostFacts {
+    pub fn read() -> HostFacts {
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        };
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_default();
+        HostFacts {
+            hostname: read("/proc/sys/kernel/hostname"),
+            kernel: read("/proc/sys/kernel/osrelease"),
+            kvm_backend: kvm_backend(Path::new("/sys/module")),
+            kvm_device: Path::new("/dev/kvm").exists(),
+            cpu_model,
+            ncpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            cmdline: read("/proc/cmdline"),
+            clock: "CLOCK_MONOTONIC".to_string(),
+        }
+    }
+
+    /// One line saying what is missing for KVM tracing, or None when KVM is there.
+    pub fn kvm_problem(&self) -> Option<String> {
+        match (&self.kvm_backend, self.kvm_device) {
+            (Some(_), true) => None,
+            (None, _) => Some(
+                "no KVM module is loaded (no kvm_intel, kvm_amd or other backend in /sys/module): \
+                 the kvm:* tracepoints are missing; host-side tracing (sched, irq, lock) still runs"
+                    .to_string(),
+            ),
+            (Some(b), false) => Some(format!(
+                "KVM backend {b} is loaded but /dev/kvm does not exist: no VM can run here"
+            )),
+        }
+    }
+}
+
+/// The loaded KVM backend module, from `/sys/module/kvm_*`.
+pub fn kvm_backend(sys_module: &Path) -> Option<String> {
+    if !sys_module.join("kvm").exists() {
+        return None;
+    }
+    let mut backends: Vec<String> = std::fs::read_dir(sys_module)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("kvm_") && n != "kvm_common")
+        .collect();
+    backends.sort();
+    Some(
+        backends
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| "kvm".to_string()),
+    )
+}
+
+/// Capabilities kvmtrace needs to load and attach its probes.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PrivilegeError {
+    #[error(
+        "kvmtrace needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) to load its probes; missing: \
+         {missing}. Run it as root, or grant them with `setcap cap_bpf,cap_perfmon+ep` on the binary"
+    )]
+    Missing { missing: String },
+}
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Checks the effective capabilities in `status` (the text of /proc/self/status).
+pub fn check_privileges(status: &str) -> Result<(), PrivilegeError> {
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| eff & (1u64 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    if !has(CAP_BPF) {
+        missing.push("CAP_BPF");
+    }
+    if !has(CAP_PERFMON) {
+        missing.push("CAP_PERFMON");
+    }
+    Err(PrivilegeError::Missing {
+        missing: missing.join(", "),
+    })
+}
+
+/// Checks this process's privileges.
+pub fn check_own_privileges() -> Result<(), PrivilegeError> {
+    check_privileges(&std::fs::read_to_string("/proc/self/status").unwrap_or_default())
+}
+
+/// A thread known to run a vCPU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VcpuThread {
+    pub tgid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub vcpu: Option<u32>,
+}
+
+/// The vCPU id in a QEMU-style thread name: `CPU 3/KVM` -> 3.
+pub fn vcpu_from_comm(comm: &str) -> Option<u32> {
+    comm.strip_prefix("CPU ")?
+        .strip_suffix("/KVM")?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Reads a thread's comm.
+pub fn thread_comm(tgid: u32, tid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{tgid}/task/{tid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_string())
+}
+
+/// Is this process a VMM (does it hold a vCPU file descriptor)? Returns the vCPU ids it has.
+fn vcpu_fds(proc_dir: &Path) -> Vec<u32> {
+    let Ok(fds) = std::fs::read_dir(proc_dir.join("fd")) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<u32> = fds
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            l.to_str()?
+                .strip_prefix("anon_inode:kvm-vcpu:")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// vCPU threads of running VMs: processes holding `kvm-vcpu` file descriptors, and within
+/// them the threads named like QEMU's `CPU n/KVM`. `pids` limits the search when not empty.
+/// Threads of other VMMs (whose vCPU threads have other names) are found later, from their
+/// first KVM event.
+pub fn discover_vcpu_threads(pids: &[u32]) -> BTreeMap<u32, VcpuThread> {
+    let mut out = BTreeMap::new();
+    let candidates: Vec<u32> = if pids.is_empty() {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect()
+    } else {
+        pids.to_vec()
+    };
+    for tgid in candidates {
+        let dir = Path::new("/proc").join(tgid.to_string());
+        if vcpu_fds(&dir).is_empty() {
+            continue;
+        }
+        let Ok(tasks) = std::fs::read_dir(dir.join("task")) else {
+            continue;
+        };
+        for tid in tasks.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+            let Some(comm) = thread_comm(tgid, tid) else {
+                continue;
+            };
+            if let Some(vcpu) = vcpu_from_comm(&comm) {
+                out.insert(
+                    tid,
+                    VcpuThread {
+                        tgid,
+                        tid,
+                        comm,
+                        vcpu: Some(vcpu),
+                    },
+                );
+            }
+        }
+    }
+    out
+}
+
+/// KVM's LAPIC timer callback address from /proc/kallsyms (0 when hidden or absent).
+pub fn apic_timer_fn_address() -> u64 {
+    std::fs::read_to_string("/proc/kallsyms")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                let mut it = l.split_whitespace();
+                let addr = it.next()?;
+                let _ty = it.next()?;
+                (it.next()? == "apic_timer_fn")
+                    .then(|| u64::from_str_radix(addr, 16).ok())
+                    .flatten()
+            })
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vcpu_ids_from_thread_names() {
+        assert_eq!(vcpu_from_comm("CPU 0/KVM"), Some(0));
+        assert_eq!(vcpu_from_comm("CPU 12/KVM"), Some(12));
+        assert_eq!(vcpu_from_comm("qemu-system-x86"), None);
+        assert_eq!(vcpu_from_comm("CPU x/KVM"), None);
+    }
+
+    #[test]
+    fn privileges_from_capeff() {
+        let root = "Name:\tx\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(check_privileges(root), Ok(()));
+        let bpf_perfmon = format!("CapEff:\t{:016x}\n", (1u64 << 39) | (1u64 << 38));
+        assert_eq!(check_privileges(&bpf_perfmon), Ok(()));
+        let only_bpf = format!("CapEff:\t{:016x}\n", 1u64 << 39);
+        let e = check_privileges(&only_bpf).unwrap_err();
+        assert!(e.to_string().contains("missing: CAP_PERFMON"), "{e}");
+        let none = "CapEff:\t0000000000000000\n";
+        assert!(check_privileges(none)
+            .unwrap_err()
+            .to_string()
+            .contains("CAP_BPF, CAP_PERFMON"));
+    }
+
+    #[test]
+    fn backend_detection() {
+        let dir = std::env::temp_dir().join(format!("kvmtrace-mod-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("kvm")).unwrap();
+        assert_eq!(kvm_backend(&dir).as_deref(), Some("kvm"));
+        std::fs::create_dir_all(dir.join("kvm_intel")).unwrap();
+        assert_eq!(kvm_backend(&dir).as_deref(), Some("kvm_intel"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(kvm_backend(&dir), None);
+    }
+}

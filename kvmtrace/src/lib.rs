@@ -1,0 +1,3 @@
+//! kvmtrace: explains why interrupts reach KVM guests late.
+pub mod host;
+pub mod probes;
