@@ -1,9 +1,101 @@
-fn main() {
-    env_logger::init();
-    let mut p = kvmtrace::probes::Probes::load(&Default::default()).unwrap();
-    for s in &p.status {
-        println!("{:?}", s);
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::Parser as _;
+use kvmtrace::cli::{Cli, Command, RecordArgs, ReportArgs, TargetArgs};
+use kvmtrace::record::{record, RecordOptions};
+use kvmtrace::source::{demo::DemoConfig, session::SessionOptions};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp(None)
+        .init();
+    let result = match cli.command {
+        Command::Record(args) => run_record(args),
+        Command::Report(args) => run_report(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kvmtrace: error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
-    let _r = p.take_ring().unwrap();
-    println!("drops {}", p.drops());
+}
+
+fn session_options(t: &TargetArgs) -> anyhow::Result<SessionOptions> {
+    if !t.ring_mib.is_power_of_two() || t.ring_mib > 1024 {
+        bail!(
+            "--ring-mib must be a power of two up to 1024, not {}",
+            t.ring_mib
+        );
+    }
+    Ok(SessionOptions {
+        pids: t.pids.clone(),
+        demo: t.demo.then(|| DemoConfig {
+            irq_period: Duration::from_micros(t.demo_period_us),
+            slow_io: Duration::from_micros(t.demo_slow_io_us),
+            vcpu_cpu: t.demo_cpu,
+            ..DemoConfig::default()
+        }),
+        ring_bytes: Some(t.ring_mib << 20),
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+}
+
+fn run_record(args: RecordArgs) -> anyhow::Result<()> {
+    let duration = match args.duration {
+        Some(d) if !(d > 0.0 && d.is_finite()) => {
+            bail!("--duration must be a positive number of seconds")
+        }
+        Some(d) => Some(Duration::from_secs_f64(d)),
+        None => None,
+    };
+    let opts = RecordOptions {
+        output: args.output,
+        force: args.force,
+        duration,
+        session: session_options(&args.target)?,
+    };
+    let summary = runtime()?.block_on(record(&opts))?;
+    eprintln!(
+        "kvmtrace: {} events in {:.1} s to {} (stopped by {}); dropped: {} in the kernel, {} undecodable",
+        summary.events,
+        summary.elapsed.as_secs_f64(),
+        opts.output.display(),
+        summary.stop_reason,
+        summary.kernel_drops,
+        summary.malformed,
+    );
+    if let Some(d) = summary.demo {
+        eprintln!(
+            "kvmtrace: demo guest: {} interrupts raised, {} acknowledged, {} port I/O exits",
+            d.raised, d.acked, d.work_exits
+        );
+    }
+    eprintln!("kvmtrace: see `kvmtrace report {}`", opts.output.display());
+    Ok(())
+}
+
+fn run_report(args: ReportArgs) -> anyhow::Result<()> {
+    let report = kvmtrace::report::report_file(&args.file)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(())
 }

@@ -1,0 +1,573 @@
+//! The capture file: a versioned header, then checksummed blocks of event records, then a
+//! trailer written when the recording ends cleanly. See docs/capture-format.md.
+//!
+//! A file cut short (kill -9, full disk) still opens: the reader returns every complete
+//! block and says where the damage starts.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use kvmtrace_common::Event;
+use serde::{Deserialize, Serialize};
+
+use crate::host::HostFacts;
+use crate::probes::{format::Format, ProbeStatus};
+
+pub const MAGIC: &[u8; 8] = b"KVMTRACE";
+pub const VERSION: u16 = 1;
+const BLOCK_MAGIC: &[u8; 4] = b"KTB1";
+const TRAILER_MAGIC: &[u8; 4] = b"KTE1";
+/// Events per block: 64 KiB of records.
+pub const EVENTS_PER_BLOCK: usize = 1024;
+/// Largest header or trailer accepted (a corrupt length must not make us allocate GiBs).
+const MAX_JSON: u32 = 16 << 20;
+
+/// What the capture says about itself, written before the first event.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CaptureHeader {
+    pub tool: String,
+    pub tool_version: String,
+    /// Wall-clock start, seconds since the Unix epoch.
+    pub created_unix: u64,
+    /// CLOCK_MONOTONIC at start, the clock of every event.
+    pub start_ns: u64,
+    pub host: HostFacts,
+    /// `-p` pids; empty = every VM.
+    pub pids: Vec<u32>,
+    pub demo: bool,
+    pub probes: Vec<ProbeStatus>,
+    /// The format files whose offsets the probes used, by tracepoint.
+    pub formats: std::collections::BTreeMap<String, Format>,
+}
+
+/// Written when a recording ends cleanly.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureTrailer {
+    pub events: u64,
+    /// Records lost in the kernel (ring buffer full).
+    pub kernel_drops: u64,
+    /// Records that reached userspace but could not be decoded.
+    pub malformed: u64,
+    pub end_ns: u64,
+    /// Why the recording stopped: `duration`, `SIGINT`, `SIGTERM`, `demo-ended`.
+    pub stop_reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("{path}: already exists (use --force to overwrite)")]
+    Exists { path: PathBuf },
+    #[error("{path}: cannot create: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot open: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: write failed: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a kvmtrace capture (no KVMTRACE magic at offset 0)")]
+    NotACapture { path: PathBuf },
+    #[error("{path}: capture format version {version} is newer than this kvmtrace reads ({VERSION}); upgrade kvmtrace")]
+    FutureVersion { path: PathBuf, version: u16 },
+    #[error("{path}: truncated inside the header (offset {offset}): nothing can be read")]
+    TruncatedHeader { path: PathBuf, offset: u64 },
+    #[error("{path}: corrupt header at offset {offset}: {what}")]
+    BadHeader {
+        path: PathBuf,
+        offset: u64,
+        what: String,
+    },
+    #[error("{path}: read failed at offset {offset}: {source}")]
+    Read {
+        path: PathBuf,
+        offset: u64,
+        source: std::io::Error,
+    },
+}
+
+/// Creates `path` with mode 0600, refusing to clobber unless `force`.
+pub fn create_output(path: &Path, force: bool) -> Result<File, CaptureError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).mode(0o600);
+    if force {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    opts.open(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AlreadyExists {
+            CaptureError::Exists {
+                path: path.to_path_buf(),
+            }
+        } else {
+            CaptureError::Create {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })
+}
+
+/// Writes a capture block by block. Each block is flushed to the file when it fills, so a
+/// crash loses at most the block being filled.
+pub struct CaptureWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+    block: Vec<u8>,
+    in_block: u32,
+    events: u64,
+}
+
+impl CaptureWriter {
+    /// Creates `path` (0600, no clobber unless `force`) and writes the header.
+    pub fn create(path: &Path, force: bool, header: &CaptureHeader) -> Result<Self, CaptureError> {
+        CaptureWriter::new(create_output(path, force)?, path, header)
+    }
+
+    /// Writes the header to `file`, already created with [`create_output`].
+    pub fn new(file: File, path: &Path, header: &CaptureHeader) -> Result<Self, CaptureError> {
+        let mut w = CaptureWriter {
+            path: path.to_path_buf(),
+            out: BufWriter::with_capacity(256 << 10, file),
+            block: Vec::with_capacity(EVENTS_PER_BLOCK * Event::SIZE),
+            in_block: 0,
+            events: 0,
+        };
+        let json = serde_json::to_vec(header).map_err(|e| w.werr(e.into()))?;
+        let mut head = Vec::with_capacity(16 + json.len());
+        head.extend_from_slice(MAGIC);
+        head.extend_from_slice(&VERSION.to_le_bytes());
+        head.extend_from_slice(&0u16.to_le_bytes());
+        head.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        head.extend_from_slice(&json);
+        w.out.write_all(&head).map_err(|e| w.werr(e))?;
+        w.out.flush().map_err(|e| w.werr(e))?;
+        Ok(w)
+    }
+
+    fn werr(&self, source: std::io::Error) -> CaptureError {
+        CaptureError::Write {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub fn push(&mut self, ev: &Event) -> Result<(), CaptureError> {
+        self.block.extend_from_slice(&ev.to_le_bytes());
+        self.in_block += 1;
+        self.events += 1;
+        if self.in_block as usize >= EVENTS_PER_BLOCK {
+            self.flush_block()?;
+        }
+        Ok(())
+    }
+
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Writes the partly filled block, if any, and flushes it to the file.
+    pub fn flush_block(&mut self) -> Result<(), CaptureError> {
+        if self.in_block == 0 {
+            return Ok(());
+        }
+        let crc = crc32fast::hash(&self.block);
+        let mut head = [0u8; 16];
+        head[0..4].copy_from_slice(BLOCK_MAGIC);
+        head[4..8].copy_from_slice(&self.in_block.to_le_bytes());
+        head[8..12].copy_from_slice(&(self.block.len() as u32).to_le_bytes());
+        head[12..16].copy_from_slice(&crc.to_le_bytes());
+        let r = self
+            .out
+            .write_all(&head)
+            .and_then(|()| self.out.write_all(&self.block))
+            .and_then(|()| self.out.flush());
+        self.block.clear();
+        self.in_block = 0;
+        r.map_err(|e| self.werr(e))
+    }
+
+    /// Writes the last block and the trailer, and syncs the file.
+    pub fn finish(mut self, trailer: &CaptureTrailer) -> Result<(), CaptureError> {
+        self.flush_block()?;
+        let json = serde_json::to_vec(trailer).map_err(|e| self.werr(e.into()))?;
+        let mut head = [0u8; 12];
+        head[0..4].copy_from_slice(TRAILER_MAGIC);
+        head[4..8].copy_from_slice(&(json.len() as u32).to_le_bytes());
+        head[8..12].copy_from_slice(&crc32fast::hash(&json).to_le_bytes());
+        self.out.write_all(&head).map_err(|e| self.werr(e))?;
+        self.out.write_all(&json).map_err(|e| self.werr(e))?;
+        self.out.flush().map_err(|e| self.werr(e))?;
+        self.out.get_ref().sync_all().map_err(|e| self.werr(e))
+    }
+}
+
+/// Where reading stopped early, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Damage {
+    pub offset: u64,
+    pub what: String,
+}
+
+/// Reads a capture: the header at open, then events block by block.
+pub struct CaptureReader<R: Read> {
+    path: PathBuf,
+    input: R,
+    offset: u64,
+    pub header: CaptureHeader,
+    pub version: u16,
+    pub trailer: Option<CaptureTrailer>,
+    /// Set when the file ends without a trailer or a block is damaged.
+    pub damage: Option<Damage>,
+    block: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl CaptureReader<std::io::BufReader<File>> {
+    pub fn open(path: &Path) -> Result<Self, CaptureError> {
+        let f = File::open(path).map_err(|source| CaptureError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        CaptureReader::new(path, std::io::BufReader::with_capacity(256 << 10, f))
+    }
+}
+
+/// Reads exactly `buf.len()` bytes; Ok(false) on a clean EOF before the first byte, an
+/// error naming the offset on a short read.
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+impl<R: Read> CaptureReader<R> {
+    pub fn new(path: &Path, mut input: R) -> Result<Self, CaptureError> {
+        let path = path.to_path_buf();
+        let rerr = |offset, source| CaptureError::Read {
+            path: path.clone(),
+            offset,
+            source,
+        };
+        let mut fixed = [0u8; 16];
+        let got = read_full(&mut input, &mut fixed).map_err(|e| rerr(0, e))?;
+        if got < 8 || &fixed[0..8] != MAGIC {
+            return Err(CaptureError::NotACapture { path });
+        }
+        if got < 16 {
+            return Err(CaptureError::TruncatedHeader {
+                path,
+                offset: got as u64,
+            });
+        }
+        let version = u16::from_le_bytes([fixed[8], fixed[9]]);
+        if version > VERSION {
+            return Err(CaptureError::FutureVersion { path, version });
+        }
+        let len = u32::from_le_bytes([fixed[12], fixed[13], fixed[14], fixed[15]]);
+        if len > MAX_JSON {
+            return Err(CaptureError::BadHeader {
+                path,
+                offset: 12,
+                what: format!("header length {len} is implausible"),
+            });
+        }
+        let mut json = vec![0u8; len as usize];
+        let got = read_full(&mut input, &mut json).map_err(|e| rerr(16, e))?;
+        if got < json.len() {
+            return Err(CaptureError::TruncatedHeader {
+                path,
+                offset: 16 + got as u64,
+            });
+        }
+        let header: CaptureHeader =
+            serde_json::from_slice(&json).map_err(|e| CaptureError::BadHeader {
+                path: path.clone(),
+                offset: 16,
+                what: e.to_string(),
+            })?;
+        Ok(CaptureReader {
+            path,
+            input,
+            offset: 16 + len as u64,
+            header,
+            version,
+            trailer: None,
+            damage: None,
+            block: Vec::new(),
+            pos: 0,
+            done: false,
+        })
+    }
+
+    fn damaged(&mut self, offset: u64, what: impl Into<String>) {
+        self.damage = Some(Damage {
+            offset,
+            what: what.into(),
+        });
+        self.done = true;
+    }
+
+    /// Loads the next block; false at the end (clean or damaged).
+    fn next_block(&mut self) -> Result<bool, CaptureError> {
+        let start = self.offset;
+        let mut magic = [0u8; 4];
+        let got = read_full(&mut self.input, &mut magic).map_err(|source| CaptureError::Read {
+            path: self.path.clone(),
+            offset: start,
+            source,
+        })?;
+        if got == 0 {
+            self.damaged(
+                start,
+                "the file ends without a trailer: the recording did not finish cleanly",
+            );
+            return Ok(false);
+        }
+        if got < 4 {
+            self.damaged(start, "truncated inside a block header");
+            return Ok(false);
+        }
+        if &magic == TRAILER_MAGIC {
+            self.read_trailer(start)?;
+            self.done = true;
+            return Ok(false);
+        }
+        if &magic != BLOCK_MAGIC {
+            self.damaged(start, "bad block magic: corrupt data");
+            return Ok(false);
+        }
+        let mut head = [0u8; 12];
+        let got = read_full(&mut self.input, &mut head).map_err(|source| CaptureError::Read {
+            path: self.path.clone(),
+            offset: start + 4,
+            source,
+        })?;
+        if got < 12 {
+            self.damaged(start, "truncated inside a block header");
+            return Ok(false);
+        }
+        let n = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+        let crc = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+        if n > 16 * EVENTS_PER_BLOCK || len != n * Event::SIZE {
+            self.damaged(
+                start,
+                format!("block header says {n} events in {len} bytes: corrupt"),
+            );
+            return Ok(false);
+        }
+        self.block.resize(len, 0);
+        let got =
+            read_full(&mut self.input, &mut self.block).map_err(|source| CaptureError::Read {
+                path: self.path.clone(),
+                offset: start + 16,
+                source,
+            })?;
+        if got < len {
+            self.damaged(
+                start,
+                format!("truncated inside a block ({got} of {len} bytes)"),
+            );
+            return Ok(false);
+        }
+        if crc32fast::hash(&self.block) != crc {
+            self.damaged(start, "block checksum mismatch: corrupt data");
+            return Ok(false);
+        }
+        self.offset = start + 16 + len as u64;
+        self.pos = 0;
+        Ok(true)
+    }
+
+    fn read_trailer(&mut self, start: u64) -> Result<(), CaptureError> {
+        let mut head = [0u8; 8];
+        let got = read_full(&mut self.input, &mut head).map_err(|source| CaptureError::Read {
+            path: self.path.clone(),
+            offset: start + 4,
+            source,
+        })?;
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        if got < 8 || len > MAX_JSON {
+            self.damaged(start, "truncated or corrupt trailer");
+            return Ok(());
+        }
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        let mut json = vec![0u8; len as usize];
+        let got = read_full(&mut self.input, &mut json).map_err(|source| CaptureError::Read {
+            path: self.path.clone(),
+            offset: start + 12,
+            source,
+        })?;
+        if got < json.len() || crc32fast::hash(&json) != crc {
+            self.damaged(start, "truncated or corrupt trailer");
+            return Ok(());
+        }
+        match serde_json::from_slice(&json) {
+            Ok(t) => self.trailer = Some(t),
+            Err(e) => self.damaged(start, format!("unreadable trailer: {e}")),
+        }
+        Ok(())
+    }
+
+    /// The next event; None at the end of the readable data.
+    pub fn next_event(&mut self) -> Result<Option<Event>, CaptureError> {
+        loop {
+            if self.pos + Event::SIZE <= self.block.len() {
+                let ev = Event::from_le_bytes(&self.block[self.pos..]);
+                self.pos += Event::SIZE;
+                return Ok(ev);
+            }
+            if self.done || !self.next_block()? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// True when the capture ended with its trailer and no damage.
+    pub fn complete(&self) -> bool {
+        self.trailer.is_some() && self.damage.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvmtrace_common::Kind;
+
+    fn ev(i: u64) -> Event {
+        Event {
+            ts_ns: 1000 + i,
+            tid: 7,
+            tgid: 7,
+            cpu: (i % 2) as u32,
+            kind: Kind::KvmPio as u16,
+            slots: [i, 0x80, 1, 0, 0],
+            ..Default::default()
+        }
+    }
+
+    fn write(path: &Path, n: u64, finish: bool) {
+        let mut w = CaptureWriter::create(path, true, &CaptureHeader::default()).unwrap();
+        for i in 0..n {
+            w.push(&ev(i)).unwrap();
+        }
+        if finish {
+            w.finish(&CaptureTrailer {
+                events: n,
+                ..Default::default()
+            })
+            .unwrap();
+        } else {
+            w.flush_block().unwrap();
+        }
+    }
+
+    fn read_all(path: &Path) -> (Vec<Event>, CaptureReader<std::io::BufReader<File>>) {
+        let mut r = CaptureReader::open(path).unwrap();
+        let mut out = Vec::new();
+        while let Some(e) = r.next_event().unwrap() {
+            out.push(e);
+        }
+        (out, r)
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("kvmtrace-cap-{}-{name}", std::process::id()))
+    }
+
+    #[test]
+    fn round_trip_and_no_clobber() {
+        let p = tmp("rt");
+        let _ = std::fs::remove_file(&p);
+        write(&p, 2500, true);
+        let (evs, r) = read_all(&p);
+        assert_eq!(evs.len(), 2500);
+        assert_eq!(evs[1234], ev(1234));
+        assert!(r.complete());
+        assert_eq!(r.trailer.as_ref().unwrap().events, 2500);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let e = CaptureWriter::create(&p, false, &CaptureHeader::default()).err();
+        assert!(matches!(e, Some(CaptureError::Exists { .. })), "{e:?}");
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn truncation_keeps_every_complete_block() {
+        let p = tmp("trunc");
+        write(&p, 3000, true);
+        let full = std::fs::read(&p).unwrap();
+        let header_len = 16 + u32::from_le_bytes(full[12..16].try_into().unwrap()) as usize;
+        let block = 16 + EVENTS_PER_BLOCK * Event::SIZE;
+        for cut in [
+            header_len,
+            header_len + 3,
+            header_len + block - 1,
+            header_len + block,
+            header_len + block + 100,
+            header_len + 2 * block + 17,
+            full.len() - 5,
+        ] {
+            std::fs::write(&p, &full[..cut]).unwrap();
+            let (evs, r) = read_all(&p);
+            let whole_blocks = (cut - header_len) / block;
+            let expect = (whole_blocks * EVENTS_PER_BLOCK).min(3000);
+            assert_eq!(evs.len(), expect, "cut at {cut}");
+            assert!(!r.complete(), "cut at {cut}");
+            let d = r.damage.as_ref().unwrap();
+            assert_eq!(
+                d.offset as usize,
+                header_len + whole_blocks.min(3) * block,
+                "{d:?}"
+            );
+        }
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn corruption_and_foreign_files_are_named() {
+        let p = tmp("corrupt");
+        write(&p, 10, false);
+        let mut bytes = std::fs::read(&p).unwrap();
+        let n = bytes.len();
+        bytes[n - 3] ^= 0xff;
+        std::fs::write(&p, &bytes).unwrap();
+        let (evs, r) = read_all(&p);
+        assert!(evs.is_empty());
+        assert!(r.damage.unwrap().what.contains("checksum"));
+
+        std::fs::write(&p, b"hello world, not a capture").unwrap();
+        let e = CaptureReader::open(&p).err().unwrap();
+        assert!(e.to_string().contains("not a kvmtrace capture"), "{e}");
+
+        std::fs::write(&p, b"KVMTRACE\x09\x00\x00\x00\x00\x00\x00\x00").unwrap();
+        let e = CaptureReader::open(&p).err().unwrap();
+        assert!(e.to_string().contains("version 9 is newer"), "{e}");
+
+        std::fs::write(&p, b"KVMTRACE\x01\x00\x00\x00\xff\x00\x00\x00{").unwrap();
+        let e = CaptureReader::open(&p).err().unwrap();
+        assert!(e.to_string().contains("truncated inside the header"), "{e}");
+        std::fs::remove_file(&p).unwrap();
+    }
+}

@@ -1,0 +1,72 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Explains why interrupts reach KVM guests late: eBPF probes on KVM, scheduler, IRQ and
+/// lock tracepoints, attributed per vCPU.
+#[derive(Debug, Parser)]
+#[command(name = "kvmtrace", version, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trace to a capture file until --duration passes or Ctrl-C / SIGTERM.
+    Record(RecordArgs),
+    /// Summarise a capture file.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// Trace only this VMM process (QEMU, Firecracker, ...); repeat for more. Default: every VM.
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Run the embedded demo guest (a device interrupt every --demo-period-us) and trace it.
+    #[arg(long)]
+    pub demo: bool,
+    /// Interrupt period of the demo guest, in microseconds.
+    #[arg(long, default_value_t = 1000, value_name = "US", requires = "demo")]
+    pub demo_period_us: u64,
+    /// Extra time the demo VMM spends on each port I/O exit, in microseconds (a slow VMM).
+    #[arg(long, default_value_t = 0, value_name = "US", requires = "demo")]
+    pub demo_slow_io_us: u64,
+    /// Pin the demo's vCPU thread to this host CPU.
+    #[arg(long, value_name = "CPU", requires = "demo")]
+    pub demo_cpu: Option<usize>,
+    /// Ring buffer size in MiB (a power of two).
+    #[arg(long, default_value_t = 8, value_name = "MIB")]
+    pub ring_mib: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// Capture file to write (created 0600).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Stop after this many seconds.
+    #[arg(short, long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Overwrite FILE if it exists.
+    #[arg(short, long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Capture file written by `kvmtrace record`.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Print JSON (schema: docs/report-schema.md).
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,1063 @@
+//! Embedded demo guest: a tiny VMM built directly on `kvm-ioctls`.
+//!
+//! It gives kvmtrace something to trace on a machine with no other VM: one
+//! vCPU running a hand-assembled 16-bit real-mode guest, an in-kernel
+//! irqchip (PIC), and a host thread that raises a device interrupt every
+//! `irq_period` with `KVM_IRQ_LINE`, like an NFV device-interrupt test.
+//!
+//! The guest programs its PIC, installs an interrupt handler and idles in
+//! `sti; hlt`. The handler increments a counter, writes it to [`ACK_PORT`]
+//! (a userspace `KVM_EXIT_IO`), sends EOI and returns. For each handled
+//! interrupt the guest's main loop then makes `work_exits_per_irq` writes to
+//! [`WORK_PORT`], which the VMM handles in userspace (optionally slowly, to
+//! show how a slow VMM delays interrupt delivery). Every ack is paired with
+//! the latest raise and reported as a [`DemoSample`] (CLOCK_MONOTONIC ns, the
+//! clock `bpf_ktime_get_ns` uses).
+//!
+//! Threads: the vCPU thread is named exactly `CPU 0/KVM` (like QEMU's), the
+//! interrupt thread `kvmtrace-irq`. Stopping uses a real-time "kick" signal:
+//! the vCPU thread keeps it blocked except inside `KVM_RUN`
+//! (`KVM_SET_SIGNAL_MASK`), so a kick sent at any moment makes the current or
+//! next `KVM_RUN` return `EINTR`, even while the guest sits in HLT.
+
+use std::io;
+use std::mem;
+use std::os::fd::AsRawFd;
+use std::os::unix::thread::JoinHandleExt;
+use std::ptr;
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, OnceLock};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
+
+/// The demo guest's only vCPU.
+pub const VCPU_ID: u32 = 0;
+/// The guest writes here once its PIC and IVT are set up (then it idles).
+pub const READY_PORT: u16 = 0xE0;
+/// The interrupt handler writes the low 16 bits of its counter here.
+pub const ACK_PORT: u16 = 0xE2;
+/// The guest's per-interrupt "work" writes, handled by the VMM in userspace.
+pub const WORK_PORT: u16 = 0xE4;
+/// Every IVT vector the guest does not expect points to a stub that writes
+/// its vector number here (the VMM turns that into an error).
+pub const VECTOR_PORT: u16 = 0xE6;
+/// The interrupt line pulsed with `KVM_IRQ_LINE` (master PIC input; the demo
+/// creates no PIT, so nothing else drives it).
+pub const DEMO_IRQ: u32 = 0;
+/// Name of the vCPU thread, as QEMU names its first vCPU thread.
+pub const VCPU_THREAD_NAME: &str = "CPU 0/KVM";
+/// Name of the thread that raises the interrupts.
+pub const IRQ_THREAD_NAME: &str = "kvmtrace-irq";
+
+// The guest uses the short `out imm8` forms, so every port must fit a byte;
+// the IRQ must be a master PIC input other than the cascade (IR2).
+const _: () = assert!(READY_PORT <= 0xFF && ACK_PORT <= 0xFF);
+const _: () = assert!(WORK_PORT <= 0xFF && VECTOR_PORT <= 0xFF);
+const _: () = assert!(DEMO_IRQ < 8 && DEMO_IRQ != 2);
+
+/// Guest memory: 64 KiB of anonymous memory at guest-physical address 0.
+const MEM_SIZE: usize = 0x1_0000;
+/// Master PIC vector base (IRQ n -> vector 0x20 + n), clear of CPU exceptions.
+const VECTOR_BASE: u8 = 0x20;
+/// Slave PIC vector base (unused: the slave is fully masked).
+const SLAVE_VECTOR_BASE: u8 = 0x28;
+/// Word: work exits per interrupt, written by the VMM before start.
+const DATA_WORK_COUNT: u16 = 0x0500;
+/// Word: interrupts handled (incremented by the handler).
+const DATA_COUNTER: u16 = 0x0502;
+/// Word: interrupts whose work the main loop has done.
+const DATA_DONE: u16 = 0x0504;
+/// 256 four-byte stubs for unexpected vectors.
+const STUBS_ADDR: u16 = 0x0600;
+/// Guest entry point (CS = 0).
+const CODE_ADDR: u16 = 0x1000;
+/// The interrupt handler.
+const HANDLER_ADDR: u16 = 0x1100;
+/// Initial SP (SS = 0); the stack grows down towards the code.
+const STACK_TOP: u16 = 0x8000;
+/// Three pages KVM on Intel needs for real mode without unrestricted guest
+/// (the address QEMU and Firecracker use; outside guest memory).
+const TSS_ADDR: usize = 0xfffb_d000;
+
+/// How long start() waits for the guest's ready write.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long stop() waits for each thread before giving up on it.
+const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Interval between kicks while stopping.
+const KICK_INTERVAL: Duration = Duration::from_micros(200);
+/// Longest single sleep of the interrupt thread, so it notices stop even
+/// with a long period.
+const MAX_SLEEP_NS: u64 = 50_000_000;
+const NS_PER_SEC: u64 = 1_000_000_000;
+
+/// `KVM_SET_SIGNAL_MASK` = `_IOW(KVMIO, 0x8b, struct kvm_signal_mask)`; not
+/// exported by kvm-ioctls.
+const KVM_SET_SIGNAL_MASK: u64 =
+    ioc_write(0xAE, 0x8B, mem::size_of::<kvm_bindings::kvm_signal_mask>());
+
+const fn ioc_write(ty: u64, nr: u64, size: usize) -> u64 {
+    // _IOC(_IOC_WRITE = 1, type, nr, size) with the generic (x86) layout.
+    (1 << 30) | ((size as u64) << 16) | (ty << 8) | nr
+}
+
+/// Demo settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoConfig {
+    /// Interval between interrupts (default 1 ms, an NFV device-interrupt test).
+    pub irq_period: Duration,
+    /// Port I/O exits the guest makes after each interrupt, handled by the
+    /// VMM in userspace (default 4; at most 65535).
+    pub work_exits_per_irq: u32,
+    /// Extra time the VMM spends (sleeping) on each work port exit (default 0).
+    pub slow_io: Duration,
+    /// Pin the vCPU thread to this host CPU if set.
+    pub vcpu_cpu: Option<usize>,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig {
+            irq_period: Duration::from_millis(1),
+            work_exits_per_irq: 4,
+            slow_io: Duration::ZERO,
+            vcpu_cpu: None,
+        }
+    }
+}
+
+/// One interrupt, raised by the VMM and acknowledged by the guest's handler.
+/// Times are CLOCK_MONOTONIC ns (the clock of `bpf_ktime_get_ns`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemoSample {
+    /// Sequence number of the raise this ack was paired with (from 1).
+    pub seq: u64,
+    /// Just before `KVM_IRQ_LINE(1)`.
+    pub raised_ns: u64,
+    /// When the vCPU thread saw the handler's write to [`ACK_PORT`].
+    pub acked_ns: u64,
+}
+
+/// Counters returned by [`DemoGuest::stop`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DemoStats {
+    /// Interrupts raised by the interrupt thread.
+    pub raised: u64,
+    /// Handler acks seen by the vCPU thread.
+    pub acked: u64,
+    /// Work port exits handled.
+    pub work_exits: u64,
+    /// `KVM_EXIT_HLT` exits that reached userspace (0 with the in-kernel irqchip).
+    pub hlt_exits: u64,
+}
+
+/// Everything that can make the demo fail.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("no /dev/kvm: the kvm module is not loaded (modprobe kvm_intel or kvm_amd), or this machine has no virtualization support")]
+    NoKvm,
+    #[error("permission denied opening /dev/kvm: run as root or join the kvm group")]
+    KvmPermission,
+    #[error("opening /dev/kvm: {0}")]
+    OpenKvm(kvm_ioctls::Error),
+    #[error("KVM API version {0} is not the supported 12")]
+    KvmApiVersion(i32),
+    #[error("KVM lacks {0}")]
+    MissingCapability(&'static str),
+    #[error("{what} failed: {source}")]
+    Ioctl {
+        what: &'static str,
+        source: kvm_ioctls::Error,
+    },
+    #[error("mapping guest memory: {0}")]
+    GuestMemory(io::Error),
+    #[error("invalid demo config: {0}")]
+    InvalidConfig(String),
+    #[error("unexpected vCPU exit: {reason}")]
+    UnexpectedExit { reason: String },
+    #[error("spawning a demo thread: {0}")]
+    Thread(io::Error),
+    #[error("the demo {0} thread panicked")]
+    ThreadPanicked(&'static str),
+    #[error("pinning the vCPU thread to CPU {cpu}: {source}")]
+    Affinity { cpu: usize, source: io::Error },
+    #[error("setting up the vCPU kick signal: {0}")]
+    Signal(io::Error),
+    #[error("interrupt timer: {0}")]
+    Timer(io::Error),
+    #[error("the demo guest did not signal ready within {0:?}")]
+    GuestNotReady(Duration),
+    #[error("the demo {0} thread did not stop within {1:?}")]
+    StopTimeout(&'static str, Duration),
+    #[error("building the guest code: {0}")]
+    GuestCode(&'static str),
+}
+
+/// A running demo VM. Dropping it stops it too (ignoring errors).
+pub struct DemoGuest {
+    shared: Arc<Shared>,
+    vcpu: Option<JoinHandle<Result<VcpuCounts, DemoError>>>,
+    irq: Option<JoinHandle<Result<u64, DemoError>>>,
+    vcpu_tid: u32,
+    irq_tid: u32,
+}
+
+impl DemoGuest {
+    /// Creates the VM, starts the vCPU thread ("CPU 0/KVM") and the interrupt
+    /// thread ("kvmtrace-irq"), and returns once the guest has programmed its
+    /// PIC and is about to idle (a raise from then on is latched by the PIC,
+    /// so none is lost).
+    pub fn start(cfg: DemoConfig, samples: Sender<DemoSample>) -> Result<DemoGuest, DemoError> {
+        let period_ns = u64::try_from(cfg.irq_period.as_nanos())
+            .ok()
+            .filter(|&ns| ns > 0)
+            .ok_or_else(|| {
+                DemoError::InvalidConfig(format!(
+                    "irq_period {:?} must be > 0 and < 584 years",
+                    cfg.irq_period
+                ))
+            })?;
+        let work_count = u16::try_from(cfg.work_exits_per_irq).map_err(|_| {
+            DemoError::InvalidConfig(format!(
+                "work_exits_per_irq {} exceeds 65535",
+                cfg.work_exits_per_irq
+            ))
+        })?;
+        if let Some(cpu) = cfg.vcpu_cpu {
+            if cpu >= libc::CPU_SETSIZE as usize {
+                return Err(DemoError::InvalidConfig(format!(
+                    "vcpu_cpu {cpu} is beyond CPU_SETSIZE"
+                )));
+            }
+        }
+        install_kick_handler()?;
+
+        let kvm = Kvm::new().map_err(|e| match e.errno() {
+            libc::ENOENT | libc::ENXIO | libc::ENODEV => DemoError::NoKvm,
+            libc::EACCES | libc::EPERM => DemoError::KvmPermission,
+            _ => DemoError::OpenKvm(e),
+        })?;
+        let api = kvm.get_api_version();
+        if api != 12 {
+            return Err(DemoError::KvmApiVersion(api));
+        }
+        for (cap, name) in [
+            (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
+            (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+        ] {
+            if !kvm.check_extension(cap) {
+                return Err(DemoError::MissingCapability(name));
+            }
+        }
+        let vm = kvm.create_vm().map_err(ioctl_err("KVM_CREATE_VM"))?;
+        vm.set_tss_address(TSS_ADDR)
+            .map_err(ioctl_err("KVM_SET_TSS_ADDR"))?;
+        vm.create_irq_chip()
+            .map_err(ioctl_err("KVM_CREATE_IRQCHIP"))?;
+
+        let mem = GuestMemory::new(MEM_SIZE)?;
+        load_guest(&mem, work_count)?;
+        let region = kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: MEM_SIZE as u64,
+            userspace_addr: mem.host_addr(),
+        };
+        // SAFETY: the region is a private anonymous mapping of exactly
+        // MEM_SIZE bytes that stays mapped until the vCPU (the only user of
+        // guest memory) is gone: the vCPU thread owns an Arc of it and drops
+        // it after the VcpuFd. Nothing else in this process aliases it.
+        unsafe { vm.set_user_memory_region(region) }
+            .map_err(ioctl_err("KVM_SET_USER_MEMORY_REGION"))?;
+
+        let vcpu = vm
+            .create_vcpu(u64::from(VCPU_ID))
+            .map_err(ioctl_err("KVM_CREATE_VCPU"))?;
+        setup_vcpu(&vcpu)?;
+
+        let vm = Arc::new(vm);
+        let mem = Arc::new(mem);
+        let shared = Arc::new(Shared::default());
+        let (events_tx, events_rx) = mpsc::channel();
+
+        let vcpu_thread = {
+            let shared = Arc::clone(&shared);
+            let slow_io = cfg.slow_io;
+            let pin = cfg.vcpu_cpu;
+            thread::Builder::new()
+                .name(VCPU_THREAD_NAME.to_owned())
+                .spawn(move || {
+                    vcpu_thread_main(vcpu, mem, shared, pin, slow_io, events_tx, samples)
+                })
+                .map_err(DemoError::Thread)?
+        };
+        // From here on, dropping `guest` (on any error) stops what was started.
+        let mut guest = DemoGuest {
+            shared: Arc::clone(&shared),
+            vcpu: Some(vcpu_thread),
+            irq: None,
+            vcpu_tid: 0,
+            irq_tid: 0,
+        };
+        guest.wait_vcpu_ready(&events_rx)?;
+
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let irq_thread = {
+            let vm = Arc::clone(&vm);
+            thread::Builder::new()
+                .name(IRQ_THREAD_NAME.to_owned())
+                .spawn(move || {
+                    let _ = tid_tx.send(gettid());
+                    raise_loop(&vm, &shared, period_ns)
+                })
+                .map_err(DemoError::Thread)?
+        };
+        guest.irq = Some(irq_thread);
+        guest.irq_tid = match tid_rx.recv_timeout(READY_TIMEOUT) {
+            Ok(tid) => tid,
+            Err(_) => return Err(guest.failed_start("irq")),
+        };
+        Ok(guest)
+    }
+
+    /// Kernel thread id of the vCPU thread.
+    pub fn vcpu_tid(&self) -> u32 {
+        self.vcpu_tid
+    }
+
+    /// Kernel thread id of the interrupt thread.
+    pub fn irq_tid(&self) -> u32 {
+        self.irq_tid
+    }
+
+    /// Stops both threads (kicking the vCPU out of `KVM_RUN`, even from HLT),
+    /// joins them and returns the counters, or the first error either met.
+    pub fn stop(mut self) -> Result<DemoStats, DemoError> {
+        self.shutdown()
+    }
+
+    fn wait_vcpu_ready(&mut self, events: &Receiver<VcpuEvent>) -> Result<(), DemoError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match events.recv_timeout(left) {
+                Ok(VcpuEvent::Tid(tid)) => self.vcpu_tid = tid,
+                Ok(VcpuEvent::Ready) => return Ok(()),
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.shutdown();
+                    return Err(DemoError::GuestNotReady(READY_TIMEOUT));
+                }
+                Err(RecvTimeoutError::Disconnected) => return Err(self.failed_start("vCPU")),
+            }
+        }
+    }
+
+    /// A thread ended (or went silent) during start: stop everything and
+    /// return the error that explains it.
+    fn failed_start(&mut self, which: &'static str) -> DemoError {
+        match self.shutdown() {
+            Err(e) => e,
+            Ok(_) => DemoError::UnexpectedExit {
+                reason: format!("the {which} thread ended during start"),
+            },
+        }
+    }
+
+    fn shutdown(&mut self) -> Result<DemoStats, DemoError> {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let vcpu = join_with_kicks(self.vcpu.take(), "vCPU");
+        let irq = join_with_kicks(self.irq.take(), "irq");
+        let counts = vcpu?.unwrap_or_default();
+        let raised = irq?.unwrap_or(0);
+        Ok(DemoStats {
+            raised,
+            acked: counts.acked,
+            work_exits: counts.work_exits,
+            hlt_exits: counts.hlt_exits,
+        })
+    }
+}
+
+impl Drop for DemoGuest {
+    fn drop(&mut self) {
+        if self.vcpu.is_some() || self.irq.is_some() {
+            let _ = self.shutdown();
+        }
+    }
+}
+
+/// Sets the stop flag's effect in motion for one thread: kicks it until it
+/// has finished (at most STOP_TIMEOUT), then joins it. A thread that does
+/// not finish is left detached; it owns everything it uses.
+fn join_with_kicks<T>(
+    handle: Option<JoinHandle<Result<T, DemoError>>>,
+    which: &'static str,
+) -> Result<Option<T>, DemoError> {
+    let Some(handle) = handle else {
+        return Ok(None);
+    };
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while !handle.is_finished() {
+        if Instant::now() >= deadline {
+            return Err(DemoError::StopTimeout(which, STOP_TIMEOUT));
+        }
+        // SAFETY: the pthread_t comes from a JoinHandle that is not joined
+        // yet, so it names a live (or finished but unjoined) thread; the kick
+        // signal has a no-op handler installed by start(). A failure (only
+        // ESRCH-like races) is harmless: we re-check is_finished().
+        unsafe { libc::pthread_kill(handle.as_pthread_t(), kick_signal()) };
+        thread::sleep(KICK_INTERVAL);
+    }
+    match handle.join() {
+        Ok(result) => result.map(Some),
+        Err(_) => Err(DemoError::ThreadPanicked(which)),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Shared state
+
+#[derive(Default)]
+struct Shared {
+    stop: AtomicBool,
+    raises: RaiseLog,
+}
+
+/// The latest two raises, published by the interrupt thread (single writer)
+/// and read by the vCPU thread, as a seqlock so a reader never sees a torn
+/// (seq, ns) pair.
+#[derive(Default)]
+struct RaiseLog {
+    version: AtomicU64,
+    cur_seq: AtomicU64,
+    cur_ns: AtomicU64,
+    prev_seq: AtomicU64,
+    prev_ns: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Raises {
+    cur: (u64, u64),
+    prev: (u64, u64),
+}
+
+impl RaiseLog {
+    /// Records raise `seq` at `ns`. Only the interrupt thread calls this.
+    fn publish(&self, seq: u64, ns: u64) {
+        let v = self.version.load(Ordering::Relaxed);
+        self.version.store(v.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.prev_seq
+            .store(self.cur_seq.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.prev_ns
+            .store(self.cur_ns.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.cur_seq.store(seq, Ordering::Relaxed);
+        self.cur_ns.store(ns, Ordering::Relaxed);
+        self.version.store(v.wrapping_add(2), Ordering::Release);
+    }
+
+    fn snapshot(&self) -> Raises {
+        let mut spins = 0u32;
+        loop {
+            let v1 = self.version.load(Ordering::Acquire);
+            if v1 & 1 == 0 {
+                let r = Raises {
+                    cur: (
+                        self.cur_seq.load(Ordering::Relaxed),
+                        self.cur_ns.load(Ordering::Relaxed),
+                    ),
+                    prev: (
+                        self.prev_seq.load(Ordering::Relaxed),
+                        self.prev_ns.load(Ordering::Relaxed),
+                    ),
+                };
+                fence(Ordering::Acquire);
+                if self.version.load(Ordering::Relaxed) == v1 {
+                    return r;
+                }
+            }
+            spins += 1;
+            if spins.is_multiple_of(64) {
+                // The writer was preempted mid-publish.
+                thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
+impl Raises {
+    /// The latest raise at or before `acked_ns` (a raise published after the
+    /// ack was timestamped cannot be what the guest acked).
+    fn latest_before(&self, acked_ns: u64) -> Option<(u64, u64)> {
+        [self.cur, self.prev]
+            .into_iter()
+            .find(|&(seq, ns)| seq != 0 && ns <= acked_ns)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// vCPU thread
+
+enum VcpuEvent {
+    Tid(u32),
+    Ready,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct VcpuCounts {
+    acked: u64,
+    work_exits: u64,
+    hlt_exits: u64,
+}
+
+fn vcpu_thread_main(
+    vcpu: VcpuFd,
+    mem: Arc<GuestMemory>,
+    shared: Arc<Shared>,
+    pin: Option<usize>,
+    slow_io: Duration,
+    events: Sender<VcpuEvent>,
+    samples: Sender<DemoSample>,
+) -> Result<VcpuCounts, DemoError> {
+    // Declared first so it is dropped last: guest memory stays mapped until
+    // the vCPU fd is closed.
+    let _mem = mem;
+    let mut vcpu = vcpu;
+    let _ = events.send(VcpuEvent::Tid(gettid()));
+    if let Some(cpu) = pin {
+        pin_current_thread(cpu)?;
+    }
+    block_kick_outside_kvm_run(&vcpu)?;
+    run_vcpu(&mut vcpu, &shared, slow_io, &events, &samples)
+}
+
+fn run_vcpu(
+    vcpu: &mut VcpuFd,
+    shared: &Shared,
+    slow_io: Duration,
+    events: &Sender<VcpuEvent>,
+    samples: &Sender<DemoSample>,
+) -> Result<VcpuCounts, DemoError> {
+    let mut counts = VcpuCounts::default();
+    loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            return Ok(counts);
+        }
+        let exit = vcpu.run();
+        let now = monotonic_ns();
+        let unexpected = match exit {
+            Ok(VcpuExit::IoOut(ACK_PORT, _counter)) => {
+                counts.acked += 1;
+                if let Some((seq, raised_ns)) = shared.raises.snapshot().latest_before(now) {
+                    // A closed receiver only means nobody listens any more.
+                    let _ = samples.send(DemoSample {
+                        seq,
+                        raised_ns,
+                        acked_ns: now,
+                    });
+                }
+                None
+            }
+            Ok(VcpuExit::IoOut(WORK_PORT, _)) => {
+                counts.work_exits += 1;
+                if !slow_io.is_zero() {
+                    thread::sleep(slow_io);
+                }
+                None
+            }
+            Ok(VcpuExit::IoOut(READY_PORT, _)) => {
+                let _ = events.send(VcpuEvent::Ready);
+                None
+            }
+            Ok(VcpuExit::IoOut(VECTOR_PORT, data)) => Some(format!(
+                "guest took unexpected interrupt/exception vector {:#04x}",
+                data.first().copied().unwrap_or(0)
+            )),
+            Ok(VcpuExit::IoOut(port, data)) => {
+                Some(format!("out to port {port:#x} with data {data:02x?}"))
+            }
+            Ok(VcpuExit::IoIn(port, data)) => {
+                Some(format!("in from port {port:#x} ({} bytes)", data.len()))
+            }
+            Ok(VcpuExit::Hlt) => {
+                counts.hlt_exits += 1;
+                None
+            }
+            Ok(VcpuExit::Intr) => None,
+            Ok(other) => Some(format!("{other:?}")),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
+            Err(e) => {
+                return Err(DemoError::Ioctl {
+                    what: "KVM_RUN",
+                    source: e,
+                })
+            }
+        };
+        if let Some(reason) = unexpected {
+            let at = match (vcpu.get_sregs(), vcpu.get_regs()) {
+                (Ok(s), Ok(r)) => format!(" at cs:ip {:04x}:{:04x}", s.cs.selector, r.rip),
+                _ => String::new(),
+            };
+            return Err(DemoError::UnexpectedExit {
+                reason: format!("{reason}{at}"),
+            });
+        }
+    }
+}
+
+/// Real mode, CS:IP = 0000:CODE_ADDR, interrupts off until the guest is set up.
+fn setup_vcpu(vcpu: &VcpuFd) -> Result<(), DemoError> {
+    let mut sregs = vcpu.get_sregs().map_err(ioctl_err("KVM_GET_SREGS"))?;
+    for seg in [
+        &mut sregs.cs,
+        &mut sregs.ds,
+        &mut sregs.es,
+        &mut sregs.ss,
+        &mut sregs.fs,
+        &mut sregs.gs,
+    ] {
+        seg.base = 0;
+        seg.selector = 0;
+    }
+    vcpu.set_sregs(&sregs).map_err(ioctl_err("KVM_SET_SREGS"))?;
+    let regs = kvm_bindings::kvm_regs {
+        rip: u64::from(CODE_ADDR),
+        rsp: u64::from(STACK_TOP),
+        rflags: 0x2, // bit 1 is reserved and always set; IF = 0
+        ..Default::default()
+    };
+    vcpu.set_regs(&regs).map_err(ioctl_err("KVM_SET_REGS"))
+}
+
+fn pin_current_thread(cpu: usize) -> Result<(), DemoError> {
+    // SAFETY: cpu_set_t is a plain bit array; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
+    // SAFETY: start() checked cpu < CPU_SETSIZE, so the bit is inside `set`.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the size passed.
+    let rc = unsafe { libc::sched_setaffinity(0, mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc != 0 {
+        return Err(DemoError::Affinity {
+            cpu,
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Kick signal
+
+fn kick_signal() -> libc::c_int {
+    libc::SIGRTMIN()
+}
+
+extern "C" fn kick_handler(_sig: libc::c_int) {
+    // Nothing to do: its only purpose is to make KVM_RUN / clock_nanosleep
+    // return EINTR.
+}
+
+/// Installs a no-op handler for the kick signal once per process (unless
+/// the program already handles that signal), so a kick interrupts a blocking
+/// call instead of killing the process.
+fn install_kick_handler() -> Result<(), DemoError> {
+    static INSTALLED: OnceLock<Result<(), i32>> = OnceLock::new();
+    let result = INSTALLED.get_or_init(|| {
+        let sig = kick_signal();
+        // SAFETY: all-zero is a valid `struct sigaction` to be filled in.
+        let mut old: libc::sigaction = unsafe { mem::zeroed() };
+        // SAFETY: a null new action only queries; `old` is a valid out pointer.
+        if unsafe { libc::sigaction(sig, ptr::null(), &mut old) } != 0 {
+            return Err(io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EINVAL));
+        }
+        if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
+            return Ok(()); // someone's handler: it interrupts syscalls just as well
+        }
+        // SAFETY: as above.
+        let mut act: libc::sigaction = unsafe { mem::zeroed() };
+        act.sa_sigaction =
+            kick_handler as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t;
+        act.sa_flags = 0; // no SA_RESTART: the point is to interrupt
+
+        // SAFETY: `act.sa_mask` is a valid sigset_t to initialise.
+        unsafe { libc::sigemptyset(&mut act.sa_mask) };
+        // SAFETY: `act` is fully initialised; the handler is async-signal-safe (empty).
+        if unsafe { libc::sigaction(sig, &act, ptr::null_mut()) } != 0 {
+            return Err(io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EINVAL));
+        }
+        Ok(())
+    });
+    (*result).map_err(|errno| DemoError::Signal(io::Error::from_raw_os_error(errno)))
+}
+
+/// Blocks the kick signal in the calling (vCPU) thread and tells KVM to
+/// unblock it only while in KVM_RUN: a kick that arrives while the thread is
+/// in userspace stays pending and makes the next KVM_RUN return EINTR at
+/// once, so no kick is lost between the stop check and KVM_RUN.
+fn block_kick_outside_kvm_run(vcpu: &VcpuFd) -> Result<(), DemoError> {
+    let sig = kick_signal();
+    // SAFETY: all-zero sigset_t values are initialised by sigemptyset below.
+    let mut block: libc::sigset_t = unsafe { mem::zeroed() };
+    // SAFETY: as above.
+    let mut old: libc::sigset_t = unsafe { mem::zeroed() };
+    // SAFETY: valid sigset_t pointers and a valid signal number.
+    unsafe {
+        libc::sigemptyset(&mut block);
+        libc::sigaddset(&mut block, sig);
+    }
+    // SAFETY: valid pointers; only the calling thread's mask changes.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old) };
+    if rc != 0 {
+        return Err(DemoError::Signal(io::Error::from_raw_os_error(rc)));
+    }
+    // The mask during KVM_RUN: the thread's previous mask without the kick
+    // signal, in the kernel's 64-bit sigset layout (bit n-1 = signal n).
+    let mut bits = 0u64;
+    for s in 1..=64 {
+        // SAFETY: `old` was filled in by pthread_sigmask; s is in 1..=64.
+        if s != sig && unsafe { libc::sigismember(&old, s) } == 1 {
+            bits |= 1 << (s - 1);
+        }
+    }
+    #[repr(C)]
+    struct KvmSignalMask {
+        len: u32,
+        sigset: [u8; 8],
+    }
+    let arg = KvmSignalMask {
+        len: 8,
+        sigset: bits.to_ne_bytes(),
+    };
+    // SAFETY: KVM_SET_SIGNAL_MASK reads a `struct kvm_signal_mask` header
+    // followed by `len` (8) bytes, which `arg` provides; the fd is a vCPU fd.
+    let rc = unsafe { libc::ioctl(vcpu.as_raw_fd(), KVM_SET_SIGNAL_MASK as _, &arg) };
+    if rc < 0 {
+        return Err(DemoError::Ioctl {
+            what: "KVM_SET_SIGNAL_MASK",
+            source: kvm_ioctls::Error::last(),
+        });
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Interrupt thread
+
+fn raise_loop(vm: &VmFd, shared: &Shared, period_ns: u64) -> Result<u64, DemoError> {
+    let mut raised = 0u64;
+    let mut deadline = monotonic_ns().saturating_add(period_ns);
+    loop {
+        loop {
+            if shared.stop.load(Ordering::SeqCst) {
+                return Ok(raised);
+            }
+            let now = monotonic_ns();
+            if now >= deadline {
+                break;
+            }
+            sleep_until(deadline.min(now.saturating_add(MAX_SLEEP_NS)))
+                .map_err(DemoError::Timer)?;
+        }
+        let seq = raised + 1;
+        shared.raises.publish(seq, monotonic_ns());
+        vm.set_irq_line(DEMO_IRQ, true)
+            .map_err(ioctl_err("KVM_IRQ_LINE (raise)"))?;
+        vm.set_irq_line(DEMO_IRQ, false)
+            .map_err(ioctl_err("KVM_IRQ_LINE (lower)"))?;
+        raised = seq;
+        // Absolute deadlines: the period does not drift. Ticks missed while
+        // this thread was not running are skipped, keeping the phase.
+        deadline = deadline.saturating_add(period_ns);
+        let now = monotonic_ns();
+        if deadline <= now {
+            let missed = (now - deadline) / period_ns + 1;
+            deadline = deadline.saturating_add(missed.saturating_mul(period_ns));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Clock helpers
+
+/// CLOCK_MONOTONIC in ns, the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out pointer; CLOCK_MONOTONIC always exists on
+    // Linux, so this cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(NS_PER_SEC)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+/// Sleeps until CLOCK_MONOTONIC reaches `deadline_ns`, or a signal arrives.
+fn sleep_until(deadline_ns: u64) -> io::Result<()> {
+    let ts = libc::timespec {
+        tv_sec: (deadline_ns / NS_PER_SEC) as libc::time_t,
+        tv_nsec: (deadline_ns % NS_PER_SEC) as libc::c_long,
+    };
+    // SAFETY: `ts` is a valid timespec; no remainder is needed with TIMER_ABSTIME.
+    let rc = unsafe {
+        libc::clock_nanosleep(
+            libc::CLOCK_MONOTONIC,
+            libc::TIMER_ABSTIME,
+            &ts,
+            ptr::null_mut(),
+        )
+    };
+    match rc {
+        0 | libc::EINTR => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
+fn gettid() -> u32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    let tid = unsafe { libc::gettid() };
+    tid as u32
+}
+
+fn ioctl_err(what: &'static str) -> impl Fn(kvm_ioctls::Error) -> DemoError {
+    move |source| DemoError::Ioctl { what, source }
+}
+
+// ---------------------------------------------------------------------------
+// Guest memory and code
+
+/// A private anonymous mapping used as guest RAM.
+struct GuestMemory {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; the VMM only
+// writes it (through `write`) before the vCPU runs, and after that only the
+// guest touches it, through KVM.
+unsafe impl Send for GuestMemory {}
+// SAFETY: as above; `&GuestMemory` gives no access to the bytes except `write`,
+// which start() calls before sharing.
+unsafe impl Sync for GuestMemory {}
+
+impl GuestMemory {
+    fn new(len: usize) -> Result<GuestMemory, DemoError> {
+        // SAFETY: a fresh anonymous mapping with no address hint: it aliases nothing.
+        let ptr = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(DemoError::GuestMemory(io::Error::last_os_error()));
+        }
+        Ok(GuestMemory {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    fn host_addr(&self) -> u64 {
+        self.ptr as u64
+    }
+
+    /// Copies `bytes` to guest-physical address `gpa`.
+    fn write(&self, gpa: u16, bytes: &[u8]) -> Result<(), DemoError> {
+        let start = usize::from(gpa);
+        if start
+            .checked_add(bytes.len())
+            .is_none_or(|end| end > self.len)
+        {
+            return Err(DemoError::GuestCode(
+                "guest image does not fit guest memory",
+            ));
+        }
+        // SAFETY: [start, start + len) is inside the mapping (checked above)
+        // and `bytes` cannot overlap it (it is not reachable as a slice).
+        unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(start), bytes.len()) };
+        Ok(())
+    }
+}
+
+impl Drop for GuestMemory {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len are exactly the mapping made in new(), unmapped once.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// Writes the IVT, unexpected-vector stubs, data words, code and handler.
+fn load_guest(mem: &GuestMemory, work_count: u16) -> Result<(), DemoError> {
+    let spurious = VECTOR_BASE + 7; // the master PIC's spurious IRQ7
+    for vector in 0..=255u8 {
+        let stub = STUBS_ADDR + 4 * u16::from(vector);
+        let mut ivt = [0u8; 4];
+        ivt[..2].copy_from_slice(&stub.to_le_bytes()); // offset; ivt[2..4] = segment 0
+        mem.write(4 * u16::from(vector), &ivt)?;
+        let mut c = Code::default();
+        if vector == spurious {
+            c.op(&[0xCF]); //                         iret    ; spurious IRQ7: no EOI
+        } else {
+            c.op(&[0xB0, vector]); //                 mov al, vector
+            c.op(&[0xE6, VECTOR_PORT as u8]); //      out VECTOR_PORT, al ; the VMM reports an error
+        }
+        mem.write(stub, &c.bytes)?;
+    }
+    mem.write(DATA_WORK_COUNT, &work_count.to_le_bytes())?;
+    mem.write(CODE_ADDR, &main_code()?)?;
+    mem.write(HANDLER_ADDR, &handler_code())?;
+    Ok(())
+}
+
+/// The interrupt handler (CS = DS = 0, entered with IF = 0).
+fn handler_code() -> Vec<u8> {
+    let [cl, ch] = DATA_COUNTER.to_le_bytes();
+    let mut c = Code::default();
+    c.op(&[0x50]); //                  push ax
+    c.op(&[0xFF, 0x06, cl, ch]); //    inc word [DATA_COUNTER]
+    c.op(&[0xA1, cl, ch]); //          mov ax, [DATA_COUNTER]
+    c.op(&[0xE7, ACK_PORT as u8]); //  out ACK_PORT, ax      ; ack: the VMM timestamps this exit
+    c.op(&[0xB0, 0x20]); //            mov al, 0x20          ; OCW2: non-specific EOI
+    c.op(&[0xE6, 0x20]); //            out 0x20, al          ; to the master PIC
+    c.op(&[0x58]); //                  pop ax
+    c.op(&[0xCF]); //                  iret
+    c.bytes
+}
+
+/// Setup, then the idle/work loop.
+fn main_code() -> Result<Vec<u8>, DemoError> {
+    let vector = VECTOR_BASE + DEMO_IRQ as u8;
+    let [v0l, v0h] = (4 * u16::from(vector)).to_le_bytes();
+    let [v2l, v2h] = (4 * u16::from(vector) + 2).to_le_bytes();
+    let [hl, hh] = HANDLER_ADDR.to_le_bytes();
+    let [sl, sh] = STACK_TOP.to_le_bytes();
+    let [wl, wh] = DATA_WORK_COUNT.to_le_bytes();
+    let [cl, ch] = DATA_COUNTER.to_le_bytes();
+    let [dl, dh] = DATA_DONE.to_le_bytes();
+    let unmask = !(1u8 << DEMO_IRQ);
+
+    let mut c = Code::default();
+    c.op(&[0xFA]); //                     cli                    ; (IF is already 0)
+    c.op(&[0x31, 0xC0]); //               xor ax, ax
+    c.op(&[0x8E, 0xD8]); //               mov ds, ax
+    c.op(&[0x8E, 0xC0]); //               mov es, ax
+    c.op(&[0x8E, 0xD0]); //               mov ss, ax
+    c.op(&[0xBC, sl, sh]); //             mov sp, STACK_TOP
+
+    // Master PIC.
+    c.op(&[0xB0, 0x11]); //               mov al, 0x11           ; ICW1: edge, cascade, ICW4 follows
+    c.op(&[0xE6, 0x20]); //               out 0x20, al
+    c.op(&[0xB0, VECTOR_BASE]); //        mov al, VECTOR_BASE    ; ICW2: IRQ0-7 -> 0x20-0x27
+    c.op(&[0xE6, 0x21]); //               out 0x21, al
+    c.op(&[0xB0, 0x04]); //               mov al, 0x04           ; ICW3: slave on IR2
+    c.op(&[0xE6, 0x21]); //               out 0x21, al
+    c.op(&[0xB0, 0x01]); //               mov al, 0x01           ; ICW4: 8086 mode, normal EOI
+    c.op(&[0xE6, 0x21]); //               out 0x21, al
+    c.op(&[0xB0, 0xFF]); //               mov al, 0xFF           ; OCW1: all masked for now
+    c.op(&[0xE6, 0x21]); //               out 0x21, al
+
+    // Slave PIC: initialised, fully masked.
+    c.op(&[0xB0, 0x11]); //               mov al, 0x11           ; ICW1
+    c.op(&[0xE6, 0xA0]); //               out 0xA0, al
+    c.op(&[0xB0, SLAVE_VECTOR_BASE]); //  mov al, 0x28           ; ICW2: IRQ8-15 -> 0x28-0x2F
+    c.op(&[0xE6, 0xA1]); //               out 0xA1, al
+    c.op(&[0xB0, 0x02]); //               mov al, 0x02           ; ICW3: cascade identity 2
+    c.op(&[0xE6, 0xA1]); //               out 0xA1, al
+    c.op(&[0xB0, 0x01]); //               mov al, 0x01           ; ICW4: 8086 mode
+    c.op(&[0xE6, 0xA1]); //               out 0xA1, al
+    c.op(&[0xB0, 0xFF]); //               mov al, 0xFF           ; OCW1: mask all
+    c.op(&[0xE6, 0xA1]); //               out 0xA1, al
+
+    // IVT entry for our vector -> 0000:HANDLER_ADDR; counters to 0.
+    c.op(&[0xC7, 0x06, v0l, v0h, hl, hh]); // mov word [4*vector], HANDLER_ADDR
+    c.op(&[0xC7, 0x06, v2l, v2h, 0, 0]); //   mov word [4*vector+2], 0
+    c.op(&[0xC7, 0x06, cl, ch, 0, 0]); //     mov word [DATA_COUNTER], 0
+    c.op(&[0xC7, 0x06, dl, dh, 0, 0]); //     mov word [DATA_DONE], 0
+
+    // Unmask only our IRQ, then tell the VMM we are ready.
+    c.op(&[0xB0, unmask]); //             mov al, ~(1 << DEMO_IRQ)
+    c.op(&[0xE6, 0x21]); //               out 0x21, al           ; OCW1
+    c.op(&[0xE6, READY_PORT as u8]); //   out READY_PORT, al
+
+    // idle: sleep until the handler has counted an interrupt not yet worked on.
+    let idle = c.here();
+    c.op(&[0xFA]); //                     idle: cli
+    c.op(&[0xA1, cl, ch]); //             mov ax, [DATA_COUNTER]
+    c.op(&[0x3B, 0x06, dl, dh]); //       cmp ax, [DATA_DONE]
+    let to_work = c.jump_forward(0x75); // jne have_work
+    c.op(&[0xFB]); //                     sti                    ; shadow: no interrupt before hlt
+    c.op(&[0xF4]); //                     hlt                    ; wait for the interrupt
+    c.jump_back(0xEB, idle)?; //          jmp idle
+    c.patch_forward(to_work)?; //         have_work:
+    c.op(&[0xFF, 0x06, dl, dh]); //       inc word [DATA_DONE]
+    c.op(&[0xFB]); //                     sti                    ; interrupts may arrive during work
+    c.op(&[0x8B, 0x0E, wl, wh]); //       mov cx, [DATA_WORK_COUNT]
+    let no_work = c.jump_forward(0xE3); // jcxz done
+    let work = c.here();
+    c.op(&[0xE6, WORK_PORT as u8]); //    work: out WORK_PORT, al ; handled by the VMM
+    c.jump_back(0xE2, work)?; //          loop work
+    c.patch_forward(no_work)?; //         done:
+    c.jump_back(0xEB, idle)?; //          jmp idle
+    Ok(c.bytes)
+}
+
+/// A byte buffer with short-jump helpers.
+#[derive(Default)]
+struct Code {
+    bytes: Vec<u8>,
+}
+
+impl Code {
+    fn op(&mut self, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    fn here(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// `opcode rel8` to an earlier offset.
+    fn jump_back(&mut self, opcode: u8, target: usize) -> Result<(), DemoError> {
+        let distance = self.here() + 2 - target;
+        let rel = i8::try_from(distance)
+            .map(|d| (-d) as u8)
+            .map_err(|_| DemoError::GuestCode("backward jump out of range"))?;
+        self.op(&[opcode, rel]);
+        Ok(())
+    }
+
+    /// `opcode rel8` to a later offset; returns where to patch it.
+    fn jump_forward(&mut self, opcode: u8) -> usize {
+        self.op(&[opcode, 0]);
+        self.here() - 1
+    }
+
+    /// Points the forward jump whose rel8 is at `at` to the current offset.
+    fn patch_forward(&mut self, at: usize) -> Result<(), DemoError> {
+        let rel = i8::try_from(self.here() - (at + 1))
+            .map_err(|_| DemoError::GuestCode("forward jump out of range"))?;
+        match self.bytes.get_mut(at) {
+            Some(b) => {
+                *b = rel as u8;
+                Ok(())
+            }
+            None => Err(DemoError::GuestCode("bad jump patch offset")),
+        }
+    }
+}

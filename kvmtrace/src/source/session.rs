@@ -1,0 +1,259 @@
+//! A live tracing session: probes attached, the ring buffer read, the demo guest (when
+//! asked for) running, and bookkeeping records (thread names, vCPU ids, demo ground truth,
+//! drop counters) merged into the one event stream that `record` and `top` consume.
+
+use std::collections::HashSet;
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use kvmtrace_common::{Event, Kind, VCPU_UNKNOWN};
+
+use super::demo::{self, DemoConfig, DemoError, DemoGuest, DemoSample, DemoStats};
+use super::live::LiveRing;
+use crate::capture::CaptureHeader;
+use crate::host::{self, HostFacts};
+use crate::probes::{ProbeError, ProbeOptions, Probes};
+use crate::report::{comm_to_slots, is_vcpu_context};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Privileges(#[from] host::PrivilegeError),
+    #[error(transparent)]
+    Probes(#[from] ProbeError),
+    #[error("the demo guest: {0}")]
+    Demo(#[from] DemoError),
+    #[error("--demo needs KVM: {0}")]
+    DemoNeedsKvm(String),
+    #[error("reading the ring buffer: {0}")]
+    Ring(#[from] std::io::Error),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SessionOptions {
+    /// VMM pids to trace; empty (and no demo) = every VM.
+    pub pids: Vec<u32>,
+    /// Run the embedded demo guest and trace it.
+    pub demo: Option<DemoConfig>,
+    pub ring_bytes: Option<u32>,
+}
+
+/// A running session.
+pub struct Session {
+    probes: Probes,
+    ring: LiveRing,
+    demo: Option<(DemoGuest, Receiver<DemoSample>)>,
+    known_threads: HashSet<u32>,
+    last_drops: (u64, u64),
+    last_drop_check: Instant,
+    pub header: CaptureHeader,
+}
+
+/// How a session ended.
+#[derive(Debug, Default)]
+pub struct SessionEnd {
+    pub kernel_drops: u64,
+    pub malformed: u64,
+    pub demo: Option<Result<DemoStats, DemoError>>,
+}
+
+impl Session {
+    /// Checks privileges, attaches the probes, starts the demo guest if asked, and registers
+    /// the vCPU threads already running.
+    pub fn start(opts: &SessionOptions) -> Result<Session, SessionError> {
+        host::check_own_privileges()?;
+        let facts = HostFacts::read();
+        if let Some(problem) = facts.kvm_problem() {
+            if opts.demo.is_some() {
+                return Err(SessionError::DemoNeedsKvm(problem));
+            }
+            log::warn!("{problem}");
+        }
+        let mut pids = opts.pids.clone();
+        if opts.demo.is_some() {
+            pids.push(std::process::id());
+        }
+        let mut probe_opts = ProbeOptions {
+            pids: pids.clone(),
+            ..Default::default()
+        };
+        if let Some(b) = opts.ring_bytes {
+            probe_opts.ring_bytes = b;
+        }
+        let mut probes = Probes::load(&probe_opts)?;
+        let ring = LiveRing::new(probes.take_ring()?)?;
+        let header = CaptureHeader {
+            tool: "kvmtrace".to_string(),
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            start_ns: demo::monotonic_ns(),
+            host: facts,
+            pids: opts.pids.clone(),
+            demo: opts.demo.is_some(),
+            probes: probes.status.clone(),
+            formats: probes.formats.clone(),
+        };
+        let mut session = Session {
+            probes,
+            ring,
+            demo: None,
+            known_threads: HashSet::new(),
+            last_drops: (0, 0),
+            last_drop_check: Instant::now(),
+            header,
+        };
+        if let Some(cfg) = &opts.demo {
+            let (tx, rx) = mpsc::channel();
+            let guest = DemoGuest::start(cfg.clone(), tx)?;
+            session
+                .probes
+                .add_vcpu(guest.vcpu_tid(), std::process::id())?;
+            session.demo = Some((guest, rx));
+        }
+        Ok(session)
+    }
+
+    pub fn probes(&self) -> &Probes {
+        &self.probes
+    }
+
+    /// The demo guest's vCPU thread id, when the demo runs.
+    pub fn demo_vcpu_tid(&self) -> Option<u32> {
+        self.demo.as_ref().map(|(g, _)| g.vcpu_tid())
+    }
+
+    /// Records describing the vCPU threads already running; call once before reading.
+    pub fn initial_records(&mut self, out: &mut Vec<Event>) -> Result<(), SessionError> {
+        let mut pids = self.header.pids.clone();
+        if self.demo.is_some() {
+            pids.push(std::process::id());
+        }
+        if !self.header.pids.is_empty() || self.demo.is_some() || pids.is_empty() {
+            for (tid, t) in host::discover_vcpu_threads(&pids) {
+                self.probes.add_vcpu(tid, t.tgid)?;
+                self.note_thread(tid, t.tgid, out);
+            }
+        }
+        if let Some(tid) = self.demo_vcpu_tid() {
+            self.note_thread(tid, std::process::id(), out);
+        }
+        Ok(())
+    }
+
+    fn note_thread(&mut self, tid: u32, tgid: u32, out: &mut Vec<Event>) {
+        if !self.known_threads.insert(tid) {
+            return;
+        }
+        let comm = host::thread_comm(tgid, tid).unwrap_or_default();
+        let vcpu = host::vcpu_from_comm(&comm).map_or(VCPU_UNKNOWN, u64::from);
+        let (a, b) = comm_to_slots(&comm);
+        out.push(Event {
+            ts_ns: demo::monotonic_ns(),
+            tid,
+            tgid,
+            cpu: 0,
+            kind: Kind::ThreadInfo as u16,
+            missing: 0,
+            _pad: 0,
+            slots: [vcpu, 0, 0, a, b],
+        });
+    }
+
+    /// Waits up to `timeout` for events and appends them, with any bookkeeping records, to
+    /// `out`.
+    pub async fn read(
+        &mut self,
+        out: &mut Vec<Event>,
+        timeout: Duration,
+    ) -> Result<(), SessionError> {
+        let start = out.len();
+        self.ring.read(out, timeout).await?;
+        self.after_read(out, start);
+        Ok(())
+    }
+
+    fn after_read(&mut self, out: &mut Vec<Event>, start: usize) {
+        let end = out.len();
+        for i in start..end {
+            let ev = out[i];
+            if let Ok(kind) = Kind::try_from(ev.kind) {
+                if is_vcpu_context(kind) && !self.known_threads.contains(&ev.tid) {
+                    self.note_thread(ev.tid, ev.tgid, out);
+                }
+            }
+        }
+        if let Some((guest, rx)) = &self.demo {
+            let tid = guest.vcpu_tid();
+            let pid = std::process::id();
+            for s in rx.try_iter() {
+                out.push(Event {
+                    ts_ns: s.acked_ns,
+                    tid,
+                    tgid: pid,
+                    cpu: 0,
+                    kind: Kind::DemoAck as u16,
+                    missing: 0,
+                    _pad: 0,
+                    slots: [s.seq, s.raised_ns, s.acked_ns, 0, 0],
+                });
+            }
+        }
+        if self.last_drop_check.elapsed() >= Duration::from_secs(1) {
+            self.push_drops(out, false);
+        }
+    }
+
+    fn push_drops(&mut self, out: &mut Vec<Event>, always: bool) {
+        self.last_drop_check = Instant::now();
+        let now = (self.probes.drops(), self.ring.malformed);
+        if now != self.last_drops {
+            log::warn!(
+                "{} events lost so far (ring buffer full: {}, undecodable: {})",
+                now.0 + now.1,
+                now.0,
+                now.1
+            );
+        }
+        if always || now != self.last_drops {
+            out.push(Event {
+                ts_ns: demo::monotonic_ns(),
+                kind: Kind::Drops as u16,
+                slots: [now.0, now.1, 0, 0, 0],
+                ..Default::default()
+            });
+        }
+        self.last_drops = now;
+    }
+
+    /// Stops the demo guest, drains what is left and appends the final counters.
+    pub fn finish(mut self, out: &mut Vec<Event>) -> SessionEnd {
+        let demo = self.demo.take().map(|(guest, rx)| {
+            let tid = guest.vcpu_tid();
+            (guest.stop(), rx, tid)
+        });
+        let start = out.len();
+        self.ring.drain(out);
+        self.after_read(out, start);
+        let mut end = SessionEnd::default();
+        if let Some((stats, rx, tid)) = demo {
+            for s in rx.try_iter() {
+                out.push(Event {
+                    ts_ns: s.acked_ns,
+                    tid,
+                    tgid: std::process::id(),
+                    kind: Kind::DemoAck as u16,
+                    slots: [s.seq, s.raised_ns, s.acked_ns, 0, 0],
+                    ..Default::default()
+                });
+            }
+            end.demo = Some(stats);
+        }
+        self.push_drops(out, true);
+        end.kernel_drops = self.last_drops.0;
+        end.malformed = self.last_drops.1;
+        end
+    }
+}
