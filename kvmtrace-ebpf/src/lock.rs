@@ -3,14 +3,27 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use kvmtrace_common::Kind;
 
-use crate::irq::on_vcpu_cpu;
+use crate::{
+    filter::{cpu_interesting, is_vcpu},
+    record::{current_ids, emit, read_event, this_cpu},
+};
+
+/// Contention in a vCPU thread itself (the cheap per-CPU test first, then the thread).
+#[inline(always)]
+fn in_vcpu_thread(ctx: &TracePointContext, kind: Kind) -> u32 {
+    let cpu = this_cpu();
+    if cpu_interesting(cpu) && is_vcpu(current_ids().0) {
+        emit(&read_event(ctx, kind, cpu));
+    }
+    0
+}
 
 #[tracepoint]
 pub fn contention_begin(ctx: TracePointContext) -> u32 {
-    on_vcpu_cpu(&ctx, Kind::ContentionBegin)
+    in_vcpu_thread(&ctx, Kind::ContentionBegin)
 }
 
 #[tracepoint]
 pub fn contention_end(ctx: TracePointContext) -> u32 {
-    on_vcpu_cpu(&ctx, Kind::ContentionEnd)
+    in_vcpu_thread(&ctx, Kind::ContentionEnd)
 }

@@ -519,27 +519,45 @@ mod tests {
         write(&p, 3000, true);
         let full = std::fs::read(&p).unwrap();
         let header_len = 16 + u32::from_le_bytes(full[12..16].try_into().unwrap()) as usize;
-        let block = 16 + EVENTS_PER_BLOCK * Event::SIZE;
-        for cut in [
-            header_len,
-            header_len + 3,
-            header_len + block - 1,
-            header_len + block,
-            header_len + block + 100,
-            header_len + 2 * block + 17,
-            full.len() - 5,
-        ] {
+        // Blocks of 1024, 1024 and 952 events: (start offset, events).
+        let mut blocks = Vec::new();
+        let mut at = header_len;
+        for n in [1024, 1024, 952] {
+            blocks.push((at, n));
+            at += 16 + n * Event::SIZE;
+        }
+        let trailer_at = at;
+        let mut cuts: Vec<usize> = (header_len..full.len()).step_by(4093).collect();
+        for &(start, n) in &blocks {
+            cuts.extend([
+                start,
+                start + 3,
+                start + 16,
+                start + 16 + n * Event::SIZE - 1,
+            ]);
+        }
+        cuts.extend([trailer_at, trailer_at + 5, full.len() - 1]);
+        for cut in cuts {
             std::fs::write(&p, &full[..cut]).unwrap();
             let (evs, r) = read_all(&p);
-            let whole_blocks = (cut - header_len) / block;
-            let expect = (whole_blocks * EVENTS_PER_BLOCK).min(3000);
+            let complete: Vec<&(usize, usize)> = blocks
+                .iter()
+                .filter(|(start, n)| start + 16 + n * Event::SIZE <= cut)
+                .collect();
+            let expect: usize = complete.iter().map(|(_, n)| n).sum();
             assert_eq!(evs.len(), expect, "cut at {cut}");
-            assert!(!r.complete(), "cut at {cut}");
-            let d = r.damage.as_ref().unwrap();
             assert_eq!(
-                d.offset as usize,
-                header_len + whole_blocks.min(3) * block,
-                "{d:?}"
+                evs.last().copied(),
+                expect.checked_sub(1).map(|i| ev(i as u64))
+            );
+            assert!(!r.complete(), "cut at {cut}");
+            let damage_at = blocks
+                .get(complete.len())
+                .map_or(trailer_at, |(start, _)| *start);
+            assert_eq!(
+                r.damage.as_ref().unwrap().offset as usize,
+                damage_at,
+                "cut at {cut}"
             );
         }
         std::fs::remove_file(&p).unwrap();

@@ -125,7 +125,7 @@ pub fn parse(text: &str) -> Result<Format, FormatError> {
     })
 }
 
-/// `field:unsigned int vcpu_id;	offset:8;	size:4;	signed:0;`
+/// `field:unsigned int vcpu_id;<TAB>offset:8;<TAB>size:4;<TAB>signed:0;`
 fn parse_field(line: &str) -> Option<Field> {
     let mut decl = None;
     let mut offset = None;

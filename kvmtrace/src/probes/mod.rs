@@ -83,15 +83,17 @@ pub struct Probes {
     drops: PerCpuArray<MapData, u64>,
 }
 
+/// The programs' configuration, and what the format files said.
+pub struct ConfigPlan {
+    pub config: Config,
+    /// The format files found, by tracepoint name.
+    pub formats: BTreeMap<String, Format>,
+    /// Per tracepoint: Ok(fields it lacks) or Err(why it cannot be traced).
+    pub found: Vec<(Kind, Result<Vec<String>, String>)>,
+}
+
 /// Builds the programs' configuration from the format files found in `tracefs`.
-pub fn build_config(
-    tracefs: &Tracefs,
-    opts: &ProbeOptions,
-) -> (
-    Config,
-    BTreeMap<String, Format>,
-    Vec<(Kind, Result<Vec<String>, String>)>,
-) {
+pub fn build_config(tracefs: &Tracefs, opts: &ProbeOptions) -> ConfigPlan {
     let mut config = Config::zeroed();
     config.filter_mode = if opts.pids.is_empty() {
         filter::ALL_VMS
@@ -111,7 +113,11 @@ pub fn build_config(
             Err(e) => found.push((kind, Err(e.to_string()))),
         }
     }
-    (config, formats, found)
+    ConfigPlan {
+        config,
+        formats,
+        found,
+    }
 }
 
 impl Probes {
@@ -119,7 +125,11 @@ impl Probes {
     pub fn load(opts: &ProbeOptions) -> Result<Probes, ProbeError> {
         raise_memlock_rlimit();
         let tracefs = Tracefs::find_or_mount()?;
-        let (mut config, formats, found) = build_config(&tracefs, opts);
+        let ConfigPlan {
+            mut config,
+            formats,
+            found,
+        } = build_config(&tracefs, opts);
         config.apic_timer_fn = crate::host::apic_timer_fn_address();
 
         let mut ebpf = EbpfLoader::new()

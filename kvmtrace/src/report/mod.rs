@@ -490,7 +490,7 @@ mod tests {
         assert_eq!(v0.events_by_kind["sched_wakeup"], 1);
         assert!(!v0.events_by_kind.contains_key("irq_handler_entry"));
         assert_eq!(r.vcpus[1].vcpu, Some(1), "from kvm_exit's vcpu_id");
-        let d = r.demo.unwrap().irq_ack_latency_ns;
+        let d = r.demo.clone().unwrap().irq_ack_latency_ns;
         assert_eq!(d.count, 2);
         assert!(d.max >= 35_000 && d.max <= 35_100, "{}", d.max);
         let text = r.to_text();

@@ -552,8 +552,22 @@ fn run_vcpu(
         let exit = vcpu.run();
         let now = monotonic_ns();
         let unexpected = match exit {
-            Ok(VcpuExit::IoOut(ACK_PORT, _counter)) => {
+            Ok(VcpuExit::IoOut(ACK_PORT, data)) => {
                 counts.acked += 1;
+                // The handler sends the low 16 bits of its counter: a gap
+                // would mean an ack this VMM never saw.
+                let counter = match data {
+                    [lo, hi] => u16::from_le_bytes([*lo, *hi]),
+                    _ => 0,
+                };
+                if counter != counts.acked as u16 {
+                    return Err(DemoError::UnexpectedExit {
+                        reason: format!(
+                            "guest ack counter is {counter}, expected {} (missed acks)",
+                            counts.acked as u16
+                        ),
+                    });
+                }
                 if let Some((seq, raised_ns)) = shared.raises.snapshot().latest_before(now) {
                     // A closed receiver only means nobody listens any more.
                     let _ = samples.send(DemoSample {
@@ -1059,5 +1073,58 @@ impl Code {
             }
             None => Err(DemoError::GuestCode("bad jump patch offset")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn main_loop_jumps_land_on_idle() {
+        let code = main_code().expect("guest code");
+        let ready = code
+            .windows(2)
+            .position(|w| w == [0xE6, READY_PORT as u8])
+            .expect("ready write");
+        let idle = ready + 2;
+        assert_eq!(code[idle], 0xFA, "idle starts with cli");
+        // The code ends with `jmp idle`.
+        let n = code.len();
+        assert_eq!(code[n - 2], 0xEB);
+        assert_eq!(n as isize + isize::from(code[n - 1] as i8), idle as isize);
+        // `jne have_work` skips exactly `sti; hlt; jmp idle`.
+        let jne = idle + 1 + 3 + 4;
+        assert_eq!(code[jne], 0x75);
+        assert_eq!(code[jne + 1], 4);
+        assert!(code.len() + usize::from(CODE_ADDR) <= usize::from(HANDLER_ADDR));
+    }
+
+    #[test]
+    fn handler_acks_then_eois() {
+        let h = handler_code();
+        assert_eq!(h.first(), Some(&0x50));
+        assert_eq!(h.last(), Some(&0xCF));
+        let ack = h.windows(2).position(|w| w == [0xE7, ACK_PORT as u8]);
+        let eoi = h.windows(4).position(|w| w == [0xB0, 0x20, 0xE6, 0x20]);
+        assert!(ack.is_some() && eoi.is_some() && ack < eoi);
+    }
+
+    #[test]
+    fn acks_pair_with_the_latest_raise_before_them() {
+        let log = RaiseLog::default();
+        assert_eq!(log.snapshot().latest_before(100), None);
+        log.publish(1, 1_000);
+        assert_eq!(log.snapshot().latest_before(999), None);
+        assert_eq!(log.snapshot().latest_before(1_500), Some((1, 1_000)));
+        log.publish(2, 2_000);
+        // An ack timestamped before raise 2 was published belongs to raise 1.
+        assert_eq!(log.snapshot().latest_before(1_900), Some((1, 1_000)));
+        assert_eq!(log.snapshot().latest_before(2_000), Some((2, 2_000)));
+    }
+
+    #[test]
+    fn signal_mask_ioctl_number() {
+        assert_eq!(KVM_SET_SIGNAL_MASK, 0x4004_AE8B);
     }
 }

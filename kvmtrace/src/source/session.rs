@@ -125,6 +125,11 @@ impl Session {
         self.demo.as_ref().map(|(g, _)| g.vcpu_tid())
     }
 
+    /// The demo's interrupt-raising thread id, when the demo runs.
+    pub fn demo_irq_tid(&self) -> Option<u32> {
+        self.demo.as_ref().map(|(g, _)| g.irq_tid())
+    }
+
     /// Records describing the vCPU threads already running; call once before reading.
     pub fn initial_records(&mut self, out: &mut Vec<Event>) -> Result<(), SessionError> {
         let mut pids = self.header.pids.clone();

@@ -1,0 +1,181 @@
+//! Privileged, real /dev/kvm: the embedded demo guest delivers interrupts every period,
+//! its VMM measures their latency, a slow VMM shows up in that latency, and it stops promptly.
+
+use kvmtrace::source::demo::*;
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The KVM tests run one at a time: concurrent guests on 2 cores would
+/// disturb each other's latencies.
+static KVM: Mutex<()> = Mutex::new(());
+
+fn kvm_lock() -> std::sync::MutexGuard<'static, ()> {
+    KVM.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn comm(tid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+        .expect("read comm")
+        .trim_end()
+        .to_owned()
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+struct Run {
+    stats: DemoStats,
+    samples: Vec<DemoSample>,
+    latencies: Vec<u64>,
+}
+
+fn run_demo(cfg: DemoConfig, run_for: Duration) -> Run {
+    let (tx, rx) = mpsc::channel();
+    let guest = DemoGuest::start(cfg, tx).expect("start demo");
+    assert_eq!(comm(guest.vcpu_tid()), "CPU 0/KVM");
+    assert_eq!(comm(guest.irq_tid()), "kvmtrace-irq");
+    std::thread::sleep(run_for);
+    let stats = guest.stop().expect("stop demo");
+    let samples: Vec<DemoSample> = rx.try_iter().collect();
+    let mut latencies: Vec<u64> = samples
+        .iter()
+        .map(|s| s.acked_ns.saturating_sub(s.raised_ns))
+        .collect();
+    latencies.sort_unstable();
+    Run {
+        stats,
+        samples,
+        latencies,
+    }
+}
+
+fn report(name: &str, r: &Run) {
+    if r.latencies.is_empty() {
+        eprintln!("{name}: {:?}, no samples", r.stats);
+        return;
+    }
+    eprintln!(
+        "{name}: {:?}, samples {}, latency p50 {} us, p99 {} us, max {} us",
+        r.stats,
+        r.samples.len(),
+        percentile(&r.latencies, 0.5) / 1000,
+        percentile(&r.latencies, 0.99) / 1000,
+        r.latencies[r.latencies.len() - 1] / 1000
+    );
+}
+
+#[test]
+fn demo_delivers_and_acks_interrupts() {
+    let _kvm = kvm_lock();
+    let cfg = DemoConfig::default();
+    let per_irq = u64::from(cfg.work_exits_per_irq);
+    let r = run_demo(cfg, Duration::from_millis(300));
+    report("default", &r);
+    let s = r.stats;
+    assert!(s.raised >= 200, "{s:?}");
+    assert!(s.acked * 10 >= s.raised * 9, "acked < 90% of raised: {s:?}");
+    assert!(r.samples.len() >= 200, "{} samples", r.samples.len());
+    assert_eq!(r.samples.len() as u64, s.acked);
+    for w in r.samples.windows(2) {
+        assert!(
+            w[0].seq <= w[1].seq && w[0].acked_ns < w[1].acked_ns,
+            "{w:?}"
+        );
+    }
+    for x in &r.samples {
+        assert!(x.acked_ns > x.raised_ns, "{x:?}");
+        assert!(x.acked_ns - x.raised_ns < 50_000_000, "{x:?}");
+        assert!(x.seq >= 1 && x.seq <= s.raised, "{x:?}");
+    }
+    // Each handled interrupt is followed by its work. stop() may cut the
+    // last batch short, and (rarely, when the last interrupt arrived
+    // during the previous batch's work) leave one more batch undone.
+    assert!(s.work_exits <= s.acked * per_irq, "{s:?}");
+    assert!(s.work_exits + 2 * per_irq >= s.acked * per_irq, "{s:?}");
+    assert_eq!(
+        s.hlt_exits, 0,
+        "HLT is handled in the kernel with the in-kernel irqchip"
+    );
+}
+
+#[test]
+fn slow_vmm_delays_interrupts() {
+    let _kvm = kvm_lock();
+    let fast = run_demo(DemoConfig::default(), Duration::from_millis(300));
+    let slow_cfg = DemoConfig {
+        slow_io: Duration::from_micros(200),
+        ..DemoConfig::default()
+    };
+    let slow = run_demo(slow_cfg, Duration::from_millis(300));
+    report("slow_io 0", &fast);
+    report("slow_io 200us", &slow);
+    for r in [&fast, &slow] {
+        assert!(
+            r.stats.acked <= r.stats.raised && r.stats.acked > 0,
+            "{:?}",
+            r.stats
+        );
+        assert_eq!(r.samples.len() as u64, r.stats.acked);
+        assert!(r.stats.work_exits <= r.stats.acked * 4, "{:?}", r.stats);
+    }
+    let fast_p50 = percentile(&fast.latencies, 0.5);
+    let slow_p50 = percentile(&slow.latencies, 0.5);
+    assert!(
+        slow_p50 > fast_p50,
+        "slow p50 {slow_p50} ns <= fast p50 {fast_p50} ns"
+    );
+}
+
+#[test]
+fn stop_is_prompt_while_guest_halts() {
+    let _kvm = kvm_lock();
+    let cfg = DemoConfig {
+        irq_period: Duration::from_secs(10),
+        ..DemoConfig::default()
+    };
+    let (tx, _rx) = mpsc::channel();
+    let guest = DemoGuest::start(cfg, tx).expect("start demo");
+    std::thread::sleep(Duration::from_millis(100)); // the guest is in HLT by now
+    let t = Instant::now();
+    let stats = guest.stop().expect("stop demo");
+    let took = t.elapsed();
+    eprintln!("stop took {took:?}, {stats:?}");
+    assert!(took < Duration::from_secs(1), "stop took {took:?}");
+    assert_eq!(stats, DemoStats::default());
+}
+
+#[test]
+fn pinned_vcpu_runs() {
+    let _kvm = kvm_lock();
+    let cfg = DemoConfig {
+        vcpu_cpu: Some(0),
+        ..DemoConfig::default()
+    };
+    let r = run_demo(cfg, Duration::from_millis(100));
+    report("pinned", &r);
+    assert!(r.stats.acked > 0, "{:?}", r.stats);
+}
+
+#[test]
+fn rejects_bad_config() {
+    let (tx, _rx) = mpsc::channel();
+    let zero = DemoConfig {
+        irq_period: Duration::ZERO,
+        ..DemoConfig::default()
+    };
+    assert!(matches!(
+        DemoGuest::start(zero, tx.clone()),
+        Err(DemoError::InvalidConfig(_))
+    ));
+    let many = DemoConfig {
+        work_exits_per_irq: 70_000,
+        ..DemoConfig::default()
+    };
+    assert!(matches!(
+        DemoGuest::start(many, tx),
+        Err(DemoError::InvalidConfig(_))
+    ));
+}

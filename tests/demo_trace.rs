@@ -1,0 +1,147 @@
+//! Privileged, real kernel: run the embedded demo guest under the probes and check that the
+//! events that fire on this machine arrive with the right thread and vCPU, that an unrelated
+//! busy process is filtered out in the kernel, and that nothing is dropped.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use kvmtrace::report::{comm_from_slots, is_vcpu_context};
+use kvmtrace::source::demo::{DemoConfig, ACK_PORT, WORK_PORT};
+use kvmtrace::source::session::{Session, SessionOptions};
+use kvmtrace_common::{Event, Kind};
+
+struct Busy(Child);
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn busy_process() -> Busy {
+    Busy(
+        Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .expect("spawn a busy loop"),
+    )
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn demo_guest_events_arrive_with_the_right_thread_and_vcpu() {
+    let busy = busy_process();
+    let busy_pid = busy.0.id();
+    let mut session = Session::start(&SessionOptions {
+        demo: Some(DemoConfig::default()),
+        ..Default::default()
+    })
+    .expect("start session");
+    let vcpu_tid = session.demo_vcpu_tid().unwrap();
+    let irq_tid = session.demo_irq_tid().unwrap();
+    let pid = std::process::id();
+
+    let mut events: Vec<Event> = Vec::new();
+    session.initial_records(&mut events).unwrap();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(1500) {
+        session
+            .read(&mut events, Duration::from_millis(100))
+            .await
+            .unwrap();
+    }
+    let end = session.finish(&mut events);
+    let stats = end.demo.unwrap().expect("demo stopped cleanly");
+    drop(busy);
+
+    let mut by_kind: BTreeMap<Kind, Vec<&Event>> = BTreeMap::new();
+    for e in &events {
+        by_kind
+            .entry(Kind::try_from(e.kind).unwrap())
+            .or_default()
+            .push(e);
+    }
+    let count = |k: Kind| by_kind.get(&k).map_or(0, |v| v.len());
+
+    // The vCPU thread is announced with its id from the `CPU 0/KVM` name.
+    let info: Vec<_> = by_kind[&Kind::ThreadInfo]
+        .iter()
+        .filter(|e| e.tid == vcpu_tid)
+        .collect();
+    assert_eq!(info.len(), 1);
+    assert_eq!(info[0].slots[0], 0, "vCPU id 0");
+    assert_eq!(
+        comm_from_slots(info[0].slots[3], info[0].slots[4]),
+        "CPU 0/KVM"
+    );
+
+    // vCPU-context KVM events come from the vCPU thread of this process.
+    for k in [Kind::KvmUserspaceExit, Kind::KvmPio, Kind::KvmVcpuWakeup] {
+        assert!(count(k) > 100, "{k:?}: only {} events", count(k));
+        for e in &by_kind[&k] {
+            assert_eq!(
+                (e.tid, e.tgid),
+                (vcpu_tid, pid),
+                "{k:?} from the wrong thread"
+            );
+        }
+    }
+    let ports: Vec<u64> = by_kind[&Kind::KvmPio].iter().map(|e| e.slots[1]).collect();
+    assert!(ports.contains(&u64::from(ACK_PORT)));
+    assert!(ports.contains(&u64::from(WORK_PORT)));
+    // Every acknowledged interrupt shows as an exit to userspace on the ack port.
+    let acks = ports.iter().filter(|&&p| p == u64::from(ACK_PORT)).count() as u64;
+    assert!(
+        acks + 2 >= stats.acked && acks <= stats.acked + 2,
+        "{acks} vs {stats:?}"
+    );
+
+    // The interrupt is raised from the VMM's interrupt thread.
+    for k in [Kind::KvmSetIrq, Kind::KvmPicSetIrq] {
+        assert!(
+            count(k) as u64 >= stats.raised,
+            "{k:?}: {} < {}",
+            count(k),
+            stats.raised
+        );
+        assert!(
+            by_kind[&k].iter().all(|e| e.tid == irq_tid),
+            "{k:?} from the wrong thread"
+        );
+    }
+
+    // The scheduler sees the vCPU thread woken and switched in.
+    assert!(by_kind[&Kind::SchedWakeup]
+        .iter()
+        .any(|e| e.slots[0] == u64::from(vcpu_tid)));
+    let switches = &by_kind[&Kind::SchedSwitch];
+    assert!(switches.iter().any(|e| e.slots[2] == u64::from(vcpu_tid)));
+    for e in switches {
+        assert!(
+            e.slots[0] == u64::from(vcpu_tid) || e.slots[2] == u64::from(vcpu_tid),
+            "a sched_switch that does not involve a traced vCPU got through: {e:?}"
+        );
+    }
+
+    // The busy process is filtered out in the kernel: none of its own events arrive.
+    for e in &events {
+        let kind = Kind::try_from(e.kind).unwrap();
+        if is_vcpu_context(kind) || kind == Kind::SchedWakeup {
+            assert_ne!(e.tgid, busy_pid, "{kind:?} from the busy process");
+            assert_ne!(
+                e.slots[0],
+                u64::from(busy_pid),
+                "{kind:?} about the busy process"
+            );
+        }
+        if kind == Kind::ContentionBegin || kind == Kind::ContentionEnd {
+            assert_ne!(e.tgid, busy_pid);
+        }
+    }
+
+    // The demo's ground truth arrived, and nothing was lost.
+    assert!(count(Kind::DemoAck) as u64 >= stats.acked.saturating_sub(1));
+    assert!(stats.acked > 1000, "{stats:?}");
+    assert_eq!(end.kernel_drops, 0, "ring buffer drops at the demo's rate");
+    assert_eq!(end.malformed, 0);
+}
