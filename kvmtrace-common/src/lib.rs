@@ -196,6 +196,10 @@ impl Kind {
 /// `ThreadInfo.slots[0]` when the vCPU id is not known.
 pub const VCPU_UNKNOWN: u64 = u64::MAX;
 
+/// The eBPF programs copy this many bytes of each raw tracepoint record in one read and
+/// take their fields from the copy; a field must end within it.
+pub const RAW_BYTES: usize = 80;
+
 /// Where a tracepoint field is, as read from its tracefs format file by the loader.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

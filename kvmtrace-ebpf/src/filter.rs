@@ -46,10 +46,8 @@ pub fn is_vm(tgid: u32) -> bool {
 /// Remembers `tid` as a vCPU thread of `tgid` (first KVM event in vCPU context).
 #[inline(always)]
 pub fn register_vcpu(tid: u32, tgid: u32) {
-    if !is_vcpu(tid) {
-        let _ = VCPU_TIDS.insert(&tid, &tgid, 0);
-        let _ = VM_TGIDS.insert(&tgid, &1, 0);
-    }
+    let _ = VCPU_TIDS.insert(&tid, &tgid, 0);
+    let _ = VM_TGIDS.insert(&tgid, &1, 0);
 }
 
 #[inline(always)]

@@ -4,19 +4,22 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use kvmtrace_common::Kind;
 
 use crate::{
-    filter::{cpu_interesting, register_vcpu, vm_selected},
-    record::{current_ids, emit, read_event, this_cpu},
+    filter::{cpu_interesting, is_vcpu, register_vcpu, vm_selected},
+    record::{current_ids, emit, read_event, read_event_of, this_cpu},
 };
 
 /// An event that fires in a vCPU thread: it also identifies that thread as a vCPU.
 #[inline(always)]
 fn vcpu_event(ctx: &TracePointContext, kind: Kind) -> u32 {
     let (tid, tgid) = current_ids();
-    if !vm_selected(tgid) {
-        return 0;
+    // A known vCPU was selected when it was registered: one lookup in the common case.
+    if !is_vcpu(tid) {
+        if !vm_selected(tgid) {
+            return 0;
+        }
+        register_vcpu(tid, tgid);
     }
-    register_vcpu(tid, tgid);
-    emit(&read_event(ctx, kind, this_cpu()));
+    emit(&read_event_of(ctx, kind, this_cpu(), (tid, tgid)));
     0
 }
 

@@ -42,7 +42,10 @@ pub enum FieldError {
     Absent(String),
     #[error("field `{name}` has size {size}, which kvmtrace cannot copy")]
     BadSize { name: String, size: usize },
-    #[error("field `{name}` is at offset {offset}, beyond what kvmtrace can address")]
+    #[error(
+        "field `{name}` is at offset {offset}, beyond the first {} bytes kvmtrace copies",
+        kvmtrace_common::RAW_BYTES
+    )]
     BadOffset { name: String, offset: usize },
 }
 
@@ -63,10 +66,13 @@ impl Format {
                 size: f.size,
             });
         }
-        let offset = u16::try_from(f.offset).map_err(|_| FieldError::BadOffset {
-            name: name.to_string(),
-            offset: f.offset,
-        })?;
+        if f.offset + f.size > kvmtrace_common::RAW_BYTES {
+            return Err(FieldError::BadOffset {
+                name: name.to_string(),
+                offset: f.offset,
+            });
+        }
+        let offset = f.offset as u16;
         Ok(FieldSpec {
             offset,
             size: f.size as u8,

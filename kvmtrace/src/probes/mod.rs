@@ -245,6 +245,15 @@ impl Probes {
         }
     }
 
+    /// Kernel program ids of the loaded programs, by program (= tracepoint) name; for
+    /// matching `bpftool prog show` statistics.
+    pub fn program_ids(&self) -> Vec<(String, u32)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| Some((name.to_string(), p.info().ok()?.id())))
+            .collect()
+    }
+
     pub fn attached(&self) -> impl Iterator<Item = &ProbeStatus> {
         self.status.iter().filter(|s| s.attached)
     }
