@@ -23,6 +23,8 @@ pub struct RecordOptions {
 
 #[derive(Debug)]
 pub struct RecordSummary {
+    /// Drop after reporting: detaches the probes (about a second).
+    pub detach: crate::source::session::Detach,
     pub events: u64,
     pub kernel_drops: u64,
     pub malformed: u64,
@@ -129,6 +131,7 @@ async fn run(
         stop_reason: stop_reason.clone(),
     })?;
     Ok(RecordSummary {
+        detach: end.detach,
         events,
         kernel_drops: end.kernel_drops,
         malformed: end.malformed,

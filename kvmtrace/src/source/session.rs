@@ -50,11 +50,24 @@ pub struct Session {
 }
 
 /// How a session ended.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SessionEnd {
     pub kernel_drops: u64,
     pub malformed: u64,
     pub demo: Option<Result<DemoStats, DemoError>>,
+    /// The probes, still attached; dropping this detaches them, which takes about a second
+    /// (the kernel waits for an RCU grace period per tracepoint): drop it after the results
+    /// are safe.
+    pub detach: Detach,
+}
+
+/// Attached probes waiting to be detached (see [`SessionEnd::detach`]).
+pub struct Detach(#[allow(dead_code)] Probes);
+
+impl std::fmt::Debug for Detach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Detach(..)")
+    }
 }
 
 impl Session {
@@ -242,7 +255,7 @@ impl Session {
         let start = out.len();
         self.ring.drain(out);
         self.after_read(out, start);
-        let mut end = SessionEnd::default();
+        let mut demo_stats = None;
         if let Some((stats, rx, tid)) = demo {
             for s in rx.try_iter() {
                 out.push(Event {
@@ -254,11 +267,14 @@ impl Session {
                     ..Default::default()
                 });
             }
-            end.demo = Some(stats);
+            demo_stats = Some(stats);
         }
         self.push_drops(out, true);
-        end.kernel_drops = self.last_drops.0;
-        end.malformed = self.last_drops.1;
-        end
+        SessionEnd {
+            kernel_drops: self.last_drops.0,
+            malformed: self.last_drops.1,
+            demo: demo_stats,
+            detach: Detach(self.probes),
+        }
     }
 }
