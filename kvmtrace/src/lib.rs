@@ -7,6 +7,7 @@
 //! - [`report`]: per-vCPU summaries as text or JSON.
 pub mod capture;
 pub mod cli;
+pub mod engine;
 pub mod host;
 pub mod probes;
 pub mod record;

@@ -1,0 +1,148 @@
+//! What a stretch of a vCPU's time is attributed to.
+
+use std::collections::HashMap;
+
+use super::exit_reasons::exit_reason_label;
+
+/// Which APIC vector handler ran on the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ApicVector {
+    LocalTimer,
+    Reschedule,
+    CallFunction,
+    CallFunctionSingle,
+}
+
+/// One cause. The attribution engine assigns every nanosecond of a vCPU's time, and of each
+/// interrupt-to-guest window, to exactly one of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Cause {
+    /// In the guest (after `kvm_entry`); inside a window: the guest ran on until an exit let
+    /// the interrupt in.
+    Guest,
+    /// Inside KVM_RUN, guest or host kernel: this kernel emits no `kvm_entry`, so the two
+    /// cannot be told apart.
+    KvmRun,
+    /// Handling a VM exit in the kernel (`kvm_exit` → `kvm_entry`), by reason.
+    Exit { isa: u8, reason: u32 },
+    /// In the userspace VMM after `kvm_userspace_exit`, by KVM_EXIT_* reason.
+    Vmm { reason: u32 },
+    /// Runnable but another task had the CPU.
+    Preempted { pid: u32 },
+    /// Woken, not yet running, with the CPU idle or its task unknown.
+    Wakeup,
+    /// Halted (blocked in KVM_RUN) and not yet woken: inside a window, the host's interrupt
+    /// delivery path.
+    Halted,
+    /// Blocked outside a halt.
+    Blocked,
+    /// A host hard interrupt handler on the vCPU's CPU.
+    Hardirq { irq: u32 },
+    /// A host softirq on the vCPU's CPU.
+    Softirq { vec: u32 },
+    /// A host APIC vector handler on the vCPU's CPU.
+    Apic(ApicVector),
+    /// Spinning on a contended lock in the vCPU thread.
+    Lock,
+    /// Nothing observed explains it (the state is not known yet).
+    Other,
+}
+
+const SOFTIRQ_NAMES: [&str; 10] = [
+    "HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU",
+];
+
+/// KVM_EXIT_* names for `kvm_userspace_exit.reason`.
+pub fn userspace_exit_name(reason: u32) -> Option<&'static str> {
+    Some(match reason {
+        0 => "UNKNOWN",
+        1 => "EXCEPTION",
+        2 => "IO",
+        3 => "HYPERCALL",
+        4 => "DEBUG",
+        5 => "HLT",
+        6 => "MMIO",
+        7 => "IRQ_WINDOW_OPEN",
+        8 => "SHUTDOWN",
+        9 => "FAIL_ENTRY",
+        10 => "INTR",
+        11 => "SET_TPR",
+        12 => "TPR_ACCESS",
+        17 => "INTERNAL_ERROR",
+        24 => "SYSTEM_EVENT",
+        26 => "IOAPIC_EOI",
+        27 => "HYPERV",
+        29 => "X86_RDMSR",
+        30 => "X86_WRMSR",
+        35 => "NOTIFY",
+        _ => return None,
+    })
+}
+
+impl Cause {
+    /// Is this time spent outside the guest? (`KvmRun` is counted as in-guest: it cannot be
+    /// split on kernels without `kvm_entry`.)
+    pub fn out_of_guest(self) -> bool {
+        !matches!(self, Cause::Guest | Cause::KvmRun)
+    }
+
+    /// A stable, human-readable key: `exit:HLT`, `vmm:IO`, `preempted:stress:4242`,
+    /// `hardirq:24`, `softirq:NET_RX`, `apic:local_timer`, ...
+    pub fn label(self, comms: &HashMap<u32, String>) -> String {
+        match self {
+            Cause::Guest => "guest".into(),
+            Cause::KvmRun => "kvm_run".into(),
+            Cause::Exit { isa, reason } => {
+                format!("exit:{}", exit_reason_label(u64::from(isa), u64::from(reason)))
+            }
+            Cause::Vmm { reason } => match userspace_exit_name(reason) {
+                Some(n) => format!("vmm:{n}"),
+                None => format!("vmm:{reason}"),
+            },
+            Cause::Preempted { pid } => match comms.get(&pid) {
+                Some(c) if !c.is_empty() => format!("preempted:{c}:{pid}"),
+                _ => format!("preempted:pid:{pid}"),
+            },
+            Cause::Wakeup => "wakeup".into(),
+            Cause::Halted => "halted".into(),
+            Cause::Blocked => "blocked".into(),
+            Cause::Hardirq { irq } => format!("hardirq:{irq}"),
+            Cause::Softirq { vec } => match SOFTIRQ_NAMES.get(vec as usize) {
+                Some(n) => format!("softirq:{n}"),
+                None => format!("softirq:{vec}"),
+            },
+            Cause::Apic(v) => match v {
+                ApicVector::LocalTimer => "apic:local_timer",
+                ApicVector::Reschedule => "apic:reschedule",
+                ApicVector::CallFunction => "apic:call_function",
+                ApicVector::CallFunctionSingle => "apic:call_function_single",
+            }
+            .into(),
+            Cause::Lock => "lock".into(),
+            Cause::Other => "other".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels() {
+        let mut comms = HashMap::new();
+        comms.insert(42, "stress".to_string());
+        let l = |c: Cause| c.label(&comms);
+        assert_eq!(l(Cause::Exit { isa: 1, reason: 12 }), "exit:HLT");
+        assert_eq!(l(Cause::Exit { isa: 2, reason: 0x7b }), "exit:io");
+        assert_eq!(l(Cause::Exit { isa: 1, reason: 999 }), "exit:0x3e7");
+        assert_eq!(l(Cause::Vmm { reason: 2 }), "vmm:IO");
+        assert_eq!(l(Cause::Vmm { reason: 77 }), "vmm:77");
+        assert_eq!(l(Cause::Preempted { pid: 42 }), "preempted:stress:42");
+        assert_eq!(l(Cause::Preempted { pid: 43 }), "preempted:pid:43");
+        assert_eq!(l(Cause::Softirq { vec: 3 }), "softirq:NET_RX");
+        assert_eq!(l(Cause::Apic(ApicVector::LocalTimer)), "apic:local_timer");
+        assert!(!Cause::Guest.out_of_guest());
+        assert!(Cause::Hardirq { irq: 1 }.out_of_guest());
+    }
+}

@@ -1,0 +1,467 @@
+//! Deterministic scenarios on synthetic event streams, one per cause at least.
+
+use std::collections::HashMap;
+
+use kvmtrace_common::{Event, Kind, VCPU_UNKNOWN};
+
+use super::*;
+use crate::report::comm_to_slots;
+
+const VM: u32 = 100;
+const V0: u32 = 101;
+const V1: u32 = 102;
+const IOT: u32 = 110; // the VMM's I/O thread
+const BUSY: u32 = 999;
+const VMX: u64 = 1;
+const SVM: u64 = 2;
+
+/// A timeline builder: `at(us)` sets the clock, each method appends one event then.
+struct Sim {
+    t: u64,
+    evs: Vec<Event>,
+}
+
+impl Sim {
+    fn new() -> Sim {
+        let mut s = Sim {
+            t: 0,
+            evs: Vec::new(),
+        };
+        s.thread(V0, 0, "CPU 0/KVM");
+        s.thread(V1, 1, "CPU 1/KVM");
+        s
+    }
+
+    fn at(&mut self, us: f64) -> &mut Self {
+        self.t = (us * 1000.0) as u64;
+        self
+    }
+
+    fn ev(&mut self, kind: Kind, tid: u32, cpu: u32, slots: [u64; 5]) -> &mut Self {
+        let tgid = if tid == BUSY { BUSY } else { VM };
+        self.evs.push(Event {
+            ts_ns: self.t,
+            tid,
+            tgid,
+            cpu,
+            kind: kind as u16,
+            slots,
+            ..Default::default()
+        });
+        self
+    }
+
+    fn thread(&mut self, tid: u32, vcpu: u64, comm: &str) -> &mut Self {
+        let (a, b) = comm_to_slots(comm);
+        self.ev(Kind::ThreadInfo, tid, 0, [vcpu, 0, 0, a, b])
+    }
+    fn exit(&mut self, tid: u32, cpu: u32, isa: u64, reason: u64) -> &mut Self {
+        let vcpu = u64::from(tid - V0);
+        self.ev(Kind::KvmExit, tid, cpu, [reason, isa, vcpu, 0, 0])
+    }
+    fn entry(&mut self, tid: u32, cpu: u32) -> &mut Self {
+        self.ev(Kind::KvmEntry, tid, cpu, [u64::from(tid - V0), 0, 0, 0, 0])
+    }
+    fn uexit(&mut self, tid: u32, cpu: u32, reason: u64) -> &mut Self {
+        self.ev(Kind::KvmUserspaceExit, tid, cpu, [reason, 0, 0, 0, 0])
+    }
+    fn pio(&mut self, tid: u32, cpu: u32, port: u64) -> &mut Self {
+        self.ev(Kind::KvmPio, tid, cpu, [1, port, 2, 1, 0])
+    }
+    fn kvm_wakeup(&mut self, tid: u32, cpu: u32) -> &mut Self {
+        self.ev(Kind::KvmVcpuWakeup, tid, cpu, [1000, 1, 1, 0, 0])
+    }
+    fn inj(&mut self, tid: u32, cpu: u32) -> &mut Self {
+        self.ev(Kind::KvmInjVirq, tid, cpu, [0x30, 0, 0, 0, 0])
+    }
+    fn switch(&mut self, cpu: u32, prev: u32, runnable: bool, next: u32, comm: &str) -> &mut Self {
+        let (a, b) = comm_to_slots(comm);
+        let state = if runnable { 0x100 } else { 1 };
+        self.ev(Kind::SchedSwitch, prev, cpu, [u64::from(prev), state, u64::from(next), a, b])
+    }
+    fn wakeup(&mut self, pid: u32, target: u32) -> &mut Self {
+        self.ev(Kind::SchedWakeup, IOT, 0, [u64::from(pid), u64::from(target), 120, 0, 0])
+    }
+    /// The demo's raise: kvm_set_irq then kvm_pic_set_irq, from the I/O thread.
+    fn raise_pic(&mut self) -> &mut Self {
+        self.ev(Kind::KvmSetIrq, IOT, 0, [0, 1, 0, 0, 0]);
+        self.ev(Kind::KvmPicSetIrq, IOT, 0, [0, 0, 0, 0, 0])
+    }
+    fn msi(&mut self, dest: u64) -> &mut Self {
+        self.ev(Kind::KvmMsiSetIrq, IOT, 0, [0xfee0_0000 | (dest << 12), 0x31, 0, 0, 0])
+    }
+    fn accept(&mut self, from: u32, cpu: u32, apicid: u64) -> &mut Self {
+        self.ev(Kind::KvmApicAcceptIrq, from, cpu, [apicid, 0xec, 0, 0, 0])
+    }
+    fn irq(&mut self, cpu: u32, n: u64, entry: bool) -> &mut Self {
+        let k = if entry {
+            Kind::IrqHandlerEntry
+        } else {
+            Kind::IrqHandlerExit
+        };
+        self.ev(k, 0, cpu, [n, 0, 0, 0, 0])
+    }
+    fn softirq(&mut self, cpu: u32, vec: u64, entry: bool) -> &mut Self {
+        let k = if entry {
+            Kind::SoftirqEntry
+        } else {
+            Kind::SoftirqExit
+        };
+        self.ev(k, 0, cpu, [vec, 0, 0, 0, 0])
+    }
+    fn local_timer(&mut self, cpu: u32, entry: bool) -> &mut Self {
+        let k = if entry {
+            Kind::LocalTimerEntry
+        } else {
+            Kind::LocalTimerExit
+        };
+        self.ev(k, 0, cpu, [0xec, 0, 0, 0, 0])
+    }
+    fn lock(&mut self, tid: u32, cpu: u32, begin: bool) -> &mut Self {
+        let k = if begin {
+            Kind::ContentionBegin
+        } else {
+            Kind::ContentionEnd
+        };
+        self.ev(k, tid, cpu, [0xffff_8880_0000_1000, 0, 0, 0, 0])
+    }
+    fn drops(&mut self, n: u64) -> &mut Self {
+        self.ev(Kind::Drops, 0, 0, [n, 0, 0, 0, 0])
+    }
+
+    fn run(&self) -> Engine {
+        run(&self.evs, EngineConfig::default())
+    }
+}
+
+fn run(evs: &[Event], cfg: EngineConfig) -> Engine {
+    let mut e = Engine::new(cfg);
+    for ev in evs {
+        e.push(ev);
+    }
+    e.flush();
+    e
+}
+
+fn us(x: f64) -> u64 {
+    (x * 1000.0) as u64
+}
+
+/// The single sample's causes as labels -> ns.
+fn causes(e: &Engine) -> HashMap<String, u64> {
+    assert_eq!(e.worst().len(), 1, "one sample expected: {:?}", e.worst());
+    let s = &e.worst()[0];
+    let sum: u64 = s.causes.iter().map(|c| c.1).sum();
+    assert_eq!(sum, s.total_ns, "causes add up to the total");
+    s.causes
+        .iter()
+        .map(|(c, ns)| (c.label(&e.comms), *ns))
+        .collect()
+}
+
+fn expect(e: &Engine, want: &[(&str, f64)]) {
+    let got = causes(e);
+    let want: HashMap<String, u64> = want.iter().map(|(k, v)| (k.to_string(), us(*v))).collect();
+    assert_eq!(got, want);
+}
+
+/// vCPU 0 running its guest on CPU 0 from t=0.
+fn running_guest() -> Sim {
+    let mut s = Sim::new();
+    s.at(0.0).switch(0, 0, false, V0, "CPU 0/KVM").entry(V0, 0);
+    s
+}
+
+#[test]
+fn vmx_exit_lets_the_interrupt_in() {
+    let mut s = running_guest();
+    s.at(10.0).msi(0);
+    s.at(30.0).exit(V0, 0, VMX, 1); // EXTERNAL_INTERRUPT
+    s.at(31.0).inj(V0, 0);
+    s.at(34.0).entry(V0, 0);
+    let e = s.run();
+    expect(&e, &[("guest", 20.0), ("exit:EXTERNAL_INTERRUPT", 4.0)]);
+    let w = &e.worst()[0];
+    assert_eq!(w.end_marker, EndMarker::KvmEntry);
+    assert_eq!(w.opened_by, OpenedBy::MsiSetIrq);
+    let v = e.vcpus().find(|v| v.tid == V0).unwrap();
+    let h = &v.stats.exits[&(1, 1)];
+    assert_eq!(h.len(), 1);
+    assert!(h.max() >= us(4.0) && h.max() <= us(4.05), "{}", h.max());
+    assert_eq!(v.vcpu_id, Some(0));
+}
+
+#[test]
+fn svm_exit_reasons_are_named_by_isa() {
+    let mut s = running_guest();
+    s.at(5.0).exit(V0, 0, SVM, 0x7b); // io
+    s.at(6.0).msi(0);
+    s.at(16.0).entry(V0, 0);
+    let e = s.run();
+    expect(&e, &[("exit:io", 10.0)]);
+}
+
+#[test]
+fn userspace_vmm_time_by_reason() {
+    let mut s = running_guest();
+    s.at(5.0).exit(V0, 0, VMX, 30).uexit(V0, 0, 2); // IO_INSTRUCTION -> KVM_EXIT_IO
+    s.at(10.0).msi(0);
+    s.at(60.0).entry(V0, 0);
+    let e = s.run();
+    expect(&e, &[("vmm:IO", 50.0)]);
+}
+
+#[test]
+fn preemption_names_the_task_that_took_the_cpu() {
+    let mut s = running_guest();
+    s.at(5.0).exit(V0, 0, VMX, 1);
+    s.at(7.0).switch(0, V0, true, BUSY, "stress-ng");
+    s.at(10.0).msi(0);
+    s.at(110.0).switch(0, BUSY, true, V0, "CPU 0/KVM");
+    s.at(112.0).entry(V0, 0);
+    let e = s.run();
+    expect(
+        &e,
+        &[
+            ("preempted:stress-ng:999", 100.0),
+            ("exit:EXTERNAL_INTERRUPT", 2.0),
+        ],
+    );
+}
+
+/// The demo's flow on a kernel without kvm_entry (PVM): halted, raised, woken, switched in,
+/// back in KVM_RUN, and the handler's port write closes the window.
+#[test]
+fn halted_vcpu_without_kvm_entry_uses_the_first_guest_exit() {
+    let mut s = Sim::new();
+    s.at(0.0).switch(1, 0, false, V0, "CPU 0/KVM");
+    s.at(1.0).kvm_wakeup(V0, 1).pio(V0, 1, 0xe4).uexit(V0, 1, 2);
+    s.at(3.0).pio(V0, 1, 0xe4);
+    s.at(5.0).switch(1, V0, false, 0, "swapper/1"); // halts
+    s.at(100.0).raise_pic();
+    s.at(110.0).wakeup(V0, 1);
+    s.at(125.0).switch(1, 0, true, V0, "CPU 0/KVM");
+    s.at(130.0).kvm_wakeup(V0, 1);
+    s.at(150.0).pio(V0, 1, 0xe2);
+    let e = s.run();
+    expect(
+        &e,
+        &[("halted", 10.0), ("wakeup", 15.0), ("kvm_run", 25.0)],
+    );
+    let w = &e.worst()[0];
+    assert_eq!(w.end_marker, EndMarker::FirstGuestExit);
+    assert_eq!(w.opened_by, OpenedBy::SetIrq);
+    assert_eq!(w.open_ns, us(100.0), "opened at kvm_set_irq");
+    assert!(w.events.iter().any(|ev| ev.kind == Kind::SchedWakeup as u16));
+}
+
+#[test]
+fn waiting_for_a_busy_cpu_after_wakeup_is_preemption() {
+    let mut s = Sim::new();
+    s.at(0.0).switch(1, 0, false, V0, "CPU 0/KVM").kvm_wakeup(V0, 1);
+    s.at(5.0).switch(1, V0, false, BUSY, "hog");
+    s.at(100.0).raise_pic();
+    s.at(110.0).wakeup(V0, 1);
+    s.at(2110.0).switch(1, BUSY, true, V0, "CPU 0/KVM");
+    s.at(2115.0).kvm_wakeup(V0, 1);
+    s.at(2120.0).pio(V0, 1, 0xe2);
+    let e = s.run();
+    expect(
+        &e,
+        &[("halted", 10.0), ("preempted:hog:999", 2000.0), ("kvm_run", 10.0)],
+    );
+}
+
+/// An IRQ during exit handling during a preemption, a softirq after it, the local timer.
+#[test]
+fn nested_causes_irq_in_exit_handling_and_in_preemption() {
+    let mut s = running_guest();
+    s.at(10.0).msi(0);
+    s.at(20.0).exit(V0, 0, VMX, 48); // EPT_VIOLATION
+    s.at(22.0).irq(0, 24, true);
+    s.at(26.0).irq(0, 24, false);
+    s.at(30.0).switch(0, V0, true, BUSY, "hog");
+    s.at(40.0).irq(0, 24, true);
+    s.at(41.0).softirq(0, 3, true); // NET_RX inside the hardirq's tail
+    s.at(45.0).softirq(0, 3, false);
+    s.at(46.0).irq(0, 24, false);
+    s.at(50.0).local_timer(0, true);
+    s.at(52.0).local_timer(0, false);
+    s.at(80.0).switch(0, BUSY, true, V0, "CPU 0/KVM");
+    s.at(85.0).inj(V0, 0).entry(V0, 0);
+    let e = s.run();
+    expect(
+        &e,
+        &[
+            ("guest", 10.0),
+            ("exit:EPT_VIOLATION", 2.0 + 4.0 + 5.0),
+            ("hardirq:24", 4.0 + 1.0 + 1.0),
+            ("softirq:NET_RX", 4.0),
+            ("apic:local_timer", 2.0),
+            ("preempted:hog:999", 10.0 + 4.0 + 28.0),
+        ],
+    );
+}
+
+#[test]
+fn lock_contention_in_the_vcpu_thread() {
+    let mut s = running_guest();
+    s.at(10.0).exit(V0, 0, VMX, 48);
+    s.at(11.0).msi(0);
+    s.at(12.0).lock(V0, 0, true);
+    s.at(42.0).lock(V0, 0, false);
+    s.at(44.0).entry(V0, 0);
+    let e = s.run();
+    expect(&e, &[("exit:EPT_VIOLATION", 3.0), ("lock", 30.0)]);
+}
+
+#[test]
+fn posted_into_a_running_guest_is_zero_injected_is_measured() {
+    // Posted: accepted while in guest, next entry without kvm_inj_virq.
+    let mut s = running_guest();
+    s.at(10.0).accept(IOT, 1, 0);
+    s.at(500.0).exit(V0, 0, VMX, 48);
+    s.at(510.0).entry(V0, 0);
+    let e = s.run();
+    let w = &e.worst()[0];
+    assert_eq!((w.total_ns, w.end_marker), (0, EndMarker::PostedInGuest));
+    assert!(w.causes.is_empty());
+
+    // Injected: accepted while handling an exit, injected at the next entry.
+    let mut s = running_guest();
+    s.at(10.0).exit(V0, 0, VMX, 48);
+    s.at(12.0).accept(V1, 1, 0);
+    s.at(20.0).inj(V0, 0).entry(V0, 0);
+    let e = s.run();
+    expect(&e, &[("exit:EPT_VIOLATION", 8.0)]);
+    assert_eq!(e.worst()[0].opened_by, OpenedBy::ApicAcceptIrq);
+}
+
+#[test]
+fn drops_mark_open_windows_incomplete() {
+    let mut s = running_guest();
+    s.at(1.0).drops(0);
+    s.at(10.0).msi(0);
+    s.at(20.0).drops(5); // open window: lost
+    s.at(30.0).exit(V0, 0, VMX, 1);
+    s.at(35.0).inj(V0, 0).entry(V0, 0);
+    s.at(40.0).msi(0);
+    s.at(50.0).exit(V0, 0, VMX, 1);
+    s.at(52.0).inj(V0, 0).entry(V0, 0);
+    s.at(60.0).drops(5); // checkpoint, nothing new lost: the second sample stands
+    s.at(70.0).msi(0);
+    s.at(80.0).exit(V0, 0, VMX, 1);
+    s.at(81.0).inj(V0, 0).entry(V0, 0);
+    s.at(90.0).drops(6); // lost since the last checkpoint: the third sample may be wrong
+    let e = s.run();
+    let v = e.vcpus().find(|v| v.tid == V0).unwrap();
+    assert_eq!(v.stats.incomplete, 2);
+    assert_eq!(v.stats.irq_to_guest.len(), 1, "only the clean sample");
+    assert_eq!(e.dropped, 6);
+    expect(&e, &[("guest", 10.0), ("exit:EXTERNAL_INTERRUPT", 2.0)]);
+}
+
+#[test]
+fn a_capture_starting_mid_exit_gives_no_wrong_sample() {
+    let mut s = Sim::new();
+    // The first thing seen of vCPU 0 is an entry: no exit sample, state known from here.
+    s.at(0.0).msi(0); // before anything is known of vCPU 0: unresolvable
+    s.at(1.0).entry(V0, 0);
+    s.at(5.0).exit(V0, 0, VMX, 1);
+    s.at(9.0).entry(V0, 0);
+    let e = s.run();
+    let v = e.vcpus().find(|v| v.tid == V0).unwrap();
+    assert_eq!(v.stats.exits[&(1, 1)].len(), 1, "only the complete exit");
+    assert!(e.worst().is_empty());
+    assert_eq!(e.unresolved_raises, 1);
+
+    // A window opened while the vCPU's state is unknown is incomplete.
+    let mut s = Sim::new();
+    s.at(0.0).pio(V0, 0, 0x80); // known to exist, state partly known
+    let mut e = Engine::new(EngineConfig::default());
+    for ev in &s.evs {
+        e.push(ev);
+    }
+    e.flush();
+    assert!(e.worst().is_empty());
+}
+
+#[test]
+fn reordering_within_the_window_gives_the_same_result() {
+    let mut s = running_guest();
+    s.at(10.0).msi(0);
+    s.at(20.0).exit(V0, 0, VMX, 48);
+    s.at(22.0).irq(0, 24, true);
+    s.at(26.0).irq(0, 24, false);
+    s.at(30.0).switch(0, V0, true, BUSY, "hog");
+    s.at(80.0).switch(0, BUSY, true, V0, "CPU 0/KVM");
+    s.at(85.0).entry(V0, 0);
+    let ordered = s.run();
+    let mut shuffled = s.evs.clone();
+    // Swap neighbours pairwise (bounded disorder, as across CPUs).
+    for i in (1..shuffled.len() - 1).step_by(2) {
+        shuffled.swap(i, i + 1);
+    }
+    let e = run(&shuffled, EngineConfig::default());
+    assert_eq!(causes(&e), causes(&ordered));
+    assert_eq!(e.late_events(), 0);
+}
+
+#[test]
+fn interrupts_go_to_the_vcpu_they_name() {
+    let mut s = running_guest();
+    s.at(0.0).switch(1, 0, false, V1, "CPU 1/KVM").entry(V1, 1);
+    s.at(10.0).msi(1);
+    s.at(12.0).exit(V1, 1, VMX, 1);
+    s.at(15.0).entry(V1, 1);
+    let e = s.run();
+    assert_eq!(e.worst()[0].tid, V1);
+    let v0 = e.vcpus().find(|v| v.tid == V0).unwrap();
+    assert!(v0.stats.irq_to_guest.is_empty());
+}
+
+#[test]
+fn a_second_raise_while_one_is_pending_is_coalesced() {
+    let mut s = running_guest();
+    s.at(10.0).msi(0);
+    s.at(12.0).msi(0);
+    s.at(20.0).exit(V0, 0, VMX, 1).inj(V0, 0).entry(V0, 0);
+    let e = s.run();
+    let v = e.vcpus().find(|v| v.tid == V0).unwrap();
+    assert_eq!(v.stats.coalesced, 1);
+    assert_eq!(e.worst()[0].total_ns, us(10.0));
+}
+
+#[test]
+fn out_of_guest_time_covers_the_whole_run() {
+    let mut s = running_guest();
+    s.at(10.0).exit(V0, 0, VMX, 12); // HLT
+    s.at(12.0).switch(0, V0, false, 0, "swapper/0");
+    s.at(100.0).wakeup(V0, 0);
+    s.at(103.0).switch(0, 0, true, V0, "CPU 0/KVM");
+    s.at(104.0).entry(V0, 0);
+    s.at(200.0).exit(V0, 0, VMX, 1);
+    let e = s.run();
+    let v = e.vcpus().find(|v| v.tid == V0).unwrap();
+    let total: u64 = v.stats.state_ns.values().sum();
+    assert_eq!(total, us(200.0));
+    assert_eq!(v.stats.state_ns[&Cause::Guest], us(10.0 + 96.0));
+    assert_eq!(v.stats.state_ns[&Cause::Halted], us(88.0));
+    assert_eq!(v.stats.state_ns[&Cause::Exit { isa: 1, reason: 12 }], us(2.0));
+    assert_eq!(v.stats.state_ns[&Cause::KvmRun], us(1.0), "woken, back in KVM_RUN");
+}
+
+#[test]
+fn unknown_vcpu_ids_fall_back_to_the_only_vcpu() {
+    let mut s = Sim::new();
+    s.evs.clear();
+    s.thread(V0, VCPU_UNKNOWN, "vcpu-thread");
+    s.at(0.0).switch(0, 0, false, V0, "vcpu-thread").pio(V0, 0, 0x80);
+    s.at(1.0).switch(0, V0, false, 0, "swapper/0");
+    s.at(10.0).raise_pic();
+    s.at(20.0).wakeup(V0, 0);
+    s.at(21.0).switch(0, 0, true, V0, "vcpu-thread");
+    s.at(25.0).pio(V0, 0, 0xe2);
+    let e = s.run();
+    expect(&e, &[("halted", 10.0), ("wakeup", 1.0), ("kvm_run", 4.0)]);
+}
