@@ -39,6 +39,9 @@ pub struct CaptureHeader {
     pub probes: Vec<ProbeStatus>,
     /// The format files whose offsets the probes used, by tracepoint.
     pub formats: std::collections::BTreeMap<String, Format>,
+    /// Kernel address of KVM's LAPIC timer callback, to recognise its hrtimer (0: unknown).
+    #[serde(default)]
+    pub apic_timer_fn: u64,
 }
 
 /// Written when a recording ends cleanly.

@@ -24,11 +24,18 @@ pub enum Cause {
     /// cannot be told apart.
     KvmRun,
     /// Handling a VM exit in the kernel (`kvm_exit` → `kvm_entry`), by reason.
-    Exit { isa: u8, reason: u32 },
+    Exit {
+        isa: u8,
+        reason: u32,
+    },
     /// In the userspace VMM after `kvm_userspace_exit`, by KVM_EXIT_* reason.
-    Vmm { reason: u32 },
+    Vmm {
+        reason: u32,
+    },
     /// Runnable but another task had the CPU.
-    Preempted { pid: u32 },
+    Preempted {
+        pid: u32,
+    },
     /// Woken, not yet running, with the CPU idle or its task unknown.
     Wakeup,
     /// Halted (blocked in KVM_RUN) and not yet woken: inside a window, the host's interrupt
@@ -37,15 +44,24 @@ pub enum Cause {
     /// Blocked outside a halt.
     Blocked,
     /// A host hard interrupt handler on the vCPU's CPU.
-    Hardirq { irq: u32 },
+    Hardirq {
+        irq: u32,
+    },
     /// A host softirq on the vCPU's CPU.
-    Softirq { vec: u32 },
+    Softirq {
+        vec: u32,
+    },
     /// A host APIC vector handler on the vCPU's CPU.
     Apic(ApicVector),
     /// Spinning on a contended lock in the vCPU thread.
     Lock,
     /// Nothing observed explains it (the state is not known yet).
     Other,
+    /// Placeholders while the engine cannot yet tell a halt from a VMM wait (no
+    /// `kvm_entry`); resolved at the thread's next KVM event, they never reach a report
+    /// unless the stream ends first.
+    UnresolvedBlocked,
+    UnresolvedRunning,
 }
 
 const SOFTIRQ_NAMES: [&str; 10] = [
@@ -93,7 +109,10 @@ impl Cause {
             Cause::Guest => "guest".into(),
             Cause::KvmRun => "kvm_run".into(),
             Cause::Exit { isa, reason } => {
-                format!("exit:{}", exit_reason_label(u64::from(isa), u64::from(reason)))
+                format!(
+                    "exit:{}",
+                    exit_reason_label(u64::from(isa), u64::from(reason))
+                )
             }
             Cause::Vmm { reason } => match userspace_exit_name(reason) {
                 Some(n) => format!("vmm:{n}"),
@@ -120,6 +139,8 @@ impl Cause {
             .into(),
             Cause::Lock => "lock".into(),
             Cause::Other => "other".into(),
+            Cause::UnresolvedBlocked => "blocked:halt_or_vmm".into(),
+            Cause::UnresolvedRunning => "running:halt_or_vmm".into(),
         }
     }
 }
@@ -134,8 +155,20 @@ mod tests {
         comms.insert(42, "stress".to_string());
         let l = |c: Cause| c.label(&comms);
         assert_eq!(l(Cause::Exit { isa: 1, reason: 12 }), "exit:HLT");
-        assert_eq!(l(Cause::Exit { isa: 2, reason: 0x7b }), "exit:io");
-        assert_eq!(l(Cause::Exit { isa: 1, reason: 999 }), "exit:0x3e7");
+        assert_eq!(
+            l(Cause::Exit {
+                isa: 2,
+                reason: 0x7b
+            }),
+            "exit:io"
+        );
+        assert_eq!(
+            l(Cause::Exit {
+                isa: 1,
+                reason: 999
+            }),
+            "exit:0x3e7"
+        );
         assert_eq!(l(Cause::Vmm { reason: 2 }), "vmm:IO");
         assert_eq!(l(Cause::Vmm { reason: 77 }), "vmm:77");
         assert_eq!(l(Cause::Preempted { pid: 42 }), "preempted:stress:42");

@@ -221,7 +221,11 @@ mod tests {
     fn names_by_isa() {
         assert_eq!(exit_reason_name(ISA_VMX, 12), Some("HLT"));
         assert_eq!(exit_reason_name(ISA_VMX, 30), Some("IO_INSTRUCTION"));
-        assert_eq!(exit_reason_name(ISA_VMX, 0x8000_0021), Some("INVALID_STATE"), "flag bits ignored");
+        assert_eq!(
+            exit_reason_name(ISA_VMX, 0x8000_0021),
+            Some("INVALID_STATE"),
+            "flag bits ignored"
+        );
         assert_eq!(exit_reason_name(ISA_SVM, 0x78), Some("hlt"));
         assert_eq!(exit_reason_name(ISA_SVM, 0x400), Some("npf"));
         assert_eq!(exit_reason_name(ISA_SVM, 12), None);

@@ -110,10 +110,21 @@ enum Sched {
 enum Ctx {
     Unknown,
     Guest,
-    Exit { isa: u8, reason: u32 },
-    Vmm { reason: u32 },
+    Exit {
+        isa: u8,
+        reason: u32,
+    },
+    Vmm {
+        reason: u32,
+    },
     KvmRun,
     Halt,
+    /// Blocked (or back from blocking) after a userspace exit, on a kernel without
+    /// `kvm_entry`: either halted inside KVM_RUN or waiting in the VMM. Resolved by the
+    /// thread's next KVM event: `kvm_vcpu_wakeup` means it was a halt.
+    MaybeHalt {
+        vmm_reason: u32,
+    },
 }
 
 /// A closed window waiting for the next drop checkpoint.
@@ -197,6 +208,21 @@ pub struct Vcpu {
     pub stats: VcpuStats,
 }
 
+impl Vcpu {
+    /// Moves the time given to a placeholder cause to the cause it turned out to be.
+    fn resolve(&mut self, from: Cause, to: Cause) {
+        if let Some(ns) = self.stats.state_ns.remove(&from) {
+            *self.stats.state_ns.entry(to).or_default() += ns;
+        }
+        if let Some(w) = &mut self.window {
+            if let Some(i) = w.causes.iter().position(|(c, _)| *c == from) {
+                let (_, ns) = w.causes.swap_remove(i);
+                w.add(to, ns);
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct CpuState {
     overlays: Vec<Cause>,
@@ -215,8 +241,8 @@ pub struct Engine {
     pub comms: HashMap<u32, String>,
     /// vCPU ids announced by thread_info before the thread's first event.
     announced: HashMap<u32, (u32, Option<u32>)>,
-    /// Raising thread -> time of its last `kvm_set_irq` (level 1) not yet resolved.
-    pending_raise: HashMap<u32, u64>,
+    /// Raising thread -> its last `kvm_set_irq`: Some(time) raised, None lowered.
+    pending_raise: HashMap<u32, Option<u64>>,
     worst: Vec<Sample>,
     last_drops: u64,
     pub dropped: u64,
@@ -421,6 +447,7 @@ impl Engine {
         match v.sched {
             Sched::Blocked => match v.ctx {
                 Ctx::Halt => Cause::Halted,
+                Ctx::MaybeHalt { .. } => Cause::UnresolvedBlocked,
                 Ctx::Vmm { reason } => Cause::Vmm { reason },
                 _ => Cause::Blocked,
             },
@@ -438,6 +465,7 @@ impl Engine {
                     Ctx::Exit { isa, reason } => Cause::Exit { isa, reason },
                     Ctx::Vmm { reason } => Cause::Vmm { reason },
                     Ctx::KvmRun | Ctx::Halt => Cause::KvmRun,
+                    Ctx::MaybeHalt { .. } => Cause::UnresolvedRunning,
                     Ctx::Unknown => Cause::Other,
                 }
             }
@@ -491,26 +519,27 @@ impl Engine {
             | Kind::KvmMmio
             | Kind::KvmMsr => self.on_vcpu_event(kind, ev, ts),
             Kind::KvmSetIrq => {
-                if ev.slots[1] != 0 {
-                    self.pending_raise.insert(ev.tid, ts);
-                }
+                // Level 1 raises; the chips' events that follow in the same thread say where
+                // it goes. Level 0 lowers the line.
+                let level = (ev.slots[1] != 0).then_some(ts);
+                self.pending_raise.insert(ev.tid, level);
             }
             Kind::KvmPicSetIrq => {
                 let pin = ev.slots[1] as u32;
                 let imr = ev.slots[2];
                 let coalesced = ev.slots[3] != 0;
-                let raised = self.pending_raise.remove(&ev.tid);
-                if imr & (1 << (pin & 7)) == 0 && !coalesced {
+                let raised = self.raised_at(ev.tid, ts);
+                if let (Some(at), true) = (raised, imr & (1 << (pin & 7)) == 0 && !coalesced) {
                     // The PIC's INTR line goes to the bootstrap processor (vCPU 0).
-                    self.raise(ev, raised.unwrap_or(ts), Some(0), OpenedBy::SetIrq);
+                    self.raise(ev, at, Some(0), OpenedBy::SetIrq);
                 }
             }
             Kind::KvmIoapicSetIrq => {
                 let e = ev.slots[0];
                 let coalesced = ev.slots[2] != 0;
                 let masked = e & (1 << 16) != 0;
-                let raised = self.pending_raise.remove(&ev.tid);
-                if !masked && !coalesced {
+                let raised = self.raised_at(ev.tid, ts);
+                if let (Some(at), true) = (raised, !masked && !coalesced) {
                     let dest = ((e >> 56) & 0xff) as u32;
                     let logical = e & (1 << 11) != 0;
                     let target = if logical {
@@ -518,7 +547,7 @@ impl Engine {
                     } else {
                         Some(dest)
                     };
-                    self.raise(ev, raised.unwrap_or(ts), target, OpenedBy::SetIrq);
+                    self.raise(ev, at, target, OpenedBy::SetIrq);
                 }
             }
             Kind::KvmMsiSetIrq => {
@@ -569,11 +598,29 @@ impl Engine {
                     }
                 }
             }
-            Kind::IrqHandlerEntry => self.overlay(ev, ts, Some(Cause::Hardirq { irq: ev.slots[0] as u32 })),
-            Kind::SoftirqEntry => self.overlay(ev, ts, Some(Cause::Softirq { vec: ev.slots[0] as u32 })),
-            Kind::LocalTimerEntry => self.overlay(ev, ts, Some(Cause::Apic(ApicVector::LocalTimer))),
-            Kind::RescheduleEntry => self.overlay(ev, ts, Some(Cause::Apic(ApicVector::Reschedule))),
-            Kind::CallFunctionEntry => self.overlay(ev, ts, Some(Cause::Apic(ApicVector::CallFunction))),
+            Kind::IrqHandlerEntry => self.overlay(
+                ev,
+                ts,
+                Some(Cause::Hardirq {
+                    irq: ev.slots[0] as u32,
+                }),
+            ),
+            Kind::SoftirqEntry => self.overlay(
+                ev,
+                ts,
+                Some(Cause::Softirq {
+                    vec: ev.slots[0] as u32,
+                }),
+            ),
+            Kind::LocalTimerEntry => {
+                self.overlay(ev, ts, Some(Cause::Apic(ApicVector::LocalTimer)))
+            }
+            Kind::RescheduleEntry => {
+                self.overlay(ev, ts, Some(Cause::Apic(ApicVector::Reschedule)))
+            }
+            Kind::CallFunctionEntry => {
+                self.overlay(ev, ts, Some(Cause::Apic(ApicVector::CallFunction)))
+            }
             Kind::CallFunctionSingleEntry => {
                 self.overlay(ev, ts, Some(Cause::Apic(ApicVector::CallFunctionSingle)))
             }
@@ -597,11 +644,24 @@ impl Engine {
         }
     }
 
+    /// When the line a chip event reports was raised: at the thread's `kvm_set_irq`
+    /// (level 1), never for a lowered line, or at the chip event when no `kvm_set_irq` was
+    /// seen from this thread.
+    fn raised_at(&self, tid: u32, ts: u64) -> Option<u64> {
+        match self.pending_raise.get(&tid) {
+            Some(level) => *level,
+            None => Some(ts),
+        }
+    }
+
     /// Closes windows whose end was lost.
     fn expire_windows(&mut self, ts: u64) {
         let max = self.cfg.max_window_ns;
         for v in self.vcpus.values_mut() {
-            if v.window.as_ref().is_some_and(|w| ts.saturating_sub(w.open_ns) > max) {
+            if v.window
+                .as_ref()
+                .is_some_and(|w| ts.saturating_sub(w.open_ns) > max)
+            {
                 v.window = None;
                 v.stats.incomplete += 1;
             }
@@ -627,6 +687,17 @@ impl Engine {
             v.sched = Sched::OnCpu;
         }
         v.cpu = Some(cpu);
+        if let Ctx::MaybeHalt { vmm_reason } = v.ctx {
+            let (blocked, running) = if kind == Kind::KvmVcpuWakeup {
+                (Cause::Halted, Cause::KvmRun)
+            } else {
+                let vmm = Cause::Vmm { reason: vmm_reason };
+                (vmm, vmm)
+            };
+            v.resolve(Cause::UnresolvedBlocked, blocked);
+            v.resolve(Cause::UnresolvedRunning, running);
+            v.ctx = Ctx::KvmRun;
+        }
         let mut close = None;
         match kind {
             Kind::KvmExit => {
@@ -662,7 +733,11 @@ impl Engine {
                     });
                 }
             }
-            Kind::KvmUserspaceExit => v.ctx = Ctx::Vmm { reason: ev.slots[0] as u32 },
+            Kind::KvmUserspaceExit => {
+                v.ctx = Ctx::Vmm {
+                    reason: ev.slots[0] as u32,
+                }
+            }
             Kind::KvmInjVirq => {
                 if let Some(w) = &mut v.window {
                     w.injected = true;
@@ -708,12 +783,16 @@ impl Engine {
                     v.sched = Sched::Preempted { by: next };
                 } else {
                     v.sched = Sched::Blocked;
-                    if matches!(
-                        v.ctx,
-                        Ctx::KvmRun | Ctx::Guest | Ctx::Unknown | Ctx::Exit { .. }
-                    ) {
-                        // Blocked inside KVM_RUN: halted (kvm_vcpu_block).
-                        v.ctx = Ctx::Halt;
+                    match v.ctx {
+                        Ctx::KvmRun | Ctx::Guest | Ctx::Unknown | Ctx::Exit { .. } => {
+                            // Blocked inside KVM_RUN: halted (kvm_vcpu_block).
+                            v.ctx = Ctx::Halt;
+                        }
+                        Ctx::Vmm { reason } if !v.seen_entry => {
+                            // No kvm_entry to say it went back into KVM_RUN: decide later.
+                            v.ctx = Ctx::MaybeHalt { vmm_reason: reason };
+                        }
+                        _ => {}
                     }
                 }
                 v.cpu = Some(cpu);
@@ -807,11 +886,16 @@ impl Engine {
         let Some(v) = self.vcpus.get_mut(&tid) else {
             return;
         };
-        if v.window.is_some() {
-            v.stats.coalesced += 1;
+        if let Some(w) = &v.window {
+            // The same raise reaching the vCPU through a second chip (PIC and IOAPIC) is
+            // not a second interrupt.
+            if w.open_ns != ts {
+                v.stats.coalesced += 1;
+            }
             return;
         }
-        let halted = v.sched == Sched::Blocked && v.ctx == Ctx::Halt;
+        let halted =
+            v.sched == Sched::Blocked && matches!(v.ctx, Ctx::Halt | Ctx::MaybeHalt { .. });
         let in_guest = v.sched == Sched::OnCpu && v.ctx == Ctx::Guest;
         let mut events = Vec::with_capacity(cap.min(64));
         events.push(*ev);

@@ -77,10 +77,20 @@ impl Sim {
     fn switch(&mut self, cpu: u32, prev: u32, runnable: bool, next: u32, comm: &str) -> &mut Self {
         let (a, b) = comm_to_slots(comm);
         let state = if runnable { 0x100 } else { 1 };
-        self.ev(Kind::SchedSwitch, prev, cpu, [u64::from(prev), state, u64::from(next), a, b])
+        self.ev(
+            Kind::SchedSwitch,
+            prev,
+            cpu,
+            [u64::from(prev), state, u64::from(next), a, b],
+        )
     }
     fn wakeup(&mut self, pid: u32, target: u32) -> &mut Self {
-        self.ev(Kind::SchedWakeup, IOT, 0, [u64::from(pid), u64::from(target), 120, 0, 0])
+        self.ev(
+            Kind::SchedWakeup,
+            IOT,
+            0,
+            [u64::from(pid), u64::from(target), 120, 0, 0],
+        )
     }
     /// The demo's raise: kvm_set_irq then kvm_pic_set_irq, from the I/O thread.
     fn raise_pic(&mut self) -> &mut Self {
@@ -88,7 +98,12 @@ impl Sim {
         self.ev(Kind::KvmPicSetIrq, IOT, 0, [0, 0, 0, 0, 0])
     }
     fn msi(&mut self, dest: u64) -> &mut Self {
-        self.ev(Kind::KvmMsiSetIrq, IOT, 0, [0xfee0_0000 | (dest << 12), 0x31, 0, 0, 0])
+        self.ev(
+            Kind::KvmMsiSetIrq,
+            IOT,
+            0,
+            [0xfee0_0000 | (dest << 12), 0x31, 0, 0, 0],
+        )
     }
     fn accept(&mut self, from: u32, cpu: u32, apicid: u64) -> &mut Self {
         self.ev(Kind::KvmApicAcceptIrq, from, cpu, [apicid, 0xec, 0, 0, 0])
@@ -244,21 +259,23 @@ fn halted_vcpu_without_kvm_entry_uses_the_first_guest_exit() {
     s.at(130.0).kvm_wakeup(V0, 1);
     s.at(150.0).pio(V0, 1, 0xe2);
     let e = s.run();
-    expect(
-        &e,
-        &[("halted", 10.0), ("wakeup", 15.0), ("kvm_run", 25.0)],
-    );
+    expect(&e, &[("halted", 10.0), ("wakeup", 15.0), ("kvm_run", 25.0)]);
     let w = &e.worst()[0];
     assert_eq!(w.end_marker, EndMarker::FirstGuestExit);
     assert_eq!(w.opened_by, OpenedBy::SetIrq);
     assert_eq!(w.open_ns, us(100.0), "opened at kvm_set_irq");
-    assert!(w.events.iter().any(|ev| ev.kind == Kind::SchedWakeup as u16));
+    assert!(w
+        .events
+        .iter()
+        .any(|ev| ev.kind == Kind::SchedWakeup as u16));
 }
 
 #[test]
 fn waiting_for_a_busy_cpu_after_wakeup_is_preemption() {
     let mut s = Sim::new();
-    s.at(0.0).switch(1, 0, false, V0, "CPU 0/KVM").kvm_wakeup(V0, 1);
+    s.at(0.0)
+        .switch(1, 0, false, V0, "CPU 0/KVM")
+        .kvm_wakeup(V0, 1);
     s.at(5.0).switch(1, V0, false, BUSY, "hog");
     s.at(100.0).raise_pic();
     s.at(110.0).wakeup(V0, 1);
@@ -268,7 +285,11 @@ fn waiting_for_a_busy_cpu_after_wakeup_is_preemption() {
     let e = s.run();
     expect(
         &e,
-        &[("halted", 10.0), ("preempted:hog:999", 2000.0), ("kvm_run", 10.0)],
+        &[
+            ("halted", 10.0),
+            ("preempted:hog:999", 2000.0),
+            ("kvm_run", 10.0),
+        ],
     );
 }
 
@@ -447,8 +468,15 @@ fn out_of_guest_time_covers_the_whole_run() {
     assert_eq!(total, us(200.0));
     assert_eq!(v.stats.state_ns[&Cause::Guest], us(10.0 + 96.0));
     assert_eq!(v.stats.state_ns[&Cause::Halted], us(88.0));
-    assert_eq!(v.stats.state_ns[&Cause::Exit { isa: 1, reason: 12 }], us(2.0));
-    assert_eq!(v.stats.state_ns[&Cause::KvmRun], us(1.0), "woken, back in KVM_RUN");
+    assert_eq!(
+        v.stats.state_ns[&Cause::Exit { isa: 1, reason: 12 }],
+        us(2.0)
+    );
+    assert_eq!(
+        v.stats.state_ns[&Cause::KvmRun],
+        us(1.0),
+        "woken, back in KVM_RUN"
+    );
 }
 
 #[test]
@@ -456,7 +484,9 @@ fn unknown_vcpu_ids_fall_back_to_the_only_vcpu() {
     let mut s = Sim::new();
     s.evs.clear();
     s.thread(V0, VCPU_UNKNOWN, "vcpu-thread");
-    s.at(0.0).switch(0, 0, false, V0, "vcpu-thread").pio(V0, 0, 0x80);
+    s.at(0.0)
+        .switch(0, 0, false, V0, "vcpu-thread")
+        .pio(V0, 0, 0x80);
     s.at(1.0).switch(0, V0, false, 0, "swapper/0");
     s.at(10.0).raise_pic();
     s.at(20.0).wakeup(V0, 0);

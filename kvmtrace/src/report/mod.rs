@@ -13,6 +13,11 @@ use serde::Serialize;
 use crate::capture::{CaptureHeader, CaptureTrailer, Damage};
 use crate::host::{vcpu_from_comm, HostFacts};
 
+pub mod latency;
+
+use self::latency::{AttributionInfo, VcpuLatency, WorstSample};
+use crate::engine::{Engine, EngineConfig};
+
 pub const SCHEMA: &str = "kvmtrace-report/1";
 
 #[derive(Clone, Debug, Serialize)]
@@ -21,6 +26,9 @@ pub struct Report {
     pub capture: CaptureInfo,
     pub events: EventCounts,
     pub vcpus: Vec<VcpuReport>,
+    /// The largest interrupt-to-guest latencies, each with its causes and timeline.
+    pub worst: Vec<WorstSample>,
+    pub attribution: AttributionInfo,
     pub demo: Option<DemoReport>,
 }
 
@@ -68,6 +76,9 @@ pub struct VcpuReport {
     pub comm: String,
     pub events: u64,
     pub events_by_kind: BTreeMap<String, u64>,
+    /// Exit latency by reason, interrupt-to-guest latency and its causes, time by state.
+    #[serde(flatten)]
+    pub latency: VcpuLatency,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -262,6 +273,7 @@ impl ReportBuilder {
         header: &CaptureHeader,
         trailer: Option<&CaptureTrailer>,
         damage: Option<&Damage>,
+        engine: &Engine,
     ) -> Report {
         let drops_kernel = trailer.map_or(0, |t| t.kernel_drops).max(self.drops_kernel);
         let drops_user = trailer.map_or(0, |t| t.malformed).max(self.drops_user);
@@ -270,6 +282,7 @@ impl ReportBuilder {
             .into_iter()
             .filter(|(_, t)| t.is_vcpu)
             .map(|(tid, t)| VcpuReport {
+                latency: latency::vcpu_latency(engine, tid).unwrap_or_default(),
                 pid: t.tgid,
                 tid,
                 vcpu: t.vcpu,
@@ -319,6 +332,8 @@ impl ReportBuilder {
                 unknown_kinds: self.unknown,
             },
             vcpus,
+            worst: latency::worst_samples(engine),
+            attribution: latency::attribution_info(engine),
             demo,
         }
     }
@@ -328,14 +343,21 @@ impl ReportBuilder {
 pub fn report_file(path: &std::path::Path) -> Result<Report, crate::capture::CaptureError> {
     let mut reader = crate::capture::CaptureReader::open(path)?;
     let mut b = ReportBuilder::default();
+    let mut engine = Engine::new(EngineConfig {
+        apic_timer_fn: reader.header.apic_timer_fn,
+        ..EngineConfig::default()
+    });
     while let Some(ev) = reader.next_event()? {
         b.push(&ev);
+        engine.push(&ev);
     }
+    engine.flush();
     Ok(b.finish(
         &path.display().to_string(),
         &reader.header,
         reader.trailer.as_ref(),
         reader.damage.as_ref(),
+        &engine,
     ))
 }
 
@@ -410,9 +432,20 @@ impl Report {
                 "\nvCPU {id}  pid {} tid {} \"{}\"  {} events",
                 v.pid, v.tid, v.comm, v.events
             );
+            latency::vcpu_text(&mut s, &v.latency);
+            let _ = writeln!(s, "  events:");
             for (k, n) in &v.events_by_kind {
-                let _ = writeln!(s, "  {k:<28} {n:>10}");
+                let _ = writeln!(s, "    {k:<28} {n:>10}");
             }
+        }
+        latency::worst_text(&mut s, &self.worst, 3);
+        let a = &self.attribution;
+        if a.incomplete + a.late_events + a.unresolved_raises > 0 {
+            let _ = writeln!(
+                s,
+                "\nattribution: {} samples, {} incomplete (events lost or state unknown), {} late events, {} interrupts with no known target vCPU",
+                a.samples, a.incomplete, a.late_events, a.unresolved_raises
+            );
         }
         if let Some(d) = &self.demo {
             let l = &d.irq_ack_latency_ns;
@@ -475,7 +508,12 @@ mod tests {
         for e in &stream {
             b.push(e);
         }
-        let r = b.finish("x", &CaptureHeader::default(), None, None);
+        let mut engine = Engine::new(EngineConfig::default());
+        for e in &stream {
+            engine.push(e);
+        }
+        engine.flush();
+        let r = b.finish("x", &CaptureHeader::default(), None, None, &engine);
         assert_eq!(r.events.total, 6);
         assert_eq!(r.events.dropped, 4, "the largest cumulative counters");
         assert_eq!(r.events.unknown_kinds, 1);

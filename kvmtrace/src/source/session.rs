@@ -45,7 +45,7 @@ pub struct Session {
     demo: Option<(DemoGuest, Receiver<DemoSample>)>,
     known_threads: HashSet<u32>,
     last_drops: (u64, u64),
-    last_drop_check: Instant,
+    last_drop_warning: Option<Instant>,
     pub header: CaptureHeader,
 }
 
@@ -108,6 +108,7 @@ impl Session {
             demo: opts.demo.is_some(),
             probes: probes.status.clone(),
             formats: probes.formats.clone(),
+            apic_timer_fn: host::apic_timer_fn_address(),
         };
         let mut session = Session {
             probes,
@@ -115,7 +116,7 @@ impl Session {
             demo: None,
             known_threads: HashSet::new(),
             last_drops: (0, 0),
-            last_drop_check: Instant::now(),
+            last_drop_warning: None,
             header,
         };
         if let Some(cfg) = &opts.demo {
@@ -219,15 +220,18 @@ impl Session {
                 });
             }
         }
-        if self.last_drop_check.elapsed() >= Duration::from_secs(1) {
-            self.push_drops(out, false);
-        }
+        // A drop-counter checkpoint after every read: the engine holds samples until the
+        // next one, and drops those that a loss since the previous one may have touched.
+        self.push_drops(out);
     }
 
-    fn push_drops(&mut self, out: &mut Vec<Event>, always: bool) {
-        self.last_drop_check = Instant::now();
+    fn push_drops(&mut self, out: &mut Vec<Event>) {
         let now = (self.probes.drops(), self.ring.malformed);
-        if now != self.last_drops {
+        let quiet = self
+            .last_drop_warning
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if now != self.last_drops && quiet {
+            self.last_drop_warning = Some(Instant::now());
             log::warn!(
                 "{} events lost so far (ring buffer full: {}, undecodable: {})",
                 now.0 + now.1,
@@ -235,14 +239,12 @@ impl Session {
                 now.1
             );
         }
-        if always || now != self.last_drops {
-            out.push(Event {
-                ts_ns: demo::monotonic_ns(),
-                kind: Kind::Drops as u16,
-                slots: [now.0, now.1, 0, 0, 0],
-                ..Default::default()
-            });
-        }
+        out.push(Event {
+            ts_ns: demo::monotonic_ns(),
+            kind: Kind::Drops as u16,
+            slots: [now.0, now.1, 0, 0, 0],
+            ..Default::default()
+        });
         self.last_drops = now;
     }
 
@@ -269,7 +271,7 @@ impl Session {
             }
             demo_stats = Some(stats);
         }
-        self.push_drops(out, true);
+        self.push_drops(out);
         SessionEnd {
             kernel_drops: self.last_drops.0,
             malformed: self.last_drops.1,

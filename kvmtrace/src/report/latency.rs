@@ -1,0 +1,400 @@
+//! The attribution engine's model as report sections (JSON keys in docs/report-schema.md)
+//! and as rtla-style text.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use kvmtrace_common::{Event, Kind};
+use serde::Serialize;
+
+use super::comm_from_slots;
+use crate::engine::exit_reasons::{exit_reason_label, isa_name};
+use crate::engine::{Cause, Engine, Sample};
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VcpuLatency {
+    pub exits: Exits,
+    pub irq_to_guest: IrqToGuest,
+    /// State -> ns over the whole run (the states of docs/attribution.md).
+    pub out_of_guest_ns: BTreeMap<String, u64>,
+    /// Time the vCPU was followed (first to last event).
+    pub wall_ns: u64,
+    /// Share of `wall_ns` outside the guest (`guest` and `kvm_run` count as inside).
+    pub out_of_guest_pct: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Exits {
+    pub by_reason: Vec<ExitReason>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ExitReason {
+    pub reason: String,
+    pub isa: String,
+    pub code: u32,
+    pub count: u64,
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct IrqToGuest {
+    pub count: u64,
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub p999_ns: u64,
+    pub max_ns: u64,
+    /// How windows were closed (the most used marker; see `end_markers` for all).
+    pub end_marker: Option<String>,
+    pub end_markers: BTreeMap<String, u64>,
+    /// Samples discarded because events were lost or the state was unknown.
+    pub incomplete: u64,
+    /// Interrupts raised while one was already on its way to the same vCPU.
+    pub coalesced: u64,
+    /// Cause -> total ns over all complete samples; sums to the samples' total.
+    pub causes_ns: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CauseNs {
+    pub cause: String,
+    pub ns: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TimelineEvent {
+    /// Time since the window opened.
+    pub offset_ns: i64,
+    pub cpu: u32,
+    pub tid: u32,
+    pub event: String,
+    pub fields: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WorstSample {
+    pub vcpu: Option<u32>,
+    pub tid: u32,
+    pub pid: u32,
+    pub open_ns: u64,
+    pub total_ns: u64,
+    pub opened_by: String,
+    pub end_marker: String,
+    pub causes: Vec<CauseNs>,
+    pub events: Vec<TimelineEvent>,
+    pub events_truncated: u32,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AttributionInfo {
+    pub samples: u64,
+    pub incomplete: u64,
+    /// Events that arrived later than the reorder window (processed at the current time).
+    pub late_events: u64,
+    /// Interrupts whose target vCPU could not be identified.
+    pub unresolved_raises: u64,
+}
+
+fn q(h: &Histogram<u64>, q: f64) -> u64 {
+    if h.is_empty() {
+        0
+    } else {
+        h.value_at_quantile(q)
+    }
+}
+
+fn labelled(map: &HashMap<Cause, u64>, comms: &HashMap<u32, String>) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for (c, ns) in map {
+        *out.entry(c.label(comms)).or_default() += ns;
+    }
+    out
+}
+
+/// The model of vCPU thread `tid`, if the engine followed it.
+pub fn vcpu_latency(engine: &Engine, tid: u32) -> Option<VcpuLatency> {
+    let v = engine.vcpus().find(|v| v.tid == tid)?;
+    let st = &v.stats;
+    let mut by_reason: Vec<ExitReason> = st
+        .exits
+        .iter()
+        .map(|(&(isa, code), h)| ExitReason {
+            reason: exit_reason_label(u64::from(isa), u64::from(code)),
+            isa: isa_name(u64::from(isa)),
+            code,
+            count: h.len(),
+            p50_ns: q(h, 0.5),
+            p99_ns: q(h, 0.99),
+            max_ns: h.max(),
+        })
+        .collect();
+    by_reason.sort_by(|a, b| b.count.cmp(&a.count).then(a.code.cmp(&b.code)));
+    let h = &st.irq_to_guest;
+    let end_markers: BTreeMap<String, u64> = st
+        .end_markers
+        .iter()
+        .map(|(m, n)| (m.name().to_string(), *n))
+        .collect();
+    let end_marker = st
+        .end_markers
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(m, _)| m.name().to_string());
+    let wall: u64 = st.state_ns.values().sum();
+    let out: u64 = st
+        .state_ns
+        .iter()
+        .filter(|(c, _)| c.out_of_guest())
+        .map(|(_, ns)| ns)
+        .sum();
+    Some(VcpuLatency {
+        exits: Exits { by_reason },
+        irq_to_guest: IrqToGuest {
+            count: h.len(),
+            p50_ns: q(h, 0.5),
+            p99_ns: q(h, 0.99),
+            p999_ns: q(h, 0.999),
+            max_ns: if h.is_empty() { 0 } else { h.max() },
+            end_marker,
+            end_markers,
+            incomplete: st.incomplete,
+            coalesced: st.coalesced,
+            causes_ns: labelled(&st.irq_causes, &engine.comms),
+        },
+        out_of_guest_ns: labelled(&st.state_ns, &engine.comms),
+        wall_ns: wall,
+        out_of_guest_pct: if wall > 0 {
+            100.0 * out as f64 / wall as f64
+        } else {
+            0.0
+        },
+    })
+}
+
+/// `name=value` for each named slot of an event.
+pub fn describe(ev: &Event) -> (String, String) {
+    let Ok(kind) = Kind::try_from(ev.kind) else {
+        return (format!("kind {}", ev.kind), String::new());
+    };
+    let mut fields = String::new();
+    let names = kind.slots();
+    let mut i = 0;
+    while i < names.len() {
+        let name = names[i];
+        if name.is_empty() {
+            i += 1;
+            continue;
+        }
+        if !fields.is_empty() {
+            fields.push(' ');
+        }
+        if name.ends_with("comm") && i + 1 < ev.slots.len() {
+            let _ = write!(
+                fields,
+                "{name}={}",
+                comm_from_slots(ev.slots[i], ev.slots[i + 1])
+            );
+            i += 2;
+            continue;
+        }
+        let v = ev.slots[i];
+        if v > 0xffff {
+            let _ = write!(fields, "{name}={v:#x}");
+        } else {
+            let _ = write!(fields, "{name}={v}");
+        }
+        i += 1;
+    }
+    (kind.name().to_string(), fields)
+}
+
+fn worst_sample(engine: &Engine, s: &Sample) -> WorstSample {
+    let v = engine.vcpus().find(|v| v.tid == s.tid);
+    WorstSample {
+        vcpu: v.and_then(|v| v.vcpu_id),
+        tid: s.tid,
+        pid: s.tgid,
+        open_ns: s.open_ns,
+        total_ns: s.total_ns,
+        opened_by: format!("{:?}", s.opened_by),
+        end_marker: s.end_marker.name().to_string(),
+        causes: s
+            .causes
+            .iter()
+            .map(|(c, ns)| CauseNs {
+                cause: c.label(&engine.comms),
+                ns: *ns,
+            })
+            .collect(),
+        events: s
+            .events
+            .iter()
+            .map(|ev| {
+                let (event, fields) = describe(ev);
+                TimelineEvent {
+                    offset_ns: ev.ts_ns as i64 - s.open_ns as i64,
+                    cpu: ev.cpu,
+                    tid: ev.tid,
+                    event,
+                    fields,
+                }
+            })
+            .collect(),
+        events_truncated: s.events_dropped,
+    }
+}
+
+/// The worst samples, largest first.
+pub fn worst_samples(engine: &Engine) -> Vec<WorstSample> {
+    engine
+        .worst()
+        .iter()
+        .map(|s| worst_sample(engine, s))
+        .collect()
+}
+
+pub fn attribution_info(engine: &Engine) -> AttributionInfo {
+    let mut info = AttributionInfo {
+        late_events: engine.late_events(),
+        unresolved_raises: engine.unresolved_raises,
+        ..Default::default()
+    };
+    for v in engine.vcpus() {
+        info.samples += v.stats.irq_to_guest.len();
+        info.incomplete += v.stats.incomplete;
+    }
+    info
+}
+
+fn us(ns: u64) -> String {
+    format!("{:.1}", ns as f64 / 1000.0)
+}
+
+/// rtla-style lines: component, µs, share of the total; the shares add up to 100 %.
+pub fn breakdown_lines(out: &mut String, indent: &str, causes: &[(String, u64)]) {
+    let total: u64 = causes.iter().map(|c| c.1).sum();
+    for (name, ns) in causes {
+        let pct = if total > 0 {
+            100.0 * *ns as f64 / total as f64
+        } else {
+            0.0
+        };
+        let _ = writeln!(out, "{indent}{name:<32} {:>12} us {pct:>6.1} %", us(*ns));
+    }
+    let _ = writeln!(
+        out,
+        "{indent}{:<32} {:>12} us {:>6.1} %",
+        "total",
+        us(total),
+        100.0
+    );
+}
+
+/// The latency part of a vCPU's text report.
+pub fn vcpu_text(out: &mut String, l: &VcpuLatency) {
+    let i = &l.irq_to_guest;
+    if i.count == 0 && i.incomplete == 0 {
+        let _ = writeln!(out, "  interrupt-to-guest: no samples");
+    } else {
+        let _ = writeln!(
+            out,
+            "  interrupt-to-guest: {} samples (closed at {}), p50 {} us, p99 {} us, p99.9 {} us, max {} us; {} incomplete, {} coalesced",
+            i.count,
+            i.end_marker.as_deref().unwrap_or("-"),
+            us(i.p50_ns),
+            us(i.p99_ns),
+            us(i.p999_ns),
+            us(i.max_ns),
+            i.incomplete,
+            i.coalesced
+        );
+        let mut causes: Vec<(String, u64)> =
+            i.causes_ns.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        causes.sort_by_key(|c| std::cmp::Reverse(c.1));
+        if !causes.is_empty() {
+            let _ = writeln!(out, "  where the latency went (all samples):");
+            breakdown_lines(out, "    ", &causes);
+        }
+    }
+    if l.exits.by_reason.is_empty() {
+        let _ = writeln!(
+            out,
+            "  exits: none seen (kvm_exit/kvm_entry do not fire on this kernel)"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "  {:<28} {:>5} {:>10} {:>10} {:>10} {:>10}",
+            "exit reason", "isa", "count", "p50 us", "p99 us", "max us"
+        );
+        for e in &l.exits.by_reason {
+            let _ = writeln!(
+                out,
+                "  {:<28} {:>5} {:>10} {:>10} {:>10} {:>10}",
+                e.reason,
+                e.isa,
+                e.count,
+                us(e.p50_ns),
+                us(e.p99_ns),
+                us(e.max_ns)
+            );
+        }
+    }
+    let mut states: Vec<(String, u64)> = l
+        .out_of_guest_ns
+        .iter()
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    states.sort_by_key(|c| std::cmp::Reverse(c.1));
+    if !states.is_empty() {
+        let _ = writeln!(
+            out,
+            "  time of the run by state ({:.1} % outside the guest):",
+            l.out_of_guest_pct
+        );
+        breakdown_lines(out, "    ", &states);
+    }
+}
+
+/// The worst samples, each with its breakdown; the first `timelines` with their events.
+pub fn worst_text(out: &mut String, worst: &[WorstSample], timelines: usize) {
+    if worst.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nworst interrupt-to-guest samples:");
+    for (n, w) in worst.iter().enumerate() {
+        let id = w.vcpu.map_or("?".to_string(), |v| v.to_string());
+        let _ = writeln!(
+            out,
+            "#{} vCPU {id} (pid {} tid {}): {} us, opened by {}, closed at {}",
+            n + 1,
+            w.pid,
+            w.tid,
+            us(w.total_ns),
+            w.opened_by,
+            w.end_marker
+        );
+        let causes: Vec<(String, u64)> = w.causes.iter().map(|c| (c.cause.clone(), c.ns)).collect();
+        breakdown_lines(out, "    ", &causes);
+        if n < timelines {
+            let _ = writeln!(out, "    timeline:");
+            for e in &w.events {
+                let _ = writeln!(
+                    out,
+                    "      {:>+10.3} us cpu{:<3} tid {:<7} {} {}",
+                    e.offset_ns as f64 / 1000.0,
+                    e.cpu,
+                    e.tid,
+                    e.event,
+                    e.fields
+                );
+            }
+            if w.events_truncated > 0 {
+                let _ = writeln!(out, "      ... {} more events", w.events_truncated);
+            }
+        }
+    }
+}
