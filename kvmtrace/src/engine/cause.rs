@@ -62,6 +62,9 @@ pub enum Cause {
     /// unless the stream ends first.
     UnresolvedBlocked,
     UnresolvedRunning,
+    /// Placeholder for a woken vCPU waiting for its CPU: at the switch-in it becomes
+    /// `Preempted` by the task that had the CPU, or `Wakeup` when the CPU was idle.
+    UnresolvedWaiting,
 }
 
 const SOFTIRQ_NAMES: [&str; 10] = [
@@ -141,6 +144,7 @@ impl Cause {
             Cause::Other => "other".into(),
             Cause::UnresolvedBlocked => "blocked:halt_or_vmm".into(),
             Cause::UnresolvedRunning => "running:halt_or_vmm".into(),
+            Cause::UnresolvedWaiting => "wakeup".into(),
         }
     }
 }

@@ -452,7 +452,7 @@ impl Engine {
                 _ => Cause::Blocked,
             },
             Sched::Preempted { by } => overlay.unwrap_or(Cause::Preempted { pid: by }),
-            Sched::Waking => overlay.unwrap_or(Cause::Wakeup),
+            Sched::Waking => overlay.unwrap_or(Cause::UnresolvedWaiting),
             Sched::OnCpu | Sched::Unknown => {
                 if let Some(o) = overlay {
                     return o;
@@ -687,6 +687,7 @@ impl Engine {
             v.sched = Sched::OnCpu;
         }
         v.cpu = Some(cpu);
+        v.resolve(Cause::UnresolvedWaiting, Cause::Wakeup);
         if let Ctx::MaybeHalt { vmm_reason } = v.ctx {
             let (blocked, running) = if kind == Kind::KvmVcpuWakeup {
                 (Cause::Halted, Cause::KvmRun)
@@ -799,13 +800,16 @@ impl Engine {
             }
         }
         if self.known(next, ts) {
+            self.account(next, ts);
             // Time spent waiting for this CPU while another task ran is that task's doing.
             if let Some(v) = self.vcpus.get_mut(&next) {
-                if v.sched == Sched::Waking && prev != 0 && v.cpu == Some(cpu) {
-                    v.sched = Sched::Preempted { by: prev };
-                }
+                let waited = if prev != 0 {
+                    Cause::Preempted { pid: prev }
+                } else {
+                    Cause::Wakeup
+                };
+                v.resolve(Cause::UnresolvedWaiting, waited);
             }
-            self.account(next, ts);
             self.note_in_window(next, ev);
             if let Some(v) = self.vcpus.get_mut(&next) {
                 v.sched = Sched::OnCpu;

@@ -1,0 +1,183 @@
+//! Privileged, real kernel: the attribution engine on live events from the demo guest.
+//! (a) its interrupt-to-guest latencies agree with the demo VMM's own ground truth;
+//! (b) a busy task on the vCPU's CPU is named as the preempting task;
+//! (c) a slow VMM shows up as userspace-VMM time.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use kvmtrace::engine::{Engine, EngineConfig};
+use kvmtrace::report::latency::{vcpu_latency, worst_samples};
+use kvmtrace::source::demo::DemoConfig;
+use kvmtrace::source::session::{Session, SessionOptions};
+
+/// One guest at a time: two demo guests on two cores would disturb each other.
+static KVM: Mutex<()> = Mutex::new(());
+
+struct Traced {
+    engine: Engine,
+    vcpu_tid: u32,
+    acked: u64,
+}
+
+fn trace_demo(cfg: DemoConfig, dur: Duration) -> Traced {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut session = Session::start(&SessionOptions {
+            demo: Some(cfg),
+            ..Default::default()
+        })
+        .expect("session");
+        let vcpu_tid = session.demo_vcpu_tid().unwrap();
+        let mut engine = Engine::new(EngineConfig {
+            worst: 50,
+            apic_timer_fn: session.header.apic_timer_fn,
+            ..EngineConfig::default()
+        });
+        engine.keep_demo_samples();
+        let mut buf = Vec::new();
+        session.initial_records(&mut buf).unwrap();
+        let t0 = Instant::now();
+        while t0.elapsed() < dur {
+            session
+                .read(&mut buf, Duration::from_millis(100))
+                .await
+                .unwrap();
+            buf.drain(..).for_each(|e| engine.push(&e));
+        }
+        let end = session.finish(&mut buf);
+        buf.drain(..).for_each(|e| engine.push(&e));
+        engine.flush();
+        let stats = end.demo.unwrap().unwrap();
+        assert_eq!(end.kernel_drops, 0);
+        Traced {
+            engine,
+            vcpu_tid,
+            acked: stats.acked,
+        }
+    })
+}
+
+#[test]
+fn interrupt_to_guest_agrees_with_the_demo_vmm_ground_truth() {
+    let _g = KVM.lock().unwrap_or_else(|e| e.into_inner());
+    let t = trace_demo(DemoConfig::default(), Duration::from_secs(2));
+    let l = vcpu_latency(&t.engine, t.vcpu_tid).expect("the vCPU was followed");
+    let i = &l.irq_to_guest;
+    let truth = &t.engine.demo_truth;
+    eprintln!(
+        "engine: n={} p50={} p99={} | truth: n={} p50={} p99={} | causes {:?}",
+        i.count,
+        i.p50_ns,
+        i.p99_ns,
+        truth.len(),
+        truth.value_at_quantile(0.5),
+        truth.value_at_quantile(0.99),
+        i.causes_ns
+    );
+    // Every acknowledged interrupt is a sample, bar the few at the edges of the run.
+    assert!(i.count + 5 >= t.acked && i.count <= t.acked + 5, "{} vs {}", i.count, t.acked);
+    assert_eq!(i.end_marker.as_deref(), Some("first_guest_exit"));
+    assert_eq!(i.incomplete, 0);
+    // The window ends at the guest's port write (kvm_pio); the VMM's clock stops after
+    // KVM_RUN returns to it: the engine's median is below the truth by that exit to
+    // userspace, a few microseconds (docs/attribution.md: tolerance 0..25 us at the median).
+    let (e50, t50) = (i.p50_ns as i64, truth.value_at_quantile(0.5) as i64);
+    assert!(e50 <= t50 + 2_000, "engine p50 {e50} ns above truth p50 {t50} ns");
+    assert!(t50 - e50 <= 25_000, "engine p50 {e50} ns too far below truth p50 {t50} ns");
+    // The parts add up, and the demo's flow shows: halted, woken, back in KVM_RUN.
+    let sum: u64 = i.causes_ns.values().sum();
+    let total = t.engine.vcpus().next().unwrap().stats.irq_total_ns;
+    assert_eq!(sum, total);
+    for c in ["halted", "kvm_run"] {
+        assert!(i.causes_ns.contains_key(c), "{c} missing from {:?}", i.causes_ns);
+    }
+}
+
+struct Busy(Child);
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A CPU hog pinned to `cpu`, with a higher weight than the vCPU thread (nice -10).
+fn busy_on(cpu: usize) -> Busy {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "while :; do :; done"]);
+    // SAFETY: only async-signal-safe libc calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::setpriority(libc::PRIO_PROCESS, 0, -10);
+            Ok(())
+        });
+    }
+    Busy(cmd.spawn().expect("spawn the busy loop"))
+}
+
+#[test]
+fn a_busy_task_on_the_vcpus_cpu_is_named_as_the_preempter() {
+    let _g = KVM.lock().unwrap_or_else(|e| e.into_inner());
+    let cpu = 1;
+    let busy = busy_on(cpu);
+    let pid = busy.0.id();
+    let t = trace_demo(
+        DemoConfig {
+            vcpu_cpu: Some(cpu),
+            ..DemoConfig::default()
+        },
+        Duration::from_secs(2),
+    );
+    drop(busy);
+    let want = format!("preempted:sh:{pid}");
+    let worst = worst_samples(&t.engine);
+    assert!(!worst.is_empty());
+    let named = worst
+        .iter()
+        .filter(|w| w.causes.iter().any(|c| c.cause == want))
+        .count();
+    eprintln!(
+        "{named} of {} worst samples name {want}; worst: {:?}",
+        worst.len(),
+        worst[0].causes
+    );
+    assert!(named > 0, "no worst sample names {want}: {:#?}", worst[0]);
+    // In the worst sample, waiting for the hog is the largest part.
+    assert_eq!(worst[0].causes[0].cause, want, "{:#?}", worst[0].causes);
+}
+
+#[test]
+fn a_slow_vmm_shows_up_as_userspace_vmm_time() {
+    let _g = KVM.lock().unwrap_or_else(|e| e.into_inner());
+    let t = trace_demo(
+        DemoConfig {
+            slow_io: Duration::from_micros(300),
+            ..DemoConfig::default()
+        },
+        Duration::from_secs(2),
+    );
+    let l = vcpu_latency(&t.engine, t.vcpu_tid).unwrap();
+    let causes = &l.irq_to_guest.causes_ns;
+    eprintln!("{causes:?}");
+    let vmm = causes.get("vmm:IO").copied().unwrap_or(0);
+    let total: u64 = causes.values().sum();
+    assert!(
+        vmm * 5 > total,
+        "vmm:IO should be a large share with a slow VMM: {vmm} of {total}: {causes:?}"
+    );
+    assert!(worst_samples(&t.engine)[0]
+        .causes
+        .iter()
+        .any(|c| c.cause == "vmm:IO"));
+}
