@@ -81,21 +81,36 @@ fn interrupt_to_guest_agrees_with_the_demo_vmm_ground_truth() {
         i.causes_ns
     );
     // Every acknowledged interrupt is a sample, bar the few at the edges of the run.
-    assert!(i.count + 5 >= t.acked && i.count <= t.acked + 5, "{} vs {}", i.count, t.acked);
+    assert!(
+        i.count + 5 >= t.acked && i.count <= t.acked + 5,
+        "{} vs {}",
+        i.count,
+        t.acked
+    );
     assert_eq!(i.end_marker.as_deref(), Some("first_guest_exit"));
     assert_eq!(i.incomplete, 0);
     // The window ends at the guest's port write (kvm_pio); the VMM's clock stops after
     // KVM_RUN returns to it: the engine's median is below the truth by that exit to
     // userspace, a few microseconds (docs/attribution.md: tolerance 0..25 us at the median).
     let (e50, t50) = (i.p50_ns as i64, truth.value_at_quantile(0.5) as i64);
-    assert!(e50 <= t50 + 2_000, "engine p50 {e50} ns above truth p50 {t50} ns");
-    assert!(t50 - e50 <= 25_000, "engine p50 {e50} ns too far below truth p50 {t50} ns");
+    assert!(
+        e50 <= t50 + 2_000,
+        "engine p50 {e50} ns above truth p50 {t50} ns"
+    );
+    assert!(
+        t50 - e50 <= 25_000,
+        "engine p50 {e50} ns too far below truth p50 {t50} ns"
+    );
     // The parts add up, and the demo's flow shows: halted, woken, back in KVM_RUN.
     let sum: u64 = i.causes_ns.values().sum();
     let total = t.engine.vcpus().next().unwrap().stats.irq_total_ns;
     assert_eq!(sum, total);
     for c in ["halted", "kvm_run"] {
-        assert!(i.causes_ns.contains_key(c), "{c} missing from {:?}", i.causes_ns);
+        assert!(
+            i.causes_ns.contains_key(c),
+            "{c} missing from {:?}",
+            i.causes_ns
+        );
     }
 }
 

@@ -10,6 +10,8 @@
 
 pub mod cause;
 pub mod exit_reasons;
+#[cfg(test)]
+mod proptests;
 pub mod reorder;
 #[cfg(test)]
 mod tests;
