@@ -10,6 +10,7 @@
 
 pub mod cause;
 pub mod exit_reasons;
+pub mod fxhash;
 #[cfg(test)]
 mod proptests;
 pub mod reorder;
@@ -17,6 +18,8 @@ pub mod reorder;
 mod tests;
 
 use std::collections::HashMap;
+
+use self::fxhash::FxHashMap;
 
 use hdrhistogram::Histogram;
 use kvmtrace_common::{switch_prev_runnable, Event, Kind, VCPU_UNKNOWN};
@@ -163,16 +166,16 @@ impl Window {
 
 /// Accumulated statistics of one vCPU.
 pub struct VcpuStats {
-    pub exits: HashMap<(u8, u32), Histogram<u64>>,
+    pub exits: FxHashMap<(u8, u32), Histogram<u64>>,
     pub irq_to_guest: Histogram<u64>,
-    pub irq_causes: HashMap<Cause, u64>,
+    pub irq_causes: FxHashMap<Cause, u64>,
     /// Sum of the complete samples' totals (equals the sum of `irq_causes`).
     pub irq_total_ns: u64,
-    pub end_markers: HashMap<EndMarker, u64>,
+    pub end_markers: FxHashMap<EndMarker, u64>,
     pub incomplete: u64,
     /// Coalesced: an interrupt raised while a window was already open.
     pub coalesced: u64,
-    pub state_ns: HashMap<Cause, u64>,
+    pub state_ns: FxHashMap<Cause, u64>,
     pub first_ns: u64,
     pub last_ns: u64,
 }
@@ -180,14 +183,14 @@ pub struct VcpuStats {
 impl VcpuStats {
     fn new() -> VcpuStats {
         VcpuStats {
-            exits: HashMap::new(),
+            exits: FxHashMap::default(),
             irq_to_guest: latency_histogram(),
-            irq_causes: HashMap::new(),
+            irq_causes: FxHashMap::default(),
             irq_total_ns: 0,
-            end_markers: HashMap::new(),
+            end_markers: FxHashMap::default(),
             incomplete: 0,
             coalesced: 0,
-            state_ns: HashMap::new(),
+            state_ns: FxHashMap::default(),
             first_ns: 0,
             last_ns: 0,
         }
@@ -237,14 +240,14 @@ pub struct Engine {
     cfg: EngineConfig,
     reorder: Reorder,
     batch: Vec<Event>,
-    vcpus: HashMap<u32, Vcpu>,
+    vcpus: FxHashMap<u32, Vcpu>,
     cpus: Vec<CpuState>,
     /// tid -> comm, for naming preempting tasks.
     pub comms: HashMap<u32, String>,
     /// vCPU ids announced by thread_info before the thread's first event.
-    announced: HashMap<u32, (u32, Option<u32>)>,
+    announced: FxHashMap<u32, (u32, Option<u32>)>,
     /// Raising thread -> its last `kvm_set_irq`: Some(time) raised, None lowered.
-    pending_raise: HashMap<u32, Option<u64>>,
+    pending_raise: FxHashMap<u32, Option<u64>>,
     worst: Vec<Sample>,
     last_drops: u64,
     pub dropped: u64,
@@ -254,6 +257,7 @@ pub struct Engine {
     keep_demo_samples: bool,
     /// Time of the last processed event.
     clock: u64,
+    next_expiry_check: u64,
     /// Seen a drop-counter checkpoint: samples wait for the next one before they count.
     checkpointed: bool,
     pending: Vec<Closed>,
@@ -266,11 +270,11 @@ impl Engine {
             reorder: Reorder::new(cfg.reorder_ns),
             cfg,
             batch: Vec::new(),
-            vcpus: HashMap::new(),
+            vcpus: FxHashMap::default(),
             cpus: Vec::new(),
             comms: HashMap::new(),
-            announced: HashMap::new(),
-            pending_raise: HashMap::new(),
+            announced: FxHashMap::default(),
+            pending_raise: FxHashMap::default(),
             worst: Vec::new(),
             last_drops: 0,
             dropped: 0,
@@ -279,6 +283,7 @@ impl Engine {
             demo_samples: Vec::new(),
             keep_demo_samples: false,
             clock: 0,
+            next_expiry_check: 0,
             checkpointed: false,
             pending: Vec::new(),
             scratch: Vec::new(),
@@ -656,8 +661,12 @@ impl Engine {
         }
     }
 
-    /// Closes windows whose end was lost.
+    /// Closes windows whose end was lost (checked every 10 ms of stream time).
     fn expire_windows(&mut self, ts: u64) {
+        if ts < self.next_expiry_check {
+            return;
+        }
+        self.next_expiry_check = ts + 10_000_000;
         let max = self.cfg.max_window_ns;
         for v in self.vcpus.values_mut() {
             if v.window

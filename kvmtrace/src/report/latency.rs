@@ -106,7 +106,10 @@ fn q(h: &Histogram<u64>, q: f64) -> u64 {
     }
 }
 
-fn labelled(map: &HashMap<Cause, u64>, comms: &HashMap<u32, String>) -> BTreeMap<String, u64> {
+fn labelled(
+    map: &crate::engine::fxhash::FxHashMap<Cause, u64>,
+    comms: &HashMap<u32, String>,
+) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for (c, ns) in map {
         *out.entry(c.label(comms)).or_default() += ns;
