@@ -86,14 +86,7 @@ fn main() -> anyhow::Result<()> {
         Task::Bench => {
             setup()?;
             run(Command::new("cargo").args(["build", "--release", "-p", "kvmtrace"]))?;
-            run(Command::new("cargo").args([
-                "run",
-                "--release",
-                "-p",
-                "kvmtrace",
-                "--bin",
-                "kvmtrace-bench",
-            ]))
+            run(Command::new("cargo").args(["bench", "-p", "kvmtrace"]))
         }
     }
 }

@@ -181,6 +181,22 @@ impl Session {
         });
     }
 
+    /// A thread that is not a vCPU: its name only, from /proc (gone if it already exited).
+    fn note_other_thread(&mut self, tid: u32, out: &mut Vec<Event>) {
+        self.known_threads.insert(tid);
+        let Ok(comm) = std::fs::read_to_string(format!("/proc/{tid}/comm")) else {
+            return;
+        };
+        let (a, b) = comm_to_slots(comm.trim_end());
+        out.push(Event {
+            ts_ns: demo::monotonic_ns(),
+            tid,
+            kind: Kind::ThreadInfo as u16,
+            slots: [VCPU_UNKNOWN, 0, 0, a, b],
+            ..Default::default()
+        });
+    }
+
     /// Waits up to `timeout` for events and appends them, with any bookkeeping records, to
     /// `out`.
     pub async fn read(
@@ -198,10 +214,19 @@ impl Session {
         let end = out.len();
         for i in start..end {
             let ev = out[i];
-            if let Ok(kind) = Kind::try_from(ev.kind) {
-                if is_vcpu_context(kind) && !self.known_threads.contains(&ev.tid) {
+            match Kind::try_from(ev.kind) {
+                Ok(kind) if is_vcpu_context(kind) && !self.known_threads.contains(&ev.tid) => {
                     self.note_thread(ev.tid, ev.tgid, out);
                 }
+                // A task a vCPU was switched in from may have delayed it: name it once
+                // (the event itself carries only the next task's name).
+                Ok(Kind::SchedSwitch) => {
+                    let prev = ev.slots[0] as u32;
+                    if prev != 0 && !self.known_threads.contains(&prev) {
+                        self.note_other_thread(prev, out);
+                    }
+                }
+                _ => {}
             }
         }
         if let Some((guest, rx)) = &self.demo {
