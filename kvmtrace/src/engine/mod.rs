@@ -536,9 +536,13 @@ impl Engine {
                 let imr = ev.slots[2];
                 let coalesced = ev.slots[3] != 0;
                 let raised = self.raised_at(ev.tid, ts);
-                if let (Some(at), true) = (raised, imr & (1 << (pin & 7)) == 0 && !coalesced) {
+                if let (Some(at), true) = (raised, imr & (1 << (pin & 7)) == 0) {
                     // The PIC's INTR line goes to the bootstrap processor (vCPU 0).
-                    self.raise(ev, at, Some(0), OpenedBy::SetIrq);
+                    if coalesced {
+                        self.count_coalesced(ev.tgid, Some(0));
+                    } else {
+                        self.raise(ev, at, Some(0), OpenedBy::SetIrq);
+                    }
                 }
             }
             Kind::KvmIoapicSetIrq => {
@@ -648,6 +652,15 @@ impl Engine {
             }
             Kind::Drops => self.on_drops(ev.slots[0] + ev.slots[1]),
             Kind::HrtimerExpireExit | Kind::ThreadInfo | Kind::DemoAck => {}
+        }
+    }
+
+    /// A raise the chip merged with one still pending.
+    fn count_coalesced(&mut self, tgid: u32, target: Option<u32>) {
+        if let Some(tid) = self.resolve(tgid, target) {
+            if let Some(v) = self.vcpus.get_mut(&tid) {
+                v.stats.coalesced += 1;
+            }
         }
     }
 
