@@ -137,13 +137,58 @@ pub struct VcpuThread {
     pub vcpu: Option<u32>,
 }
 
-/// The vCPU id in a QEMU-style thread name: `CPU 3/KVM` -> 3.
+/// The vCPU id in a VMM's vCPU thread name: QEMU `CPU 3/KVM`, Firecracker `fc_vcpu 3`,
+/// cloud-hypervisor `vcpu3`, crosvm `crosvm_vcpu3`.
 pub fn vcpu_from_comm(comm: &str) -> Option<u32> {
-    comm.strip_prefix("CPU ")?
-        .strip_suffix("/KVM")?
-        .trim()
-        .parse()
-        .ok()
+    let id = if let Some(rest) = comm.strip_prefix("CPU ") {
+        rest.strip_suffix("/KVM")?
+    } else if let Some(rest) = comm.strip_prefix("fc_vcpu") {
+        rest
+    } else if let Some(rest) = comm.strip_prefix("crosvm_vcpu") {
+        rest
+    } else {
+        comm.strip_prefix("vcpu")?
+    };
+    id.trim().parse().ok()
+}
+
+/// vCPU threads from KVM's debugfs (`/sys/kernel/debug/kvm/<pid>-<fd>/vcpu<N>/pid`), when
+/// debugfs is mounted: tid -> (VMM pid, vCPU id). Works whatever the VMM names its threads.
+pub fn debugfs_vcpu_threads(kvm_debugfs: &Path) -> BTreeMap<u32, (u32, u32)> {
+    let mut out = BTreeMap::new();
+    let Ok(vms) = std::fs::read_dir(kvm_debugfs) else {
+        return out;
+    };
+    for vm in vms.filter_map(|e| e.ok()) {
+        let name = vm.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.split_once('-'))
+            .and_then(|(p, _)| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(vcpus) = std::fs::read_dir(vm.path()) else {
+            continue;
+        };
+        for vcpu in vcpus.filter_map(|e| e.ok()) {
+            let Some(id) = vcpu
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("vcpu"))
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(tid) = std::fs::read_to_string(vcpu.path().join("pid"))
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+            {
+                out.insert(tid, (pid, id));
+            }
+        }
+    }
+    out
 }
 
 /// Reads a thread's comm.
@@ -171,12 +216,25 @@ fn vcpu_fds(proc_dir: &Path) -> Vec<u32> {
     ids
 }
 
-/// vCPU threads of running VMs: processes holding `kvm-vcpu` file descriptors, and within
-/// them the threads named like QEMU's `CPU n/KVM`. `pids` limits the search when not empty.
-/// Threads of other VMMs (whose vCPU threads have other names) are found later, from their
-/// first KVM event.
+/// vCPU threads of running VMs: from KVM's debugfs where mounted, and from processes
+/// holding `kvm-vcpu` file descriptors whose threads carry a known vCPU thread name.
+/// `pids` limits the search when not empty. Others are found later, from their first KVM
+/// event.
 pub fn discover_vcpu_threads(pids: &[u32]) -> BTreeMap<u32, VcpuThread> {
     let mut out = BTreeMap::new();
+    for (tid, (tgid, vcpu)) in debugfs_vcpu_threads(Path::new("/sys/kernel/debug/kvm")) {
+        if pids.is_empty() || pids.contains(&tgid) {
+            out.insert(
+                tid,
+                VcpuThread {
+                    tgid,
+                    tid,
+                    comm: thread_comm(tgid, tid).unwrap_or_default(),
+                    vcpu: Some(vcpu),
+                },
+            );
+        }
+    }
     let candidates: Vec<u32> = if pids.is_empty() {
         std::fs::read_dir("/proc")
             .into_iter()
@@ -199,15 +257,12 @@ pub fn discover_vcpu_threads(pids: &[u32]) -> BTreeMap<u32, VcpuThread> {
                 continue;
             };
             if let Some(vcpu) = vcpu_from_comm(&comm) {
-                out.insert(
+                out.entry(tid).or_insert(VcpuThread {
+                    tgid,
                     tid,
-                    VcpuThread {
-                        tgid,
-                        tid,
-                        comm,
-                        vcpu: Some(vcpu),
-                    },
-                );
+                    comm,
+                    vcpu: Some(vcpu),
+                });
             }
         }
     }
@@ -241,6 +296,32 @@ mod tests {
         assert_eq!(vcpu_from_comm("CPU 12/KVM"), Some(12));
         assert_eq!(vcpu_from_comm("qemu-system-x86"), None);
         assert_eq!(vcpu_from_comm("CPU x/KVM"), None);
+        assert_eq!(vcpu_from_comm("fc_vcpu 2"), Some(2));
+        assert_eq!(vcpu_from_comm("vcpu7"), Some(7));
+        assert_eq!(vcpu_from_comm("crosvm_vcpu1"), Some(1));
+        assert_eq!(vcpu_from_comm("vcpu_thread"), None);
+    }
+
+    #[test]
+    fn vcpu_threads_from_kvm_debugfs() {
+        let dir = std::env::temp_dir().join(format!("kvmtrace-dbg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (vm, vcpu, tid) in [
+            ("4242-12", 0, "4250"),
+            ("4242-12", 1, "4251"),
+            ("77-9", 0, "80"),
+        ] {
+            let d = dir.join(vm).join(format!("vcpu{vcpu}"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("pid"), format!("{tid}\n")).unwrap();
+        }
+        std::fs::create_dir_all(dir.join("not-a-vm")).unwrap();
+        let m = debugfs_vcpu_threads(&dir);
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[&4251], (4242, 1));
+        assert_eq!(m[&80], (77, 0));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(debugfs_vcpu_threads(&dir).is_empty());
     }
 
     #[test]

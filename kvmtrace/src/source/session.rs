@@ -167,7 +167,14 @@ impl Session {
             return;
         }
         let comm = host::thread_comm(tgid, tid).unwrap_or_default();
-        let vcpu = host::vcpu_from_comm(&comm).map_or(VCPU_UNKNOWN, u64::from);
+        // The thread's name, else KVM's debugfs (when mounted), says which vCPU it runs.
+        let vcpu = host::vcpu_from_comm(&comm)
+            .or_else(|| {
+                host::debugfs_vcpu_threads(std::path::Path::new("/sys/kernel/debug/kvm"))
+                    .get(&tid)
+                    .map(|&(_, id)| id)
+            })
+            .map_or(VCPU_UNKNOWN, u64::from);
         let (a, b) = comm_to_slots(&comm);
         out.push(Event {
             ts_ns: demo::monotonic_ns(),
