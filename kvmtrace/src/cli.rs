@@ -18,6 +18,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Live view of every vCPU's interrupt-to-guest latency and its causes (a terminal UI).
+    Top(TopArgs),
     /// Trace to a capture file until --duration passes or Ctrl-C / SIGTERM.
     Record(RecordArgs),
     /// Summarise a capture file.
@@ -57,6 +59,18 @@ pub struct RecordArgs {
     /// Overwrite FILE if it exists.
     #[arg(short, long)]
     pub force: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Refresh interval in milliseconds.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub interval: u64,
+    /// Browse a capture instead of tracing live (space: play/pause, Left/Right: step).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["pids", "demo"])]
+    pub replay: Option<PathBuf>,
     #[command(flatten)]
     pub target: TargetArgs,
 }

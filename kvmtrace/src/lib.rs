@@ -13,3 +13,4 @@ pub mod probes;
 pub mod record;
 pub mod report;
 pub mod source;
+pub mod tui;

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Parser as _;
-use kvmtrace::cli::{Cli, Command, RecordArgs, ReportArgs, TargetArgs};
+use kvmtrace::cli::{Cli, Command, RecordArgs, ReportArgs, TargetArgs, TopArgs};
 use kvmtrace::record::{record, RecordOptions};
 use kvmtrace::source::{demo::DemoConfig, session::SessionOptions};
 
@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         .format_timestamp(None)
         .init();
     let result = match cli.command {
+        Command::Top(args) => run_top(args),
         Command::Record(args) => run_record(args),
         Command::Report(args) => run_report(args),
     };
@@ -88,6 +89,24 @@ fn run_record(args: RecordArgs) -> anyhow::Result<()> {
     }
     eprintln!("kvmtrace: see `kvmtrace report {}`", opts.output.display());
     Ok(())
+}
+
+fn run_top(args: TopArgs) -> anyhow::Result<()> {
+    if !(50..=60_000).contains(&args.interval) {
+        bail!("--interval must be between 50 and 60000 ms");
+    }
+    let interval = Duration::from_millis(args.interval);
+    let rt = runtime()?;
+    match &args.replay {
+        Some(path) => rt.block_on(kvmtrace::tui::run_replay(path, interval)),
+        None => {
+            let opts = kvmtrace::tui::TopOptions {
+                session: session_options(&args.target)?,
+                interval,
+            };
+            rt.block_on(kvmtrace::tui::run_live(&opts))
+        }
+    }
 }
 
 fn run_report(args: ReportArgs) -> anyhow::Result<()> {

@@ -19,7 +19,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install the toolchain pieces and Debian packages kvmtrace needs (idempotent).
+    /// Install the toolchain pieces and Debian packages kvmtrace needs (idempotent), and
+    /// build target/release/kvmtrace.
     Setup,
     /// Setup, build the release binary, record the embedded demo guest and report on it.
     Demo {
@@ -64,7 +65,10 @@ fn main() -> anyhow::Result<()> {
     let root = workspace_root()?;
     std::env::set_current_dir(&root)?;
     match cli.task {
-        Task::Setup => setup(),
+        Task::Setup => {
+            setup()?;
+            run(Command::new("cargo").args(["build", "--release", "-p", "kvmtrace"]))
+        }
         Task::Demo { duration } => {
             setup()?;
             run(Command::new("cargo").args(["build", "--release", "-p", "kvmtrace"]))?;

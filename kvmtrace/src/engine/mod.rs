@@ -214,6 +214,11 @@ pub struct Vcpu {
 }
 
 impl Vcpu {
+    /// The CPU the vCPU thread runs on, or last ran or waits on.
+    pub fn cpu(&self) -> Option<u32> {
+        self.cpu
+    }
+
     /// Moves the time given to a placeholder cause to the cause it turned out to be.
     fn resolve(&mut self, from: Cause, to: Cause) {
         if let Some(ns) = self.stats.state_ns.remove(&from) {
@@ -355,6 +360,25 @@ impl Engine {
     /// Worst samples, largest first.
     pub fn worst(&self) -> &[Sample] {
         &self.worst
+    }
+
+    /// Time of the last event processed (CLOCK_MONOTONIC ns).
+    pub fn clock(&self) -> u64 {
+        self.clock
+    }
+
+    /// Forgets the statistics (histograms, causes, worst samples) and keeps following the
+    /// vCPUs' states, so the next interval starts from a correct state machine.
+    pub fn reset_stats(&mut self) {
+        for v in self.vcpus.values_mut() {
+            let mut st = VcpuStats::new();
+            st.first_ns = self.clock;
+            v.stats = st;
+        }
+        self.worst.clear();
+        self.pending.clear();
+        self.demo_truth.reset();
+        self.demo_samples.clear();
     }
 
     fn on_thread_info(&mut self, ev: &Event) {

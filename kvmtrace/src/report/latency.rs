@@ -12,7 +12,7 @@ use super::comm_from_slots;
 use crate::engine::exit_reasons::{exit_reason_label, isa_name};
 use crate::engine::{Cause, Engine, Sample};
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct VcpuLatency {
     pub exits: Exits,
     pub irq_to_guest: IrqToGuest,
@@ -24,12 +24,12 @@ pub struct VcpuLatency {
     pub out_of_guest_pct: f64,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Exits {
     pub by_reason: Vec<ExitReason>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ExitReason {
     pub reason: String,
     pub isa: String,
@@ -40,7 +40,7 @@ pub struct ExitReason {
     pub max_ns: u64,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct IrqToGuest {
     pub count: u64,
     pub p50_ns: u64,
@@ -58,13 +58,13 @@ pub struct IrqToGuest {
     pub causes_ns: BTreeMap<String, u64>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CauseNs {
     pub cause: String,
     pub ns: u64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TimelineEvent {
     /// Time since the window opened.
     pub offset_ns: i64,
@@ -74,7 +74,7 @@ pub struct TimelineEvent {
     pub fields: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct WorstSample {
     pub vcpu: Option<u32>,
     pub tid: u32,
@@ -88,7 +88,7 @@ pub struct WorstSample {
     pub events_truncated: u32,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct AttributionInfo {
     pub samples: u64,
     pub incomplete: u64,
