@@ -1,7 +1,6 @@
 //! `kvmtrace top` in a real terminal (tmux): the demo vCPU's row appears with interrupts
 //! counted, `q` quits cleanly and restores the terminal; without a terminal it refuses.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -10,7 +9,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_kvmtrace");
 struct Session(String);
 impl Drop for Session {
     fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).status();
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .status();
     }
 }
 
@@ -34,14 +35,24 @@ fn demo_irqs(screen: &str) -> Option<u64> {
 #[test]
 fn top_demo_shows_the_vcpu_and_quits_cleanly() {
     let name = format!("kvmtrace-test-{}", std::process::id());
-    let exit_file = PathBuf::from(std::env::temp_dir()).join(format!("{name}.exit"));
+    let exit_file = std::env::temp_dir().join(format!("{name}.exit"));
     let _ = std::fs::remove_file(&exit_file);
     let cmd = format!(
         "{BIN} top --demo --interval 500; echo $? > {}; sleep 60",
         exit_file.display()
     );
     let ok = Command::new("tmux")
-        .args(["new-session", "-d", "-s", &name, "-x", "120", "-y", "40", &cmd])
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &name,
+            "-x",
+            "120",
+            "-y",
+            "40",
+            &cmd,
+        ])
         .status()
         .expect("tmux (installed by `cargo xtask setup`)");
     assert!(ok.success());
@@ -81,7 +92,10 @@ fn top_demo_shows_the_vcpu_and_quits_cleanly() {
     assert_eq!(code.trim(), "0", "exit status");
     // The terminal is back to normal: the shell's output is on the restored screen.
     let after = capture(&name);
-    assert!(!after.contains("q quit  ? help"), "TUI still on screen:\n{after}");
+    assert!(
+        !after.contains("q quit  ? help"),
+        "TUI still on screen:\n{after}"
+    );
     let _ = std::fs::remove_file(&exit_file);
 }
 
@@ -91,5 +105,8 @@ fn top_without_a_terminal_points_at_record_and_report() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("needs a terminal"), "{err}");
-    assert!(err.contains("kvmtrace record") && err.contains("kvmtrace report"), "{err}");
+    assert!(
+        err.contains("kvmtrace record") && err.contains("kvmtrace report"),
+        "{err}"
+    );
 }

@@ -452,7 +452,11 @@ mod tests {
         assert_eq!(a.key(key(KeyCode::Char('r'))), Some(Command::Reset));
         a.key(key(KeyCode::Char('c')));
         assert_eq!(a.span, Span::SinceStart);
-        assert_eq!(a.key(key(KeyCode::Char(' '))), None, "play/pause only in replay");
+        assert_eq!(
+            a.key(key(KeyCode::Char(' '))),
+            None,
+            "play/pause only in replay"
+        );
         a.key(key(KeyCode::Char('q')));
         assert!(a.quit);
     }

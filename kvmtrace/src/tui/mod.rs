@@ -282,7 +282,10 @@ pub async fn run_live(opts: &TopOptions) -> anyhow::Result<()> {
     drop(guard);
     let end = session.finish(&mut buf);
     if end.kernel_drops > 0 {
-        eprintln!("kvmtrace: {} events were lost while tracing", end.kernel_drops);
+        eprintln!(
+            "kvmtrace: {} events were lost while tracing",
+            end.kernel_drops
+        );
     }
     Ok(())
 }
@@ -340,11 +343,13 @@ impl Replay {
     }
 
     fn label(&self) -> String {
-        let name = self
-            .path
-            .file_name()
-            .map_or_else(|| self.path.display().to_string(), |n| n.to_string_lossy().into_owned());
-        let at = self.pos_ns.saturating_sub(self.first_ns.unwrap_or(self.pos_ns));
+        let name = self.path.file_name().map_or_else(
+            || self.path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let at = self
+            .pos_ns
+            .saturating_sub(self.first_ns.unwrap_or(self.pos_ns));
         format!("replay {name} @ {:.1} s", at as f64 / 1e9)
     }
 }

@@ -163,11 +163,16 @@ mod tests {
     #[test]
     fn vm_names() {
         assert_eq!(
-            vm_name_from_cmdline(b"/usr/bin/qemu-system-x86_64\0-name\0guest=vnf-fw1,debug-threads=on\0-m\x001024\0"),
+            vm_name_from_cmdline(
+                b"/usr/bin/qemu-system-x86_64\0-name\0guest=vnf-fw1,debug-threads=on\0-m\x001024\0"
+            ),
             "vnf-fw1"
         );
         assert_eq!(vm_name_from_cmdline(b"qemu\0-name\0router\0"), "router");
-        assert_eq!(vm_name_from_cmdline(b"/opt/fc/firecracker\0--api-sock\0x\0"), "firecracker");
+        assert_eq!(
+            vm_name_from_cmdline(b"/opt/fc/firecracker\0--api-sock\0x\0"),
+            "firecracker"
+        );
         assert_eq!(vm_name_from_cmdline(b""), "");
     }
 

@@ -65,7 +65,8 @@ fn worst(tid: u32, total: u64) -> WorstSample {
                 cpu: 3,
                 tid,
                 event: "kvm_exit".into(),
-                fields: "exit_reason=48 isa=1 vcpu_id=1 guest_rip=0xffffffff81a0 info1=0x181".into(),
+                fields: "exit_reason=48 isa=1 vcpu_id=1 guest_rip=0xffffffff81a0 info1=0x181"
+                    .into(),
             },
             TimelineEvent {
                 offset_ns: 4_800,

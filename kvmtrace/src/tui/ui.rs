@@ -137,7 +137,9 @@ fn render_header(app: &App, frame: &mut Frame, area: Rect) {
 
 fn render_footer(app: &App, frame: &mut Frame, area: Rect) {
     let text = match &app.prompt {
-        Some(Prompt::Threshold(s)) => format!("latency threshold (us): {s}_   Enter set, Esc cancel"),
+        Some(Prompt::Threshold(s)) => {
+            format!("latency threshold (us): {s}_   Enter set, Esc cancel")
+        }
         Some(Prompt::Filter(s)) => format!("filter VM (name or pid): {s}_   Enter set, Esc cancel"),
         None => match app.view {
             View::Table => format!(
@@ -145,7 +147,9 @@ fn render_footer(app: &App, frame: &mut Frame, area: Rect) {
                 app.sort.name(),
                 if app.reverse { ", reversed" } else { "" }
             ),
-            View::Detail => "Esc back  Up/Down pick a worst sample  Enter its timeline  ? help".into(),
+            View::Detail => {
+                "Esc back  Up/Down pick a worst sample  Enter its timeline  ? help".into()
+            }
             View::Sample(_) => "Esc back  ? help  q quit".into(),
             View::Help => "Esc back".into(),
         },
@@ -163,7 +167,10 @@ fn empty_state(app: &App, frame: &mut Frame, area: Rect) {
             Line::from("Waiting for VMs: any process running /dev/kvm is picked up when it runs."),
         ]
     } else {
-        vec![Line::from(format!("No VM matches the filter \"{}\".", app.filter))]
+        vec![Line::from(format!(
+            "No VM matches the filter \"{}\".",
+            app.filter
+        ))]
     };
     frame.render_widget(
         Paragraph::new(msg)
@@ -180,7 +187,10 @@ fn render_table(app: &App, frame: &mut Frame, area: Rect) {
     }
     let wide = area.width >= 110;
     let mut head = vec!["VM", "vCPU"];
-    let mut widths = vec![Constraint::Length(if wide { 18 } else { 10 }), Constraint::Length(4)];
+    let mut widths = vec![
+        Constraint::Length(if wide { 18 } else { 10 }),
+        Constraint::Length(4),
+    ];
     if wide {
         head.push("TID");
         widths.push(Constraint::Length(7));
@@ -221,8 +231,14 @@ fn render_table(app: &App, frame: &mut Frame, area: Rect) {
             cells.push(Cell::from(r.cpu.map_or("-".into(), |c| c.to_string())));
             cells.push(Cell::from(rate(r.exits_per_s)));
             if wide {
-                cells.push(Cell::from(Span::styled(us(r.exit_p99_ns), lat_style(r.exit_p99_ns, t))));
-                cells.push(Cell::from(Span::styled(us(r.exit_max_ns), lat_style(r.exit_max_ns, t))));
+                cells.push(Cell::from(Span::styled(
+                    us(r.exit_p99_ns),
+                    lat_style(r.exit_p99_ns, t),
+                )));
+                cells.push(Cell::from(Span::styled(
+                    us(r.exit_max_ns),
+                    lat_style(r.exit_max_ns, t),
+                )));
             }
             cells.extend([
                 Cell::from(r.irq_count.to_string()),
@@ -272,13 +288,19 @@ fn breakdown(items: &[(String, u64)], width: u16, max_lines: usize) -> Vec<Line<
             let p = pct(*ns, total);
             let n = ((p / 100.0) * bar_w as f64).round() as usize;
             Line::from(vec![
-                Span::raw(format!("{name:<name_w$.name_w$} {:>10} us {p:>5.1}% ", us(*ns))),
+                Span::raw(format!(
+                    "{name:<name_w$.name_w$} {:>10} us {p:>5.1}% ",
+                    us(*ns)
+                )),
                 Span::styled("█".repeat(n), Style::new().fg(Color::Cyan)),
             ])
         })
         .collect();
     if items.len() > max_lines {
-        out.push(Line::from(format!("  ... {} more", items.len() - max_lines)));
+        out.push(Line::from(format!(
+            "  ... {} more",
+            items.len() - max_lines
+        )));
     }
     out
 }
@@ -357,7 +379,10 @@ fn render_detail(app: &App, frame: &mut Frame, area: Rect) {
     }
     let mut causes: Vec<(String, u64)> = i.causes_ns.iter().map(|(k, v)| (k.clone(), *v)).collect();
     causes.sort_by_key(|c| std::cmp::Reverse(c.1));
-    lines.push(Line::from(Span::styled("where the latency went", Style::new().bold())));
+    lines.push(Line::from(Span::styled(
+        "where the latency went",
+        Style::new().bold(),
+    )));
     if causes.is_empty() {
         lines.push(Line::from("  no complete sample yet"));
     }
@@ -390,13 +415,22 @@ fn render_detail(app: &App, frame: &mut Frame, area: Rect) {
         )));
     }
     rl.push(Line::from(Span::styled(
-        format!("{:<20} {:>8} {:>8} {:>8} {:>8}", "exit reason", "count", "p50 us", "p99 us", "max us"),
+        format!(
+            "{:<20} {:>8} {:>8} {:>8} {:>8}",
+            "exit reason", "count", "p50 us", "p99 us", "max us"
+        ),
         Style::new().bold(),
     )));
     if r.latency.exits.by_reason.is_empty() {
         rl.push(Line::from("  none (kvm_exit does not fire on this kernel)"));
     }
-    for e in r.latency.exits.by_reason.iter().take(if wide { 8 } else { 2 }) {
+    for e in r
+        .latency
+        .exits
+        .by_reason
+        .iter()
+        .take(if wide { 8 } else { 2 })
+    {
         rl.push(Line::from(format!(
             "{:<20.20} {:>8} {:>8} {:>8} {:>8}",
             e.reason,
@@ -406,11 +440,18 @@ fn render_detail(app: &App, frame: &mut Frame, area: Rect) {
             us(e.max_ns)
         )));
     }
-    let mut states: Vec<(String, u64)> =
-        r.latency.out_of_guest_ns.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    let mut states: Vec<(String, u64)> = r
+        .latency
+        .out_of_guest_ns
+        .iter()
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
     states.sort_by_key(|c| std::cmp::Reverse(c.1));
     rl.push(Line::from(Span::styled(
-        format!("time by state ({:.1} % out of guest)", r.latency.out_of_guest_pct),
+        format!(
+            "time by state ({:.1} % out of guest)",
+            r.latency.out_of_guest_pct
+        ),
         Style::new().bold(),
     )));
     rl.extend(breakdown(&states, right.width, if wide { 8 } else { 3 }));
@@ -446,7 +487,10 @@ fn render_sample(app: &App, frame: &mut Frame, area: Rect, i: usize) {
         )));
     }
     if w.events_truncated > 0 {
-        lines.push(Line::from(format!("... {} more events", w.events_truncated)));
+        lines.push(Line::from(format!(
+            "... {} more events",
+            w.events_truncated
+        )));
     }
     frame.render_widget(Paragraph::new(lines), inner);
 }
@@ -454,7 +498,12 @@ fn render_sample(app: &App, frame: &mut Frame, area: Rect, i: usize) {
 fn render_help(frame: &mut Frame, area: Rect) {
     let mut lines: Vec<Line> = KEYS
         .iter()
-        .map(|(k, what)| Line::from(vec![Span::styled(format!("{k:<14}"), Style::new().bold()), Span::raw(*what)]))
+        .map(|(k, what)| {
+            Line::from(vec![
+                Span::styled(format!("{k:<14}"), Style::new().bold()),
+                Span::raw(*what),
+            ])
+        })
         .collect();
     lines.push(Line::from(""));
     lines.push(Line::from(
