@@ -68,6 +68,10 @@ fn record_demo_then_report_text_and_json() {
         assert!(by_kind[k].as_u64().unwrap() > 100, "{k}: {}", by_kind[k]);
     }
     let vcpus = j["vcpus"].as_array().unwrap();
+    assert_eq!(
+        j["vcpus"][0]["vm_name"], "kvmtrace",
+        "the demo VMM is kvmtrace itself"
+    );
     assert_eq!(vcpus.len(), 1, "{vcpus:#?}");
     assert_eq!(vcpus[0]["vcpu"], 0);
     assert_eq!(vcpus[0]["comm"], "CPU 0/KVM");

@@ -24,7 +24,8 @@ fn capture(name: &str) -> String {
 }
 
 /// The demo's row: `PID kvmtrace VCPU TID CPU exits/s exit-p99 exit-max IRQS ...` at the
-/// wide layout (the demo VMM runs inside kvmtrace, so its VM name is `kvmtrace`).
+/// wide layout (the demo VMM runs inside kvmtrace, so its VM name is `kvmtrace`, live and in
+/// a capture alike).
 fn demo_irqs(screen: &str) -> Option<u64> {
     screen.lines().find_map(|l| {
         let t: Vec<&str> = l.split_whitespace().collect();
@@ -109,4 +110,77 @@ fn top_without_a_terminal_points_at_record_and_report() {
         err.contains("kvmtrace record") && err.contains("kvmtrace report"),
         "{err}"
     );
+}
+
+#[test]
+fn top_replays_a_capture_with_the_same_views() {
+    let dir = std::env::temp_dir().join(format!("kvmtrace-top-replay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cap = dir.join("demo.kvmtrace");
+    let out = Command::new(BIN)
+        .args(["record", "--demo", "--duration", "2", "-o"])
+        .arg(&cap)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let name = format!("kvmtrace-replay-{}", std::process::id());
+    let exit_file = dir.join("exit");
+    let cmd = format!(
+        "{BIN} top --replay {} --interval 500; echo $? > {}; sleep 60",
+        cap.display(),
+        exit_file.display()
+    );
+    let ok = Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &name,
+            "-x",
+            "120",
+            "-y",
+            "40",
+            &cmd,
+        ])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let _session = Session(name.clone());
+    let t0 = Instant::now();
+    let mut screen = String::new();
+    while t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(300));
+        screen = capture(&name);
+        if demo_irqs(&screen).is_some() {
+            break;
+        }
+    }
+    assert!(screen.contains("replay demo.kvmtrace @ 0.5 s"), "{screen}");
+    let first = demo_irqs(&screen).expect("the demo vCPU's row");
+    assert!(first > 0, "{screen}");
+    // Step forward: the position moves on and the interval still holds the demo's interrupts.
+    Command::new("tmux")
+        .args(["send-keys", "-t", &name, "Right"])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    let screen = capture(&name);
+    assert!(screen.contains("@ 1.0 s"), "{screen}");
+    assert!(demo_irqs(&screen).is_some_and(|n| n > 0), "{screen}");
+    Command::new("tmux")
+        .args(["send-keys", "-t", &name, "q"])
+        .status()
+        .unwrap();
+    let t0 = Instant::now();
+    while !exit_file.exists() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(std::fs::read_to_string(&exit_file).unwrap().trim(), "0");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -196,6 +196,10 @@ impl Kind {
 /// `ThreadInfo.slots[0]` when the vCPU id is not known.
 pub const VCPU_UNKNOWN: u64 = u64::MAX;
 
+/// `ThreadInfo.slots[1]` flag: the record names the VM of process `tgid` (QEMU's
+/// `-name guest=...`, else the VMM's program name) instead of a thread.
+pub const THREAD_INFO_VM_NAME: u64 = 1;
+
 /// The eBPF programs copy this many bytes of each raw tracepoint record in one read and
 /// take their fields from the copy; a field must end within it.
 pub const RAW_BYTES: usize = 80;

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use self::fxhash::FxHashMap;
 
 use hdrhistogram::Histogram;
-use kvmtrace_common::{switch_prev_runnable, Event, Kind, VCPU_UNKNOWN};
+use kvmtrace_common::{switch_prev_runnable, Event, Kind, THREAD_INFO_VM_NAME, VCPU_UNKNOWN};
 
 pub use self::cause::{ApicVector, Cause};
 use self::reorder::Reorder;
@@ -249,6 +249,8 @@ pub struct Engine {
     cpus: Vec<CpuState>,
     /// tid -> comm, for naming preempting tasks.
     pub comms: HashMap<u32, String>,
+    /// VMM pid -> VM name, from `thread_info` records.
+    pub vm_names: HashMap<u32, String>,
     /// vCPU ids announced by thread_info before the thread's first event.
     announced: FxHashMap<u32, (u32, Option<u32>)>,
     /// Raising thread -> its last `kvm_set_irq`: Some(time) raised, None lowered.
@@ -278,6 +280,7 @@ impl Engine {
             vcpus: FxHashMap::default(),
             cpus: Vec::new(),
             comms: HashMap::new(),
+            vm_names: HashMap::new(),
             announced: FxHashMap::default(),
             pending_raise: FxHashMap::default(),
             worst: Vec::new(),
@@ -383,6 +386,10 @@ impl Engine {
 
     fn on_thread_info(&mut self, ev: &Event) {
         let comm = comm_from_slots(ev.slots[3], ev.slots[4]);
+        if ev.slots[1] == THREAD_INFO_VM_NAME {
+            self.vm_names.insert(ev.tgid, comm);
+            return;
+        }
         let vcpu = if ev.slots[0] != VCPU_UNKNOWN {
             Some(ev.slots[0] as u32)
         } else {

@@ -73,6 +73,8 @@ pub struct VcpuReport {
     pub tid: u32,
     /// vCPU id, when known (from kvm_exit/kvm_entry or a `CPU n/KVM` thread name).
     pub vcpu: Option<u32>,
+    /// The VM's name (QEMU's `-name guest=`), or the VMM's program name.
+    pub vm_name: String,
     pub comm: String,
     pub events: u64,
     pub events_by_kind: BTreeMap<String, u64>,
@@ -217,6 +219,7 @@ impl ReportBuilder {
             return;
         };
         match kind {
+            Kind::ThreadInfo if ev.slots[1] == kvmtrace_common::THREAD_INFO_VM_NAME => return,
             Kind::ThreadInfo => {
                 let t = self.threads.entry(ev.tid).or_default();
                 t.tgid = ev.tgid;
@@ -284,6 +287,7 @@ impl ReportBuilder {
             .filter(|(_, t)| t.is_vcpu)
             .map(|(tid, t)| VcpuReport {
                 latency: latency::vcpu_latency(engine, tid).unwrap_or_default(),
+                vm_name: engine.vm_names.get(&t.tgid).cloned().unwrap_or_default(),
                 pid: t.tgid,
                 tid,
                 vcpu: t.vcpu,
@@ -425,13 +429,44 @@ impl Report {
         }
         if self.vcpus.is_empty() {
             let _ = writeln!(s, "\nno vCPU threads seen");
+        } else {
+            let _ = writeln!(
+                s,
+                "\n{:<8} {:<5} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>5}  top cause",
+                "pid", "vCPU", "tid", "irqs", "p50 us", "p99 us", "p99.9 us", "max us", "out%"
+            );
+            for v in &self.vcpus {
+                let i = &v.latency.irq_to_guest;
+                let total: u64 = i.causes_ns.values().sum();
+                let top = i
+                    .causes_ns
+                    .iter()
+                    .max_by_key(|(_, ns)| **ns)
+                    .filter(|_| total > 0)
+                    .map_or("-".to_string(), |(c, ns)| {
+                        format!("{c} {:.0}%", 100.0 * *ns as f64 / total as f64)
+                    });
+                let _ = writeln!(
+                    s,
+                    "{:<8} {:<5} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>5.1}  {top}",
+                    v.pid,
+                    v.vcpu.map_or("?".to_string(), |n| n.to_string()),
+                    v.tid,
+                    i.count,
+                    us(i.p50_ns),
+                    us(i.p99_ns),
+                    us(i.p999_ns),
+                    us(i.max_ns),
+                    v.latency.out_of_guest_pct
+                );
+            }
         }
         for v in &self.vcpus {
             let id = v.vcpu.map_or("?".to_string(), |n| n.to_string());
             let _ = writeln!(
                 s,
-                "\nvCPU {id}  pid {} tid {} \"{}\"  {} events",
-                v.pid, v.tid, v.comm, v.events
+                "\nvCPU {id}  pid {} ({}) tid {} \"{}\"  {} events",
+                v.pid, v.vm_name, v.tid, v.comm, v.events
             );
             latency::vcpu_text(&mut s, &v.latency);
             let _ = writeln!(s, "  events:");
@@ -533,7 +568,7 @@ mod tests {
         assert_eq!(d.count, 2);
         assert!(d.max >= 35_000 && d.max <= 35_100, "{}", d.max);
         let text = r.to_text();
-        assert!(text.contains("vCPU 0  pid 100 tid 101"), "{text}");
+        assert!(text.contains("vCPU 0  pid 100 () tid 101"), "{text}");
         assert!(text.contains("<-- DROPS"));
         assert!(!r.capture.complete);
     }

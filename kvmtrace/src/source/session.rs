@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use kvmtrace_common::{Event, Kind, VCPU_UNKNOWN};
+use kvmtrace_common::{Event, Kind, THREAD_INFO_VM_NAME, VCPU_UNKNOWN};
 
 use super::demo::{self, DemoConfig, DemoError, DemoGuest, DemoSample, DemoStats};
 use super::live::LiveRing;
@@ -44,6 +44,7 @@ pub struct Session {
     ring: LiveRing,
     demo: Option<(DemoGuest, Receiver<DemoSample>)>,
     known_threads: HashSet<u32>,
+    known_vms: HashSet<u32>,
     last_drops: (u64, u64),
     last_drop_warning: Option<Instant>,
     pub header: CaptureHeader,
@@ -115,6 +116,7 @@ impl Session {
             ring,
             demo: None,
             known_threads: HashSet::new(),
+            known_vms: HashSet::new(),
             last_drops: (0, 0),
             last_drop_warning: None,
             header,
@@ -165,6 +167,20 @@ impl Session {
     fn note_thread(&mut self, tid: u32, tgid: u32, out: &mut Vec<Event>) {
         if !self.known_threads.insert(tid) {
             return;
+        }
+        if self.known_vms.insert(tgid) {
+            // The VM's name, so that captures show it too.
+            if let Ok(cmdline) = std::fs::read(format!("/proc/{tgid}/cmdline")) {
+                let (a, b) = comm_to_slots(&crate::tui::model::vm_name_from_cmdline(&cmdline));
+                out.push(Event {
+                    ts_ns: demo::monotonic_ns(),
+                    tid: tgid,
+                    tgid,
+                    kind: Kind::ThreadInfo as u16,
+                    slots: [VCPU_UNKNOWN, THREAD_INFO_VM_NAME, 0, a, b],
+                    ..Default::default()
+                });
+            }
         }
         let comm = host::thread_comm(tgid, tid).unwrap_or_default();
         // The thread's name, else KVM's debugfs (when mounted), says which vCPU it runs.

@@ -115,6 +115,9 @@ impl Collector {
 
     /// Models for the interval that just ended and since start; starts a new interval.
     pub fn refresh(&mut self, now_ns: u64) -> (TopModel, TopModel) {
+        for (pid, name) in &self.total.vm_names {
+            self.names.entry(*pid).or_insert_with(|| name.clone());
+        }
         if self.live {
             for v in self.total.vcpus() {
                 self.names.entry(v.tgid).or_insert_with(|| {
