@@ -200,6 +200,10 @@ pub const VCPU_UNKNOWN: u64 = u64::MAX;
 /// `-name guest=...`, else the VMM's program name) instead of a thread.
 pub const THREAD_INFO_VM_NAME: u64 = 1;
 
+/// `ThreadInfo.slots[1]` flag: only the name of a thread that is not a traced vCPU (a task
+/// that delayed one), even if its name looks like a vCPU thread's (another VM's).
+pub const THREAD_INFO_NAME_ONLY: u64 = 2;
+
 /// The eBPF programs copy this many bytes of each raw tracepoint record in one read and
 /// take their fields from the copy; a field must end within it.
 pub const RAW_BYTES: usize = 80;

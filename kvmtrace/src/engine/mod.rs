@@ -22,7 +22,9 @@ use std::collections::HashMap;
 use self::fxhash::FxHashMap;
 
 use hdrhistogram::Histogram;
-use kvmtrace_common::{switch_prev_runnable, Event, Kind, THREAD_INFO_VM_NAME, VCPU_UNKNOWN};
+use kvmtrace_common::{
+    switch_prev_runnable, Event, Kind, THREAD_INFO_NAME_ONLY, THREAD_INFO_VM_NAME, VCPU_UNKNOWN,
+};
 
 pub use self::cause::{ApicVector, Cause};
 use self::reorder::Reorder;
@@ -388,6 +390,10 @@ impl Engine {
         let comm = comm_from_slots(ev.slots[3], ev.slots[4]);
         if ev.slots[1] == THREAD_INFO_VM_NAME {
             self.vm_names.insert(ev.tgid, comm);
+            return;
+        }
+        if ev.slots[1] == THREAD_INFO_NAME_ONLY {
+            self.comms.insert(ev.tid, comm);
             return;
         }
         let vcpu = if ev.slots[0] != VCPU_UNKNOWN {

@@ -495,3 +495,36 @@ fn unknown_vcpu_ids_fall_back_to_the_only_vcpu() {
     let e = s.run();
     expect(&e, &[("halted", 10.0), ("wakeup", 1.0), ("kvm_run", 4.0)]);
 }
+
+#[test]
+fn another_vms_vcpu_named_as_a_preempter_is_not_taken_for_a_vcpu() {
+    let mut s = running_guest();
+    let (a, b) = comm_to_slots("CPU 0/KVM");
+    // The other VM's vCPU thread, announced by name only.
+    s.ev(
+        Kind::ThreadInfo,
+        555,
+        0,
+        [
+            VCPU_UNKNOWN,
+            kvmtrace_common::THREAD_INFO_NAME_ONLY,
+            0,
+            a,
+            b,
+        ],
+    );
+    s.at(5.0).exit(V0, 0, VMX, 1);
+    s.at(7.0).switch(0, V0, true, 555, "CPU 0/KVM");
+    s.at(10.0).msi(0);
+    s.at(50.0).switch(0, 555, true, V0, "CPU 0/KVM");
+    s.at(52.0).inj(V0, 0).entry(V0, 0);
+    let e = s.run();
+    assert_eq!(e.vcpus().count(), 1, "only the traced vCPU");
+    expect(
+        &e,
+        &[
+            ("preempted:CPU 0/KVM:555", 40.0),
+            ("exit:EXTERNAL_INTERRUPT", 2.0),
+        ],
+    );
+}

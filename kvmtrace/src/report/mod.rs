@@ -220,6 +220,11 @@ impl ReportBuilder {
         };
         match kind {
             Kind::ThreadInfo if ev.slots[1] == kvmtrace_common::THREAD_INFO_VM_NAME => return,
+            Kind::ThreadInfo if ev.slots[1] == kvmtrace_common::THREAD_INFO_NAME_ONLY => {
+                self.threads.entry(ev.tid).or_default().comm =
+                    comm_from_slots(ev.slots[3], ev.slots[4]);
+                return;
+            }
             Kind::ThreadInfo => {
                 let t = self.threads.entry(ev.tid).or_default();
                 t.tgid = ev.tgid;

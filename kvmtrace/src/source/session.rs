@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use kvmtrace_common::{Event, Kind, THREAD_INFO_VM_NAME, VCPU_UNKNOWN};
+use kvmtrace_common::{Event, Kind, THREAD_INFO_NAME_ONLY, THREAD_INFO_VM_NAME, VCPU_UNKNOWN};
 
 use super::demo::{self, DemoConfig, DemoError, DemoGuest, DemoSample, DemoStats};
 use super::live::LiveRing;
@@ -215,7 +215,7 @@ impl Session {
             ts_ns: demo::monotonic_ns(),
             tid,
             kind: Kind::ThreadInfo as u16,
-            slots: [VCPU_UNKNOWN, 0, 0, a, b],
+            slots: [VCPU_UNKNOWN, THREAD_INFO_NAME_ONLY, 0, a, b],
             ..Default::default()
         });
     }
