@@ -196,6 +196,7 @@ fn app_with_model() -> App {
 fn empty_state() {
     let a = App::new(false);
     insta::assert_snapshot!("empty_80x24", draw(&a, 80, 24));
+    insta::assert_snapshot!("empty_120x40", draw(&a, 120, 40));
 }
 
 #[test]
@@ -242,6 +243,7 @@ fn help_view() {
     let mut a = app_with_model();
     press(&mut a, KeyCode::Char('?'));
     insta::assert_snapshot!("help_80x24", draw(&a, 80, 24));
+    insta::assert_snapshot!("help_120x40", draw(&a, 120, 40));
 }
 
 #[test]

@@ -305,6 +305,46 @@ fn breakdown(items: &[(String, u64)], width: u16, max_lines: usize) -> Vec<Line<
     out
 }
 
+const PALETTE: [Color; 6] = [
+    Color::Cyan,
+    Color::Magenta,
+    Color::Yellow,
+    Color::Green,
+    Color::Blue,
+    Color::Red,
+];
+
+/// The causes as one bar across the width, a colour and initial per cause (largest first).
+fn stacked_bar(causes: &[(String, u64)], width: u16) -> Line<'static> {
+    let total: u64 = causes.iter().map(|c| c.1).sum();
+    let w = (width as usize).saturating_sub(2).max(1);
+    let mut spans = Vec::new();
+    let mut used = 0;
+    for (n, (name, ns)) in causes.iter().enumerate() {
+        let cells = if total == 0 {
+            0
+        } else {
+            ((*ns as f64 / total as f64) * w as f64).round() as usize
+        };
+        let cells = cells.min(w - used);
+        if cells == 0 {
+            continue;
+        }
+        let initial = name.chars().next().unwrap_or('?').to_string();
+        let label = if cells >= 3 {
+            initial.repeat(cells)
+        } else {
+            " ".repeat(cells)
+        };
+        spans.push(Span::styled(
+            label,
+            Style::new().fg(Color::Black).bg(PALETTE[n % PALETTE.len()]),
+        ));
+        used += cells;
+    }
+    Line::from(spans)
+}
+
 fn render_detail(app: &App, frame: &mut Frame, area: Rect) {
     let Some(r) = app.selected_row() else {
         return empty_state(app, frame, area);
@@ -385,6 +425,8 @@ fn render_detail(app: &App, frame: &mut Frame, area: Rect) {
     )));
     if causes.is_empty() {
         lines.push(Line::from("  no complete sample yet"));
+    } else {
+        lines.push(stacked_bar(&causes, left.width));
     }
     lines.extend(breakdown(&causes, left.width, if wide { 12 } else { 3 }));
     frame.render_widget(Paragraph::new(lines), left);
