@@ -48,3 +48,39 @@ fn every_available_tracepoint_gets_an_attached_probe() {
     assert_eq!(fmt.field("next_pid").unwrap().offset, 56);
     assert_eq!(probes.drops(), 0);
 }
+
+/// Our programs must not hide events from other perf users of the same tracepoints (a
+/// program attached through perf that returns 0 drops the event for all of them).
+#[test]
+fn perf_still_sees_the_tracepoints_while_kvmtrace_is_attached() {
+    let probes = Probes::load(&ProbeOptions::default()).expect("load and attach");
+    assert!(probes
+        .status
+        .iter()
+        .any(|s| s.tracepoint == "sched:sched_switch" && s.attached));
+    let out = std::process::Command::new("perf")
+        .args([
+            "stat",
+            "-x,",
+            "-e",
+            "sched:sched_switch",
+            "-a",
+            "--",
+            "sleep",
+            "0.5",
+        ])
+        .output()
+        .expect("perf (installed by `cargo xtask setup`)");
+    let text = String::from_utf8_lossy(&out.stderr);
+    let count: u64 = text
+        .lines()
+        .find(|l| l.contains("sched:sched_switch"))
+        .and_then(|l| l.split(',').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count in perf's output: {text}"));
+    assert!(
+        count > 0,
+        "perf counted no context switch while kvmtrace was attached"
+    );
+    drop(probes);
+}

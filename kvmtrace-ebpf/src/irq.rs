@@ -1,11 +1,12 @@
 //! Host interrupt work on a traced vCPU's CPU: irq:*, irq_vectors:*, timer:hrtimer_*.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::programs::TracePointContext;
 use kvmtrace_common::Kind;
 
 use crate::{
     filter::{apic_timer_fn, cpu_interesting},
     record::{emit, read_event, this_cpu},
+    PASS,
 };
 
 /// Emits `kind` only when a traced vCPU runs or waits on this CPU.
@@ -15,14 +16,15 @@ pub fn on_vcpu_cpu(ctx: &TracePointContext, kind: Kind) -> u32 {
     if cpu_interesting(cpu) {
         emit(&read_event(ctx, kind, cpu));
     }
-    0
+    PASS
 }
 
 macro_rules! cpu_programs {
     ($($name:ident => $kind:ident),* $(,)?) => {$(
-        #[tracepoint]
-        pub fn $name(ctx: TracePointContext) -> u32 {
-            on_vcpu_cpu(&ctx, Kind::$kind)
+        program! {
+            pub fn $name(ctx: TracePointContext) -> u32 {
+                on_vcpu_cpu(&ctx, Kind::$kind)
+            }
         }
     )*};
 }
@@ -43,15 +45,16 @@ cpu_programs! {
     hrtimer_expire_exit => HrtimerExpireExit,
 }
 
-/// A guest's LAPIC timer is a host hrtimer (`apic_timer_fn`): keep its expiry wherever it
-/// fires, and any other hrtimer only on a traced vCPU's CPU.
-#[tracepoint]
-pub fn hrtimer_expire_entry(ctx: TracePointContext) -> u32 {
-    let cpu = this_cpu();
-    let ev = read_event(&ctx, Kind::HrtimerExpireEntry, cpu);
-    let lapic = apic_timer_fn();
-    if cpu_interesting(cpu) || (lapic != 0 && ev.slots[1] == lapic) {
-        emit(&ev);
+// A guest's LAPIC timer is a host hrtimer (`apic_timer_fn`): keep its expiry wherever it
+// fires, and any other hrtimer only on a traced vCPU's CPU.
+program! {
+    pub fn hrtimer_expire_entry(ctx: TracePointContext) -> u32 {
+        let cpu = this_cpu();
+        let ev = read_event(&ctx, Kind::HrtimerExpireEntry, cpu);
+        let lapic = apic_timer_fn();
+        if cpu_interesting(cpu) || (lapic != 0 && ev.slots[1] == lapic) {
+            emit(&ev);
+        }
+        PASS
     }
-    0
 }

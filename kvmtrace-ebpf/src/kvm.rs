@@ -1,11 +1,12 @@
 //! kvm:* tracepoints.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::programs::TracePointContext;
 use kvmtrace_common::Kind;
 
 use crate::{
     filter::{cpu_interesting, is_vcpu, register_vcpu, vm_selected},
     record::{current_ids, emit, read_event, read_event_of, this_cpu},
+    PASS,
 };
 
 /// An event that fires in a vCPU thread: it also identifies that thread as a vCPU.
@@ -15,12 +16,12 @@ fn vcpu_event(ctx: &TracePointContext, kind: Kind) -> u32 {
     // A known vCPU was selected when it was registered: one lookup in the common case.
     if !is_vcpu(tid) {
         if !vm_selected(tgid) {
-            return 0;
+            return PASS;
         }
         register_vcpu(tid, tgid);
     }
     emit(&read_event_of(ctx, kind, this_cpu(), (tid, tgid)));
-    0
+    PASS
 }
 
 /// An interrupt being raised or accepted: it may fire in any thread (a VMM I/O thread, a
@@ -30,26 +31,28 @@ fn irq_event(ctx: &TracePointContext, kind: Kind) -> u32 {
     let (_, tgid) = current_ids();
     let cpu = this_cpu();
     if !vm_selected(tgid) && !cpu_interesting(cpu) {
-        return 0;
+        return PASS;
     }
     emit(&read_event(ctx, kind, cpu));
-    0
+    PASS
 }
 
 macro_rules! vcpu_programs {
     ($($name:ident => $kind:ident),* $(,)?) => {$(
-        #[tracepoint]
-        pub fn $name(ctx: TracePointContext) -> u32 {
-            vcpu_event(&ctx, Kind::$kind)
+        program! {
+            pub fn $name(ctx: TracePointContext) -> u32 {
+                vcpu_event(&ctx, Kind::$kind)
+            }
         }
     )*};
 }
 
 macro_rules! irq_programs {
     ($($name:ident => $kind:ident),* $(,)?) => {$(
-        #[tracepoint]
-        pub fn $name(ctx: TracePointContext) -> u32 {
-            irq_event(&ctx, Kind::$kind)
+        program! {
+            pub fn $name(ctx: TracePointContext) -> u32 {
+                irq_event(&ctx, Kind::$kind)
+            }
         }
     )*};
 }

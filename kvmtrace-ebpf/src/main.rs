@@ -7,6 +7,22 @@
 #![no_std]
 #![no_main]
 
+/// Defines a tracepoint program: `program! { pub fn NAME(ctx: TracePointContext) -> u32 {..} }`.
+///
+/// aya-ebpf 0.2's `#[tracepoint]` discards the function's value and returns 0, and for a
+/// program attached through perf, 0 tells the kernel to drop the event for every other perf
+/// consumer of the tracepoint. This returns what the body returns ([`PASS`]).
+macro_rules! program {
+    (pub fn $name:ident($ctx:ident: TracePointContext) -> u32 $body:block) => {
+        #[no_mangle]
+        #[link_section = "tracepoint"]
+        pub fn $name(raw: *mut ::core::ffi::c_void) -> u32 {
+            let $ctx = TracePointContext::new(raw);
+            $body
+        }
+    };
+}
+
 mod filter;
 mod irq;
 mod kvm;
@@ -19,6 +35,12 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use kvmtrace_common::{limits, Config};
+
+/// What every program returns. For a tracepoint program attached through perf, 0 tells the
+/// kernel to drop the event for *every* perf consumer of that tracepoint: an operator's
+/// `perf record` or `perf stat` running beside kvmtrace would silently see nothing. 1 lets
+/// them have it.
+pub const PASS: u32 = 1;
 
 /// Loader-provided configuration (field offsets from the format files, filter knobs).
 /// Lives in .rodata: the verifier sees constants and prunes what this kernel lacks.
