@@ -102,6 +102,9 @@ pub struct Sample {
     /// Events inside the window, in order (capped at `timeline_events`).
     pub events: Vec<Event>,
     pub events_dropped: u32,
+    /// The window's time as consecutive (start ns, end ns, cause) stretches, adjacent ones
+    /// of the same cause merged (capped at `timeline_events`; the causes stay exact).
+    pub segments: Vec<(u64, u64, Cause)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,9 +155,20 @@ struct Window {
     causes: Vec<(Cause, u64)>,
     events: Vec<Event>,
     events_dropped: u32,
+    segments: Vec<(u64, u64, Cause)>,
 }
 
 impl Window {
+    fn add_segment(&mut self, start: u64, end: u64, cause: Cause, cap: usize) {
+        self.add(cause, end - start);
+        let n = self.segments.len();
+        match self.segments.last_mut() {
+            Some(last) if last.2 == cause && last.1 == start => last.1 = end,
+            _ if n < cap => self.segments.push((start, end, cause)),
+            _ => {}
+        }
+    }
+
     fn add(&mut self, cause: Cause, ns: u64) {
         if ns == 0 {
             return;
@@ -230,6 +244,9 @@ impl Vcpu {
             if let Some(i) = w.causes.iter().position(|(c, _)| *c == from) {
                 let (_, ns) = w.causes.swap_remove(i);
                 w.add(to, ns);
+            }
+            for seg in w.segments.iter_mut().filter(|s| s.2 == from) {
+                seg.2 = to;
             }
         }
     }
@@ -527,7 +544,7 @@ impl Engine {
             let cause = Self::cause_of(v, &self.cpus);
             *v.stats.state_ns.entry(cause).or_default() += ns;
             if let Some(w) = &mut v.window {
-                w.add(cause, ns);
+                w.add_segment(v.seg_start, now, cause, self.cfg.timeline_events);
             }
         }
         v.seg_start = now;
@@ -974,6 +991,7 @@ impl Engine {
             causes: Vec::with_capacity(8),
             events,
             events_dropped: 0,
+            segments: Vec::with_capacity(16),
         });
     }
 
@@ -991,6 +1009,7 @@ impl Engine {
         }
         let total = if marker == EndMarker::PostedInGuest {
             w.causes.clear();
+            w.segments.clear();
             0
         } else {
             v.seg_start - w.open_ns
@@ -1007,6 +1026,7 @@ impl Engine {
                 opened_by: w.opened_by,
                 events: w.events,
                 events_dropped: w.events_dropped,
+                segments: w.segments,
             },
         };
         if self.checkpointed {

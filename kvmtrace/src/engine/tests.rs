@@ -261,6 +261,20 @@ fn halted_vcpu_without_kvm_entry_uses_the_first_guest_exit() {
     let e = s.run();
     expect(&e, &[("halted", 10.0), ("wakeup", 15.0), ("kvm_run", 25.0)]);
     let w = &e.worst()[0];
+    let labels: Vec<(u64, u64, String)> = w
+        .segments
+        .iter()
+        .map(|(a, b, c)| (*a, *b, c.label(&e.comms)))
+        .collect();
+    assert_eq!(
+        labels,
+        vec![
+            (us(100.0), us(110.0), "halted".into()),
+            (us(110.0), us(125.0), "wakeup".into()),
+            (us(125.0), us(150.0), "kvm_run".into()),
+        ],
+        "segments tile the window, placeholders resolved"
+    );
     assert_eq!(w.end_marker, EndMarker::FirstGuestExit);
     assert_eq!(w.opened_by, OpenedBy::SetIrq);
     assert_eq!(w.open_ns, us(100.0), "opened at kvm_set_irq");
