@@ -9,6 +9,7 @@ pub mod capture;
 pub mod cli;
 pub mod engine;
 pub mod host;
+pub mod import;
 pub mod probes;
 pub mod record;
 pub mod report;
