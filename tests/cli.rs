@@ -97,6 +97,37 @@ fn record_demo_then_report_text_and_json() {
     assert!(text.contains("vCPU 0  pid"), "{text}");
     assert!(text.contains("demo ground truth"), "{text}");
 
+    // Exports: an HdrHistogram interval log that the standard reader reads back, and a
+    // Chrome trace whose sample slices hold their cause segments.
+    let hlog = dir.join("demo.hlog");
+    let trace = dir.join("demo.json");
+    let out = kvmtrace(&[
+        "report",
+        cap.to_str().unwrap(),
+        "--hdr-log",
+        hlog.to_str().unwrap(),
+        "--chrome-trace",
+        trace.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    check_hdr_log(&hlog, demo_irqs(&j));
+    check_chrome_trace(&trace);
+    let again = kvmtrace(&[
+        "report",
+        cap.to_str().unwrap(),
+        "--hdr-log",
+        hlog.to_str().unwrap(),
+    ]);
+    assert!(
+        !again.status.success(),
+        "an export file is not clobbered without --force"
+    );
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+
     // No clobbering without --force, and the existing capture is untouched.
     let before = std::fs::read(&cap).unwrap();
     let out = kvmtrace(&[
@@ -125,6 +156,141 @@ fn record_demo_then_report_text_and_json() {
     assert!(kept > 0 && kept < total, "{kept} of {total}");
     let text = kvmtrace(&["report", cut.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("INCOMPLETE"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn demo_irqs(j: &Value) -> u64 {
+    j["vcpus"][0]["irq_to_guest"]["count"].as_u64().unwrap()
+}
+
+fn check_hdr_log(path: &Path, irqs: u64) {
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    use hdrhistogram::serialization::Deserializer;
+    let text = std::fs::read(path).unwrap();
+    let mut found = 0;
+    for entry in IntervalLogIterator::new(&text) {
+        if let Ok(LogEntry::Interval(h)) = entry {
+            let tag = h.tag().map(|t| t.as_str().to_string()).unwrap_or_default();
+            let bytes = base64_decode(h.encoded_histogram());
+            let hist: hdrhistogram::Histogram<u64> = Deserializer::new()
+                .deserialize(&mut bytes.as_slice())
+                .unwrap();
+            if tag.ends_with(".irq_to_guest") {
+                assert!(tag.starts_with("pid") && tag.contains(".vcpu0."), "{tag}");
+                assert_eq!(hist.len(), irqs, "the log holds every sample");
+                found += 1;
+            }
+        }
+    }
+    assert_eq!(found, 1, "one irq_to_guest histogram for the demo vCPU");
+}
+
+/// Standard base64 (the interval log's histogram encoding).
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for v in s.bytes().filter_map(val) {
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+fn check_chrome_trace(path: &Path) {
+    let j: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let evs = j["traceEvents"].as_array().unwrap();
+    let samples: Vec<&Value> = evs.iter().filter(|e| e["cat"] == "irq_to_guest").collect();
+    assert!(!samples.is_empty());
+    let first = samples[0];
+    let (ts, dur) = (
+        first["ts"].as_f64().unwrap(),
+        first["dur"].as_f64().unwrap(),
+    );
+    let inside: f64 = evs
+        .iter()
+        .filter(|e| e["cat"] == "cause" && e["tid"] == first["tid"])
+        .filter(|e| e["ts"].as_f64().unwrap() >= ts - 1e-6 && e["ts"].as_f64().unwrap() < ts + dur)
+        .map(|e| e["dur"].as_f64().unwrap())
+        .sum();
+    assert!(
+        (inside - dur).abs() < 0.01,
+        "segments {inside} us vs sample {dur} us"
+    );
+    assert!(evs.iter().any(|e| e["ph"] == "i" && e["name"] == "kvm_pio"));
+    assert!(evs.iter().any(|e| e["name"] == "thread_name"));
+}
+
+#[test]
+fn report_from_text_traces() {
+    let fx = |name: &str| {
+        format!(
+            "{}/../tests/fixtures/text/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    };
+    // A VMX host's ftrace text: exits by reason and interrupt-to-guest at kvm_entry.
+    let out = kvmtrace(&["report", "--json", "--from-text", &fx("ftrace_kvm_vmx.txt")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["import"]["format"], "ftrace");
+    // The fixture holds events kvmtrace does not use (kvm_fpu, a marker) and an exit reason
+    // it does not know: counted with their reasons.
+    assert_eq!(j["import"]["stats"]["not_understood"], 5);
+    assert_eq!(
+        j["import"]["stats"]["by_reason"]["unknown event kvm_fpu"],
+        2
+    );
+    let v0 = &j["vcpus"][0];
+    let reasons: Vec<&str> = v0["exits"]["by_reason"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons.contains(&"HLT"), "{reasons:?}");
+    assert_eq!(v0["irq_to_guest"]["end_marker"], "kvm_entry");
+    // Real trace-cmd and perf output from this machine's demo guest.
+    for (file, format) in [
+        ("trace_cmd_report.txt", "trace-cmd report"),
+        ("perf_script.txt", "perf script"),
+    ] {
+        let out = kvmtrace(&["report", "--json", "--from-text", &fx(file)]);
+        assert!(out.status.success(), "{file}: {}", stderr(&out));
+        let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(j["import"]["format"], format, "{file}");
+        assert!(j["events"]["total"].as_u64().unwrap() > 10, "{file}");
+    }
+    // Lines it does not understand are counted and shown, not dropped silently.
+    let dir = tmpdir("text");
+    let odd = dir.join("odd.txt");
+    let mut text = std::fs::read_to_string(fx("ftrace_kvm_vmx.txt")).unwrap();
+    text.push_str("this line is not a trace line\n");
+    std::fs::write(&odd, text).unwrap();
+    let out = kvmtrace(&["report", "--from-text", odd.to_str().unwrap()]);
+    assert!(out.status.success());
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert!(t.contains("6 not understood"), "{t}");
+    assert!(t.contains("2 x not an event line"), "{t}");
+    std::fs::write(&odd, "hello\nworld\n").unwrap();
+    let out = kvmtrace(&["report", "--from-text", odd.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no line looks like"),
+        "{}",
+        stderr(&out)
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -78,9 +78,30 @@ pub struct TopArgs {
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// Capture file written by `kvmtrace record`.
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
+    #[arg(
+        value_name = "FILE",
+        required_unless_present = "from_text",
+        conflicts_with = "from_text"
+    )]
+    pub file: Option<PathBuf>,
+    /// Analyse a text trace instead: /sys/kernel/tracing/trace or trace_pipe output,
+    /// `trace-cmd report`, or `perf script` (detected automatically).
+    #[arg(long, value_name = "TEXT")]
+    pub from_text: Option<PathBuf>,
     /// Print JSON (schema: docs/report-schema.md).
     #[arg(long)]
     pub json: bool,
+    /// Worst samples to keep, with their breakdown and timeline.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub worst: usize,
+    /// Also write an HdrHistogram interval log per vCPU and metric to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub hdr_log: Option<PathBuf>,
+    /// Also write the worst samples' timelines as Chrome trace-event JSON to FILE (opens in
+    /// Perfetto's UI).
+    #[arg(long, value_name = "FILE")]
+    pub chrome_trace: Option<PathBuf>,
+    /// Overwrite export files that exist.
+    #[arg(short, long)]
+    pub force: bool,
 }

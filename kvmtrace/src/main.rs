@@ -110,7 +110,28 @@ fn run_top(args: TopArgs) -> anyhow::Result<()> {
 }
 
 fn run_report(args: ReportArgs) -> anyhow::Result<()> {
-    let report = kvmtrace::report::report_file(&args.file)?;
+    use kvmtrace::report::{analyse_capture, analyse_text, export};
+    let cfg = kvmtrace::engine::EngineConfig {
+        worst: args.worst,
+        ..Default::default()
+    };
+    let (report, engine) = match (&args.from_text, &args.file) {
+        (Some(text), _) => analyse_text(text, cfg)?,
+        (None, Some(file)) => analyse_capture(file, cfg)?,
+        (None, None) => bail!("give a capture FILE or --from-text TEXT"),
+    };
+    if let Some(p) = &args.hdr_log {
+        let n = export::write_hdr_log(p, args.force, &engine)?;
+        eprintln!("kvmtrace: wrote {n} histograms to {}", p.display());
+    }
+    if let Some(p) = &args.chrome_trace {
+        let n = export::write_chrome_trace(p, args.force, &engine)?;
+        eprintln!(
+            "kvmtrace: wrote {n} trace events ({} worst samples) to {}",
+            engine.worst().len(),
+            p.display()
+        );
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

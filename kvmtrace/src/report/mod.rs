@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::capture::{CaptureHeader, CaptureTrailer, Damage};
 use crate::host::{vcpu_from_comm, HostFacts};
 
+pub mod export;
 pub mod latency;
 
 use self::latency::{AttributionInfo, VcpuLatency, WorstSample};
@@ -30,6 +31,16 @@ pub struct Report {
     pub worst: Vec<WorstSample>,
     pub attribution: AttributionInfo,
     pub demo: Option<DemoReport>,
+    /// For `--from-text`: what the importer made of the text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import: Option<ImportInfo>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ImportInfo {
+    /// `ftrace`, `trace-cmd`, `perf-script`.
+    pub format: String,
+    pub stats: crate::import::ImportStats,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -345,30 +356,70 @@ impl ReportBuilder {
             worst: latency::worst_samples(engine),
             attribution: latency::attribution_info(engine),
             demo,
+            import: None,
         }
     }
 }
 
 /// Reads a capture file and builds its report.
 pub fn report_file(path: &std::path::Path) -> Result<Report, crate::capture::CaptureError> {
+    analyse_capture(path, EngineConfig::default()).map(|(r, _)| r)
+}
+
+/// Reads a capture through the report builder and the attribution engine (whose model the
+/// exports use), streaming: memory does not grow with the capture.
+pub fn analyse_capture(
+    path: &std::path::Path,
+    cfg: EngineConfig,
+) -> Result<(Report, Engine), crate::capture::CaptureError> {
     let mut reader = crate::capture::CaptureReader::open(path)?;
     let mut b = ReportBuilder::default();
     let mut engine = Engine::new(EngineConfig {
         apic_timer_fn: reader.header.apic_timer_fn,
-        ..EngineConfig::default()
+        ..cfg
     });
     while let Some(ev) = reader.next_event()? {
         b.push(&ev);
         engine.push(&ev);
     }
     engine.flush();
-    Ok(b.finish(
+    let report = b.finish(
         &path.display().to_string(),
         &reader.header,
         reader.trailer.as_ref(),
         reader.damage.as_ref(),
         &engine,
-    ))
+    );
+    Ok((report, engine))
+}
+
+/// The same analysis of a text trace (ftrace, trace-cmd report, perf script).
+pub fn analyse_text(
+    path: &std::path::Path,
+    cfg: EngineConfig,
+) -> Result<(Report, Engine), crate::import::ImportError> {
+    let imported = crate::import::import_text(path)?;
+    let mut b = ReportBuilder::default();
+    let mut engine = Engine::new(EngineConfig {
+        apic_timer_fn: crate::import::APIC_TIMER_FN_MARKER,
+        ..cfg
+    });
+    for ev in &imported.events {
+        b.push(ev);
+        engine.push(ev);
+    }
+    engine.flush();
+    let header = CaptureHeader {
+        tool: format!("import ({})", imported.format.name()),
+        ..CaptureHeader::default()
+    };
+    let mut report = b.finish(&path.display().to_string(), &header, None, None, &engine);
+    report.capture.complete = imported.stats.not_understood == 0;
+    report.import = Some(ImportInfo {
+        format: imported.format.name().to_string(),
+        stats: imported.stats,
+    });
+    Ok((report, engine))
 }
 
 fn us(ns: u64) -> String {
@@ -388,7 +439,22 @@ impl Report {
         } else {
             "INCOMPLETE".to_string()
         };
-        let _ = writeln!(s, "capture: {} ({state})", c.path);
+        if let Some(i) = &self.import {
+            let st = &i.stats;
+            let _ = writeln!(
+                s,
+                "text trace: {} ({} format): {} lines, {} events, {} skipped, {} not understood",
+                c.path, i.format, st.lines, st.events, st.skipped, st.not_understood
+            );
+            for (why, n) in &st.by_reason {
+                let _ = writeln!(s, "  not understood: {n} x {why}");
+            }
+            for (line, text) in &st.first_unparsed {
+                let _ = writeln!(s, "    line {line}: {text}");
+            }
+        } else {
+            let _ = writeln!(s, "capture: {} ({state})", c.path);
+        }
         if let Some(d) = &c.damage {
             let _ = writeln!(
                 s,
@@ -397,21 +463,23 @@ impl Report {
             );
         }
         let h = &c.host;
-        let _ = writeln!(
-            s,
-            "host: {} | kernel {} | KVM {} | {} CPUs | {}",
-            h.hostname,
-            h.kernel,
-            h.kvm_backend.as_deref().unwrap_or("not loaded"),
-            h.ncpus,
-            h.cpu_model
-        );
-        let _ = writeln!(
-            s,
-            "probes: {} attached, {} unavailable",
-            c.probes_attached,
-            c.probes_unavailable.len()
-        );
+        if self.import.is_none() {
+            let _ = writeln!(
+                s,
+                "host: {} | kernel {} | KVM {} | {} CPUs | {}",
+                h.hostname,
+                h.kernel,
+                h.kvm_backend.as_deref().unwrap_or("not loaded"),
+                h.ncpus,
+                h.cpu_model
+            );
+            let _ = writeln!(
+                s,
+                "probes: {} attached, {} unavailable",
+                c.probes_attached,
+                c.probes_unavailable.len()
+            );
+        }
         for u in &c.probes_unavailable {
             let _ = writeln!(s, "  unavailable {}: {}", u.tracepoint, u.reason);
         }

@@ -1,0 +1,184 @@
+//! Exports for other tools: HdrHistogram interval logs (per vCPU and metric) and the worst
+//! samples' timelines as Chrome trace-event JSON (Perfetto's UI opens it).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+use hdrhistogram::serialization::V2DeflateSerializer;
+use serde_json::{json, Value};
+
+use super::latency::describe;
+use crate::capture::{create_output, CaptureError};
+use crate::engine::exit_reasons::exit_reason_label;
+use crate::engine::Engine;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Create(#[from] CaptureError),
+    #[error("{path}: write failed: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: histogram {tag}: {what}")]
+    Histogram {
+        path: PathBuf,
+        tag: String,
+        what: String,
+    },
+}
+
+/// A tag the interval-log format accepts: no spaces, commas or colons... kept readable.
+fn tag_text(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Writes one interval (the whole run) per vCPU and metric: `irq_to_guest` and each exit
+/// reason, tagged `pid<P>.vcpu<N>.tid<T>.<metric>`; values in nanoseconds.
+pub fn write_hdr_log(path: &Path, force: bool, engine: &Engine) -> Result<usize, ExportError> {
+    let werr = |source| ExportError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = create_output(path, force)?;
+    let mut buf = Vec::new();
+    let mut serializer = V2DeflateSerializer::new();
+    let mut n = 0;
+    {
+        let mut builder = IntervalLogWriterBuilder::new();
+        builder
+            .add_comment("kvmtrace: latency histograms per vCPU and metric, values in nanoseconds");
+        builder.with_start_time(std::time::SystemTime::now());
+        let mut log = builder
+            .begin_log_with(&mut buf, &mut serializer)
+            .map_err(werr)?;
+        let mut vcpus: Vec<_> = engine.vcpus().collect();
+        vcpus.sort_by_key(|v| (v.tgid, v.vcpu_id, v.tid));
+        for v in vcpus {
+            let span = v.stats.last_ns.saturating_sub(v.stats.first_ns);
+            let dur = std::time::Duration::from_nanos(span);
+            let prefix = format!(
+                "pid{}.vcpu{}.tid{}",
+                v.tgid,
+                v.vcpu_id.map_or("unknown".into(), |i| i.to_string()),
+                v.tid
+            );
+            let mut metrics = vec![(format!("{prefix}.irq_to_guest"), &v.stats.irq_to_guest)];
+            let mut exits: Vec<_> = v.stats.exits.iter().collect();
+            exits.sort_by_key(|((isa, code), _)| (*isa, *code));
+            for ((isa, code), h) in exits {
+                let name = exit_reason_label(u64::from(*isa), u64::from(*code));
+                metrics.push((format!("{prefix}.exit.{}", tag_text(&name)), h));
+            }
+            for (tag, h) in metrics {
+                if h.is_empty() {
+                    continue;
+                }
+                let t = Tag::new(&tag).ok_or_else(|| ExportError::Histogram {
+                    path: path.to_path_buf(),
+                    tag: tag.clone(),
+                    what: "not a valid tag".into(),
+                })?;
+                log.write_histogram(h, std::time::Duration::ZERO, dur, Some(t))
+                    .map_err(|e| ExportError::Histogram {
+                        path: path.to_path_buf(),
+                        tag: tag.clone(),
+                        what: format!("{e:?}"),
+                    })?;
+                n += 1;
+            }
+        }
+    }
+    file.write_all(&buf).map_err(werr)?;
+    file.sync_all().map_err(werr)?;
+    Ok(n)
+}
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1000.0
+}
+
+/// The worst samples as Chrome trace events: per sample a slice for the whole window on the
+/// vCPU thread's track, nested slices for its cause segments, and instant events for the
+/// tracepoints inside it (on the track of the thread they fired in).
+pub fn chrome_trace(engine: &Engine) -> Value {
+    let mut events: Vec<Value> = Vec::new();
+    let mut named = std::collections::HashSet::new();
+    for (n, s) in engine.worst().iter().enumerate() {
+        let vcpu = engine
+            .vcpus()
+            .find(|v| v.tid == s.tid)
+            .and_then(|v| v.vcpu_id);
+        if named.insert(u64::from(s.tgid)) {
+            let name = engine
+                .vm_names
+                .get(&s.tgid)
+                .cloned()
+                .unwrap_or_else(|| format!("VMM {}", s.tgid));
+            events.push(json!({"ph": "M", "name": "process_name", "pid": s.tgid,
+                "args": {"name": name}}));
+        }
+        if named.insert(u64::from(s.tid) << 32) {
+            let name = vcpu.map_or_else(
+                || format!("vCPU ? (tid {})", s.tid),
+                |v| format!("vCPU {v} (tid {})", s.tid),
+            );
+            events.push(json!({"ph": "M", "name": "thread_name", "pid": s.tgid,
+                "tid": s.tid, "args": {"name": name}}));
+        }
+        let causes: serde_json::Map<String, Value> = s
+            .causes
+            .iter()
+            .map(|(c, ns)| (c.label(&engine.comms), json!(ns)))
+            .collect();
+        events.push(json!({
+            "ph": "X", "cat": "irq_to_guest",
+            "name": format!("#{} interrupt-to-guest {:.1} us", n + 1, us(s.total_ns)),
+            "pid": s.tgid, "tid": s.tid,
+            "ts": us(s.open_ns), "dur": us(s.total_ns),
+            "args": {"causes_ns": causes, "opened_by": format!("{:?}", s.opened_by),
+                "end_marker": s.end_marker.name()},
+        }));
+        for (start, end, cause) in &s.segments {
+            events.push(json!({
+                "ph": "X", "cat": "cause", "name": cause.label(&engine.comms),
+                "pid": s.tgid, "tid": s.tid,
+                "ts": us(*start), "dur": us(end - start),
+            }));
+        }
+        for ev in &s.events {
+            let (name, fields) = describe(ev);
+            let tid = if ev.tid == 0 { s.tid } else { ev.tid };
+            events.push(json!({
+                "ph": "i", "s": "t", "cat": "event", "name": name,
+                "pid": s.tgid, "tid": tid, "ts": us(ev.ts_ns),
+                "args": {"cpu": ev.cpu, "fields": fields},
+            }));
+        }
+    }
+    json!({"traceEvents": events, "displayTimeUnit": "ns",
+        "otherData": {"tool": "kvmtrace", "samples": engine.worst().len()}})
+}
+
+pub fn write_chrome_trace(path: &Path, force: bool, engine: &Engine) -> Result<usize, ExportError> {
+    let werr = |source| ExportError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = create_output(path, force)?;
+    let v = chrome_trace(engine);
+    let n = v["traceEvents"].as_array().map_or(0, |a| a.len());
+    serde_json::to_writer(&mut file, &v).map_err(|e| werr(e.into()))?;
+    file.sync_all().map_err(werr)?;
+    Ok(n)
+}
