@@ -59,6 +59,29 @@ pub struct RecordArgs {
     /// Overwrite FILE if it exists.
     #[arg(short, long)]
     pub force: bool,
+    /// Flight recorder: keep events in memory and write only the windows around
+    /// interrupt-to-guest latencies of at least US microseconds.
+    #[arg(long, value_name = "US")]
+    pub trigger_us: Option<u64>,
+    /// Seconds written before each trigger.
+    #[arg(
+        long,
+        default_value_t = 5.0,
+        value_name = "SECS",
+        requires = "trigger_us"
+    )]
+    pub pre: f64,
+    /// Seconds written after each trigger.
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        value_name = "SECS",
+        requires = "trigger_us"
+    )]
+    pub post: f64,
+    /// Stop after this many windows.
+    #[arg(long, default_value_t = 1, value_name = "K", requires = "trigger_us")]
+    pub max_triggers: u32,
     #[command(flatten)]
     pub target: TargetArgs,
 }

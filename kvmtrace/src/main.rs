@@ -65,11 +65,33 @@ fn run_record(args: RecordArgs) -> anyhow::Result<()> {
         Some(d) => Some(Duration::from_secs_f64(d)),
         None => None,
     };
+    let secs = |v: f64, what: &str| -> anyhow::Result<Duration> {
+        if v >= 0.0 && v.is_finite() && v <= 3600.0 {
+            Ok(Duration::from_secs_f64(v))
+        } else {
+            bail!("--{what} must be between 0 and 3600 seconds")
+        }
+    };
+    let trigger = match args.trigger_us {
+        Some(us) => {
+            if args.max_triggers == 0 {
+                bail!("--max-triggers must be at least 1");
+            }
+            Some(kvmtrace::record::TriggerOptions {
+                threshold: Duration::from_micros(us),
+                pre: secs(args.pre, "pre")?,
+                post: secs(args.post, "post")?,
+                max_triggers: args.max_triggers,
+            })
+        }
+        None => None,
+    };
     let opts = RecordOptions {
         output: args.output,
         force: args.force,
         duration,
         session: session_options(&args.target)?,
+        trigger,
     };
     let summary = runtime()?.block_on(record(&opts))?;
     eprintln!(
@@ -81,6 +103,17 @@ fn run_record(args: RecordArgs) -> anyhow::Result<()> {
         summary.kernel_drops,
         summary.malformed,
     );
+    if opts.trigger.is_some() {
+        eprintln!("kvmtrace: {} trigger(s) written", summary.triggers.len());
+        for t in &summary.triggers {
+            eprintln!(
+                "kvmtrace:   {:.1} us on tid {} at {} ns",
+                t.total_ns as f64 / 1e3,
+                t.tid,
+                t.open_ns
+            );
+        }
+    }
     if let Some(d) = summary.demo {
         eprintln!(
             "kvmtrace: demo guest: {} interrupts raised, {} acknowledged, {} port I/O exits",

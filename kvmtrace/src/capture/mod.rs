@@ -128,8 +128,11 @@ pub struct CaptureTrailer {
     /// Records that reached userspace but could not be decoded.
     pub malformed: u64,
     pub end_ns: u64,
-    /// Why the recording stopped: `duration`, `SIGINT`, `SIGTERM`, `demo-ended`.
+    /// Why the recording stopped: `duration`, `SIGINT`, `SIGTERM`, `triggers`.
     pub stop_reason: String,
+    /// Flight recorder: the samples that triggered a write, in order.
+    #[serde(default)]
+    pub triggers: Vec<crate::engine::Trigger>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -44,6 +44,16 @@ pub struct EngineConfig {
     pub max_window_ns: u64,
     /// KVM's LAPIC timer callback (`apic_timer_fn`) on the recording host, 0 if unknown.
     pub apic_timer_fn: u64,
+    /// Collect samples at least this long for [`Engine::take_triggers`] (flight recorder).
+    pub trigger_ns: Option<u64>,
+}
+
+/// A sample over the trigger threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Trigger {
+    pub tid: u32,
+    pub open_ns: u64,
+    pub total_ns: u64,
 }
 
 impl Default for EngineConfig {
@@ -54,6 +64,7 @@ impl Default for EngineConfig {
             timeline_events: 256,
             max_window_ns: 1_000_000_000,
             apic_timer_fn: 0,
+            trigger_ns: None,
         }
     }
 }
@@ -286,6 +297,7 @@ pub struct Engine {
     next_expiry_check: u64,
     /// Seen a drop-counter checkpoint: samples wait for the next one before they count.
     checkpointed: bool,
+    triggers: Vec<Trigger>,
     pending: Vec<Closed>,
     scratch: Vec<u32>,
 }
@@ -312,6 +324,7 @@ impl Engine {
             clock: 0,
             next_expiry_check: 0,
             checkpointed: false,
+            triggers: Vec::new(),
             pending: Vec::new(),
             scratch: Vec::new(),
         }
@@ -1036,9 +1049,21 @@ impl Engine {
         }
     }
 
+    /// Samples over `trigger_ns` committed since the last call.
+    pub fn take_triggers(&mut self) -> Vec<Trigger> {
+        std::mem::take(&mut self.triggers)
+    }
+
     /// Counts a complete sample.
     fn commit(&mut self, c: Closed) {
         let s = c.sample;
+        if self.cfg.trigger_ns.is_some_and(|t| s.total_ns >= t) && self.triggers.len() < 1024 {
+            self.triggers.push(Trigger {
+                tid: s.tid,
+                open_ns: s.open_ns,
+                total_ns: s.total_ns,
+            });
+        }
         let Some(v) = self.vcpus.get_mut(&s.tid) else {
             return;
         };

@@ -55,6 +55,8 @@ pub struct CaptureInfo {
     pub duration_ns: u64,
     pub probes_attached: usize,
     pub probes_unavailable: Vec<Unavailable>,
+    /// Flight recorder: the samples that triggered the windows written.
+    pub triggers: Vec<crate::engine::Trigger>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -330,6 +332,7 @@ impl ReportBuilder {
                 host: header.host.clone(),
                 duration_ns: self.first_ns.map_or(0, |f| self.last_ns - f),
                 probes_attached: header.probes.iter().filter(|p| p.attached).count(),
+                triggers: trailer.map(|t| t.triggers.clone()).unwrap_or_default(),
                 probes_unavailable: header
                     .probes
                     .iter()
@@ -454,6 +457,15 @@ impl Report {
             }
         } else {
             let _ = writeln!(s, "capture: {} ({state})", c.path);
+        }
+        for t in &c.triggers {
+            let _ = writeln!(
+                s,
+                "flight recorder trigger: {} us interrupt-to-guest on tid {} at {} ns",
+                us(t.total_ns),
+                t.tid,
+                t.open_ns
+            );
         }
         if let Some(d) = &c.damage {
             let _ = writeln!(
