@@ -23,6 +23,11 @@ struct Traced {
 }
 
 fn trace_demo(cfg: DemoConfig, dur: Duration) -> Traced {
+    trace_demo_to(cfg, dur, None)
+}
+
+/// Runs the demo under the probes into an engine, and into a capture at `capture` if given.
+fn trace_demo_to(cfg: DemoConfig, dur: Duration, capture: Option<&std::path::Path>) -> Traced {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -40,6 +45,16 @@ fn trace_demo(cfg: DemoConfig, dur: Duration) -> Traced {
             ..EngineConfig::default()
         });
         engine.keep_demo_samples();
+        let mut writer = capture
+            .map(|p| kvmtrace::capture::CaptureWriter::create(p, true, &session.header).unwrap());
+        let mut feed = |buf: &mut Vec<kvmtrace_common::Event>, engine: &mut Engine| {
+            for e in buf.drain(..) {
+                engine.push(&e);
+                if let Some(w) = &mut writer {
+                    w.push(&e).unwrap();
+                }
+            }
+        };
         let mut buf = Vec::new();
         session.initial_records(&mut buf).unwrap();
         let t0 = Instant::now();
@@ -48,11 +63,15 @@ fn trace_demo(cfg: DemoConfig, dur: Duration) -> Traced {
                 .read(&mut buf, Duration::from_millis(100))
                 .await
                 .unwrap();
-            buf.drain(..).for_each(|e| engine.push(&e));
+            feed(&mut buf, &mut engine);
         }
         let end = session.finish(&mut buf);
-        buf.drain(..).for_each(|e| engine.push(&e));
+        feed(&mut buf, &mut engine);
         engine.flush();
+        if let Some(w) = writer {
+            w.finish(&kvmtrace::capture::CaptureTrailer::default())
+                .unwrap();
+        }
         let stats = end.demo.unwrap().unwrap();
         assert_eq!(end.kernel_drops, 0);
         Traced {
@@ -195,4 +214,27 @@ fn a_slow_vmm_shows_up_as_userspace_vmm_time() {
         .causes
         .iter()
         .any(|c| c.cause == "vmm:IO"));
+}
+
+#[test]
+fn a_capture_reports_exactly_what_the_live_run_saw() {
+    let _g = KVM.lock().unwrap_or_else(|e| e.into_inner());
+    let path = std::env::temp_dir().join(format!("kvmtrace-roundtrip-{}", std::process::id()));
+    let t = trace_demo_to(DemoConfig::default(), Duration::from_secs(2), Some(&path));
+    let live = vcpu_latency(&t.engine, t.vcpu_tid).unwrap();
+    let (report, replayed) = kvmtrace::report::analyse_capture(
+        &path,
+        EngineConfig {
+            worst: 50,
+            ..EngineConfig::default()
+        },
+    )
+    .expect("the capture reads back");
+    std::fs::remove_file(&path).unwrap();
+    let from_file = vcpu_latency(&replayed, t.vcpu_tid).unwrap();
+    assert!(live.irq_to_guest.count > 1000);
+    assert_eq!(from_file, live, "same samples, causes, exits and states");
+    assert_eq!(worst_samples(&replayed), worst_samples(&t.engine));
+    let v = report.vcpus.iter().find(|v| v.tid == t.vcpu_tid).unwrap();
+    assert_eq!(v.latency, live);
 }

@@ -568,6 +568,11 @@ impl<R: Read> CaptureReader<R> {
         }
     }
 
+    /// Bytes of the file consumed so far (whole blocks).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
     /// True when the capture ended with its trailer and no damage.
     pub fn complete(&self) -> bool {
         self.trailer.is_some() && self.damage.is_none()

@@ -381,10 +381,13 @@ pub fn analyse_capture(
         apic_timer_fn: reader.header.apic_timer_fn,
         ..cfg
     });
+    let mut progress = Progress::new(path);
     while let Some(ev) = reader.next_event()? {
         b.push(&ev);
         engine.push(&ev);
+        progress.tick(reader.offset());
     }
+    progress.done();
     engine.flush();
     let report = b.finish(
         &path.display().to_string(),
@@ -394,6 +397,48 @@ pub fn analyse_capture(
         &engine,
     );
     Ok((report, engine))
+}
+
+/// A progress line on stderr for large captures, when stderr is a terminal.
+struct Progress {
+    total: u64,
+    next: u64,
+    shown: bool,
+}
+
+impl Progress {
+    const LARGE: u64 = 64 << 20;
+
+    fn new(path: &std::path::Path) -> Progress {
+        use std::io::IsTerminal as _;
+        let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let on = total >= Self::LARGE && std::io::stderr().is_terminal();
+        Progress {
+            total: if on { total } else { 0 },
+            next: 0,
+            shown: false,
+        }
+    }
+
+    fn tick(&mut self, offset: u64) {
+        if self.total == 0 || offset < self.next {
+            return;
+        }
+        self.next = offset + self.total / 200;
+        self.shown = true;
+        eprint!(
+            "\rkvmtrace: reading {:>5.1} % ({} of {} MiB)",
+            100.0 * offset as f64 / self.total as f64,
+            offset >> 20,
+            self.total >> 20
+        );
+    }
+
+    fn done(&self) {
+        if self.shown {
+            eprintln!();
+        }
+    }
 }
 
 /// The same analysis of a text trace (ftrace, trace-cmd report, perf script).
