@@ -36,6 +36,12 @@ enum Task {
     },
     /// Setup, then run the benchmarks whose figures go in docs/performance.md.
     Bench,
+    /// Setup, then fuzz the capture reader and the text importer.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 300)]
+        secs: u32,
+    },
 }
 
 /// Debian packages: the command each provides, and why kvmtrace wants it.
@@ -83,9 +89,15 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Test { args } => {
             setup()?;
+            // A short fuzz run first, so that cargo test's summary closes the output.
+            fuzz(&root, 20)?;
             run(Command::new("cargo")
                 .args(["test", "--all-targets"])
                 .args(&args))
+        }
+        Task::Fuzz { secs } => {
+            setup()?;
+            fuzz(&root, secs)
         }
         Task::Bench => {
             setup()?;
@@ -93,6 +105,26 @@ fn main() -> anyhow::Result<()> {
             run(Command::new("cargo").args(["bench", "-p", "kvmtrace"]))
         }
     }
+}
+
+const FUZZ_TARGETS: &[&str] = &["capture_reader", "text_import"];
+
+/// Runs each fuzz target for `secs` seconds from the committed seeds; new inputs go to
+/// target/fuzz-corpus, crashes to fuzz/artifacts (and fail the run).
+fn fuzz(root: &Path, secs: u32) -> anyhow::Result<()> {
+    for t in FUZZ_TARGETS {
+        let corpus = root.join("target/fuzz-corpus").join(t);
+        std::fs::create_dir_all(&corpus)?;
+        run(Command::new("cargo")
+            .args(["+nightly", "fuzz", "run", t])
+            .arg(&corpus)
+            .arg(root.join("fuzz/seeds").join(t))
+            .arg("--")
+            .arg(format!("-max_total_time={secs}"))
+            .arg("-rss_limit_mb=2048"))
+        .with_context(|| format!("fuzz target {t} failed: see fuzz/artifacts/{t}/"))?;
+    }
+    Ok(())
 }
 
 fn workspace_root() -> anyhow::Result<PathBuf> {
@@ -134,6 +166,7 @@ fn setup() -> anyhow::Result<()> {
     apt_packages()?;
     nightly_rust_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     eprintln!("xtask: setup complete");
     Ok(())
 }
@@ -183,6 +216,25 @@ fn nightly_rust_src() -> anyhow::Result<()> {
     eprintln!("xtask: installing rust-src for nightly (build-std=core for bpfel-unknown-none)");
     run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
         .context("`rustup component add rust-src --toolchain nightly` failed")
+}
+
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+fn cargo_fuzz() -> anyhow::Result<()> {
+    if output(Command::new("cargo").args(["fuzz", "--version"]))
+        .is_some_and(|v| v.contains(CARGO_FUZZ_VERSION))
+    {
+        return Ok(());
+    }
+    eprintln!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} (the fuzz targets in fuzz/)");
+    run(Command::new("cargo").args([
+        "install",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+        "--locked",
+    ]))
+    .context("installing cargo-fuzz failed")
 }
 
 /// The nightly's own libLLVM (`libLLVM.so.22.1-rust-...`) and its major version.
