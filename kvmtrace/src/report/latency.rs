@@ -74,6 +74,20 @@ pub struct TimelineEvent {
     pub fields: String,
 }
 
+impl TimelineEvent {
+    /// One line of a timeline: `+12.345 us cpu1  tid 4242    kvm_pio rw=1 port=226 ...`.
+    pub fn line(&self) -> String {
+        format!(
+            "{:>+11.3} us cpu{:<3} tid {:<7} {} {}",
+            self.offset_ns as f64 / 1000.0,
+            self.cpu,
+            self.tid,
+            self.event,
+            self.fields
+        )
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct WorstSample {
     pub vcpu: Option<u32>,
@@ -385,15 +399,7 @@ pub fn worst_text(out: &mut String, worst: &[WorstSample], timelines: usize) {
         if n < timelines {
             let _ = writeln!(out, "    timeline:");
             for e in &w.events {
-                let _ = writeln!(
-                    out,
-                    "      {:>+10.3} us cpu{:<3} tid {:<7} {} {}",
-                    e.offset_ns as f64 / 1000.0,
-                    e.cpu,
-                    e.tid,
-                    e.event,
-                    e.fields
-                );
+                let _ = writeln!(out, "     {}", e.line());
             }
             if w.events_truncated > 0 {
                 let _ = writeln!(out, "      ... {} more events", w.events_truncated);

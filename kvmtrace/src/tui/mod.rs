@@ -213,6 +213,24 @@ impl Drop for TerminalGuard {
     }
 }
 
+/// Takes over the terminal (restored by the guard, or by ratatui's panic hook) and starts
+/// the input thread and the signal tasks, all sending to the returned channel.
+fn start_terminal() -> anyhow::Result<(
+    ratatui::DefaultTerminal,
+    TerminalGuard,
+    mpsc::UnboundedReceiver<Input>,
+)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    spawn_signals(tx.clone())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let terminal = ratatui::init();
+    let guard = TerminalGuard {
+        stop_input: stop.clone(),
+    };
+    spawn_input(tx, stop);
+    Ok((terminal, guard, rx))
+}
+
 fn monotonic_ns() -> u64 {
     crate::source::demo::monotonic_ns()
 }
@@ -235,14 +253,7 @@ pub async fn run_live(opts: &TopOptions) -> anyhow::Result<()> {
     collector.feed(&buf);
     buf.clear();
 
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    spawn_signals(tx.clone())?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut terminal = ratatui::init();
-    let guard = TerminalGuard {
-        stop_input: stop.clone(),
-    };
-    spawn_input(tx, stop);
+    let (mut terminal, guard, mut rx) = start_terminal()?;
     let mut app = App::new(false);
     let (i, t) = collector.refresh(monotonic_ns());
     app.update(i, t);
@@ -413,14 +424,7 @@ pub async fn run_replay(path: &Path, interval: Duration) -> anyhow::Result<()> {
     let (i, t, _) = replay_step(&mut replay, &mut collector, &header, interval_ms, 1)?;
     app.update(i, t);
 
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    spawn_signals(tx.clone())?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut terminal = ratatui::init();
-    let _guard = TerminalGuard {
-        stop_input: stop.clone(),
-    };
-    spawn_input(tx, stop);
+    let (mut terminal, _guard, mut rx) = start_terminal()?;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut dirty = true;

@@ -519,14 +519,7 @@ fn render_sample(app: &App, frame: &mut Frame, area: Rect, i: usize) {
     let mut lines = breakdown(&causes, inner.width, 6);
     lines.push(Line::from(Span::styled("timeline", Style::new().bold())));
     for e in &w.events {
-        lines.push(Line::from(format!(
-            "{:>+11.3} us cpu{:<2} {:>7} {} {}",
-            e.offset_ns as f64 / 1000.0,
-            e.cpu,
-            e.tid,
-            e.event,
-            e.fields
-        )));
+        lines.push(Line::from(e.line()));
     }
     if w.events_truncated > 0 {
         lines.push(Line::from(format!(
