@@ -186,9 +186,19 @@ fn a_busy_task_on_the_vcpus_cpu_is_named_as_the_preempter() {
         worst.len(),
         worst[0].causes
     );
-    assert!(named > 0, "no worst sample names {want}: {:#?}", worst[0]);
-    // In the worst sample, waiting for the hog is the largest part.
-    assert_eq!(worst[0].causes[0].cause, want, "{:#?}", worst[0].causes);
+    // Most worst samples name it, and in most of those it is the largest part. (Not all: the
+    // wait is given to the task the vCPU was switched in from, which is sometimes a kworker
+    // that ran last; docs/attribution.md, blind spots.)
+    assert!(
+        named * 2 >= worst.len(),
+        "only {named} of {} name {want}",
+        worst.len()
+    );
+    let largest = worst.iter().filter(|w| w.causes[0].cause == want).count();
+    assert!(
+        largest * 2 >= named,
+        "{want} largest in only {largest} of {named}"
+    );
 }
 
 #[test]
