@@ -104,8 +104,11 @@ fn run_record(args: RecordArgs) -> anyhow::Result<()> {
         summary.malformed,
     );
     if opts.trigger.is_some() {
-        eprintln!("kvmtrace: {} trigger(s) written", summary.triggers.len());
-        for t in &summary.triggers {
+        eprintln!(
+            "kvmtrace: {} slow sample(s) in the windows written",
+            summary.triggers.len()
+        );
+        for t in summary.triggers.iter().take(5) {
             eprintln!(
                 "kvmtrace:   {:.1} us on tid {} at {} ns",
                 t.total_ns as f64 / 1e3,

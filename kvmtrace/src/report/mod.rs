@@ -53,6 +53,9 @@ pub struct CaptureInfo {
     pub host: HostFacts,
     /// Time between the first and the last event.
     pub duration_ns: u64,
+    /// CLOCK_MONOTONIC of the first and the last tracepoint event (0 when there is none).
+    pub first_event_ns: u64,
+    pub last_event_ns: u64,
     pub probes_attached: usize,
     pub probes_unavailable: Vec<Unavailable>,
     /// Flight recorder: the samples that triggered the windows written.
@@ -331,6 +334,8 @@ impl ReportBuilder {
                 stop_reason: trailer.map(|t| t.stop_reason.clone()),
                 host: header.host.clone(),
                 duration_ns: self.first_ns.map_or(0, |f| self.last_ns - f),
+                first_event_ns: self.first_ns.unwrap_or(0),
+                last_event_ns: self.last_ns,
                 probes_attached: header.probes.iter().filter(|p| p.attached).count(),
                 triggers: trailer.map(|t| t.triggers.clone()).unwrap_or_default(),
                 probes_unavailable: header
