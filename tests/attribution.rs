@@ -44,7 +44,6 @@ fn trace_demo_to(cfg: DemoConfig, dur: Duration, capture: Option<&std::path::Pat
             apic_timer_fn: session.header.apic_timer_fn,
             ..EngineConfig::default()
         });
-        engine.keep_demo_samples();
         let mut writer = capture
             .map(|p| kvmtrace::capture::CaptureWriter::create(p, true, &session.header).unwrap());
         let mut feed = |buf: &mut Vec<kvmtrace_common::Event>, engine: &mut Engine| {

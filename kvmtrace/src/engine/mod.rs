@@ -290,8 +290,6 @@ pub struct Engine {
     pub dropped: u64,
     pub unresolved_raises: u64,
     pub demo_truth: Histogram<u64>,
-    pub demo_samples: Vec<(u64, u64)>,
-    keep_demo_samples: bool,
     /// Time of the last processed event.
     clock: u64,
     next_expiry_check: u64,
@@ -319,8 +317,6 @@ impl Engine {
             dropped: 0,
             unresolved_raises: 0,
             demo_truth: latency_histogram(),
-            demo_samples: Vec::new(),
-            keep_demo_samples: false,
             clock: 0,
             next_expiry_check: 0,
             checkpointed: false,
@@ -328,11 +324,6 @@ impl Engine {
             pending: Vec::new(),
             scratch: Vec::new(),
         }
-    }
-
-    /// Keep every demo ground-truth pair (raised, acked) for comparisons in tests.
-    pub fn keep_demo_samples(&mut self) {
-        self.keep_demo_samples = true;
     }
 
     /// Feeds one event (in any order within the reorder window).
@@ -343,9 +334,6 @@ impl Engine {
             Ok(Kind::DemoAck) => {
                 let lat = ev.slots[2].saturating_sub(ev.slots[1]);
                 let _ = self.demo_truth.record(lat.max(1));
-                if self.keep_demo_samples {
-                    self.demo_samples.push((ev.slots[1], ev.slots[2]));
-                }
                 return;
             }
             Ok(_) => {}
@@ -413,7 +401,6 @@ impl Engine {
         self.worst.clear();
         self.pending.clear();
         self.demo_truth.reset();
-        self.demo_samples.clear();
     }
 
     fn on_thread_info(&mut self, ev: &Event) {

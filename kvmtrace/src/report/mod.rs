@@ -369,11 +369,6 @@ impl ReportBuilder {
     }
 }
 
-/// Reads a capture file and builds its report.
-pub fn report_file(path: &std::path::Path) -> Result<Report, crate::capture::CaptureError> {
-    analyse_capture(path, EngineConfig::default()).map(|(r, _)| r)
-}
-
 /// Reads a capture through the report builder and the attribution engine (whose model the
 /// exports use), streaming: memory does not grow with the capture.
 pub fn analyse_capture(
