@@ -8,10 +8,10 @@ use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use kvmtrace::engine::{Engine, EngineConfig};
-use kvmtrace::report::latency::{vcpu_latency, worst_samples};
 use kvmtrace::source::demo::DemoConfig;
 use kvmtrace::source::session::{Session, SessionOptions};
+use kvmtrace_analysis::engine::{Engine, EngineConfig};
+use kvmtrace_analysis::report::latency::{vcpu_latency, worst_samples};
 
 /// One guest at a time: two demo guests on two cores would disturb each other.
 static KVM: Mutex<()> = Mutex::new(());
@@ -44,8 +44,9 @@ fn trace_demo_to(cfg: DemoConfig, dur: Duration, capture: Option<&std::path::Pat
             apic_timer_fn: session.header.apic_timer_fn,
             ..EngineConfig::default()
         });
-        let mut writer = capture
-            .map(|p| kvmtrace::capture::CaptureWriter::create(p, true, &session.header).unwrap());
+        let mut writer = capture.map(|p| {
+            kvmtrace_analysis::capture::CaptureWriter::create(p, true, &session.header).unwrap()
+        });
         let mut feed = |buf: &mut Vec<kvmtrace_common::Event>, engine: &mut Engine| {
             for e in buf.drain(..) {
                 engine.push(&e);
@@ -68,7 +69,7 @@ fn trace_demo_to(cfg: DemoConfig, dur: Duration, capture: Option<&std::path::Pat
         feed(&mut buf, &mut engine);
         engine.flush();
         if let Some(w) = writer {
-            w.finish(&kvmtrace::capture::CaptureTrailer::default())
+            w.finish(&kvmtrace_analysis::capture::CaptureTrailer::default())
                 .unwrap();
         }
         let stats = end.demo.unwrap().unwrap();
@@ -87,7 +88,7 @@ fn interrupt_to_guest_agrees_with_the_demo_vmm_ground_truth() {
     let t = trace_demo(DemoConfig::default(), Duration::from_secs(2));
     let l = vcpu_latency(&t.engine, t.vcpu_tid).expect("the vCPU was followed");
     let i = &l.irq_to_guest;
-    let truth = &t.engine.demo_truth;
+    let truth = t.engine.demo_truth();
     eprintln!(
         "engine: n={} p50={} p99={} | truth: n={} p50={} p99={} | causes {:?}",
         i.count,
@@ -231,7 +232,7 @@ fn a_capture_reports_exactly_what_the_live_run_saw() {
     let path = std::env::temp_dir().join(format!("kvmtrace-roundtrip-{}", std::process::id()));
     let t = trace_demo_to(DemoConfig::default(), Duration::from_secs(2), Some(&path));
     let live = vcpu_latency(&t.engine, t.vcpu_tid).unwrap();
-    let (report, replayed) = kvmtrace::report::analyse_capture(
+    let (report, replayed) = kvmtrace_analysis::report::analyse_capture(
         &path,
         EngineConfig {
             worst: 50,

@@ -6,10 +6,9 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use kvmtrace::report::{comm_from_slots, is_vcpu_context};
 use kvmtrace::source::demo::{DemoConfig, ACK_PORT, WORK_PORT};
 use kvmtrace::source::session::{Session, SessionOptions};
-use kvmtrace_common::{Event, Kind};
+use kvmtrace_common::{ev, Event, Kind, ThreadInfoIs};
 
 struct Busy(Child);
 impl Drop for Busy {
@@ -69,11 +68,9 @@ async fn demo_guest_events_arrive_with_the_right_thread_and_vcpu() {
         .filter(|e| e.tid == vcpu_tid)
         .collect();
     assert_eq!(info.len(), 1);
-    assert_eq!(info[0].slots[0], 0, "vCPU id 0");
-    assert_eq!(
-        comm_from_slots(info[0].slots[3], info[0].slots[4]),
-        "CPU 0/KVM"
-    );
+    let ti = info[0].get::<ev::ThreadInfo>().expect("a thread_info");
+    assert_eq!(ti.is(), ThreadInfoIs::Thread { vcpu: Some(0) }, "vCPU id 0");
+    assert_eq!(ti.comm.to_string_lossy(), "CPU 0/KVM");
 
     // vCPU-context KVM events come from the vCPU thread of this process.
     for k in [Kind::KvmUserspaceExit, Kind::KvmPio, Kind::KvmVcpuWakeup] {
@@ -86,7 +83,11 @@ async fn demo_guest_events_arrive_with_the_right_thread_and_vcpu() {
             );
         }
     }
-    let ports: Vec<u64> = by_kind[&Kind::KvmPio].iter().map(|e| e.slots[1]).collect();
+    let ports: Vec<u64> = by_kind[&Kind::KvmPio]
+        .iter()
+        .filter_map(|e| e.get::<ev::KvmPio>())
+        .map(|p| p.port)
+        .collect();
     assert!(ports.contains(&u64::from(ACK_PORT)));
     assert!(ports.contains(&u64::from(WORK_PORT)));
     // Every acknowledged interrupt shows as an exit to userspace on the ack port.
@@ -111,28 +112,31 @@ async fn demo_guest_events_arrive_with_the_right_thread_and_vcpu() {
     }
 
     // The scheduler sees the vCPU thread woken and switched in.
+    let vcpu = u64::from(vcpu_tid);
     assert!(by_kind[&Kind::SchedWakeup]
         .iter()
-        .any(|e| e.slots[0] == u64::from(vcpu_tid)));
-    let switches = &by_kind[&Kind::SchedSwitch];
-    assert!(switches.iter().any(|e| e.slots[2] == u64::from(vcpu_tid)));
-    for e in switches {
+        .filter_map(|e| e.get::<ev::SchedWakeup>())
+        .any(|w| w.pid == vcpu));
+    let switches: Vec<ev::SchedSwitch> = by_kind[&Kind::SchedSwitch]
+        .iter()
+        .filter_map(|e| e.get::<ev::SchedSwitch>())
+        .collect();
+    assert!(switches.iter().any(|s| s.next_pid == vcpu));
+    for s in &switches {
         assert!(
-            e.slots[0] == u64::from(vcpu_tid) || e.slots[2] == u64::from(vcpu_tid),
-            "a sched_switch that does not involve a traced vCPU got through: {e:?}"
+            s.prev_pid == vcpu || s.next_pid == vcpu,
+            "a sched_switch that does not involve a traced vCPU got through: {s:?}"
         );
     }
 
     // The busy process is filtered out in the kernel: none of its own events arrive.
     for e in &events {
         let kind = Kind::try_from(e.kind).unwrap();
-        if is_vcpu_context(kind) || kind == Kind::SchedWakeup {
+        if kind.is_vcpu_context() || kind == Kind::SchedWakeup {
             assert_ne!(e.tgid, busy_pid, "{kind:?} from the busy process");
-            assert_ne!(
-                e.slots[0],
-                u64::from(busy_pid),
-                "{kind:?} about the busy process"
-            );
+        }
+        if let Some(w) = e.get::<ev::SchedWakeup>() {
+            assert_ne!(w.pid, u64::from(busy_pid), "a wake-up of the busy process");
         }
         if kind == Kind::ContentionBegin || kind == Kind::ContentionEnd {
             assert_ne!(e.tgid, busy_pid);

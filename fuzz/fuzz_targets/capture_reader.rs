@@ -1,7 +1,7 @@
 //! Any bytes given to the capture reader: an error or events, never a panic or a hang.
 #![no_main]
 
-use kvmtrace::capture::CaptureReader;
+use kvmtrace_analysis::capture::CaptureReader;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! accounted for.
 #![no_main]
 
-use kvmtrace::import::import_str;
+use kvmtrace_analysis::import::import_str;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,22 +1,27 @@
 //! Records shared by the kvmtrace eBPF programs and userspace.
 //!
 //! Everything that crosses the kernel boundary is defined here once: the event record
-//! ([`Event`]), the event kinds ([`Kind`]), which tracepoint field lands in which slot
-//! ([`SLOTS`]), and the loader-provided configuration ([`Config`]) that the eBPF programs read
-//! as a read-only global, so the verifier prunes what a kernel does not have.
+//! ([`Event`]), the event kinds ([`Kind`]) and, for each kind, a typed view of its fields
+//! ([`ev`]: `ev::KvmExit { exit_reason, isa, vcpu_id, .. }`), generated from one table so the
+//! slot a field lives in is written down in exactly one place. Code outside this crate never
+//! indexes `Event::slots`: it decodes with [`Event::get`] / [`Event::payload`] and builds
+//! records with [`Event::new`].
 //!
-//! Layout rules: `#[repr(C)]`, fixed-width integers, explicit padding, no `bool` or `Option`;
-//! enums cross as raw `u16` and are decoded with `TryFrom`. Each record has a compile-time size
-//! assertion.
-#![no_std]
+//! Also here: the loader-provided configuration ([`Config`]) that the eBPF programs read as a
+//! read-only global, so the verifier prunes what a kernel does not have.
+//!
+//! Layout rules: `#[repr(C)]`, fixed-width integers, explicit padding, no `bool` or `Option`
+//! inside records; enums cross as raw `u16` and are decoded with `TryFrom`. Each record has a
+//! compile-time size assertion.
+#![cfg_attr(not(feature = "std"), no_std)]
 
 /// Number of value slots in an [`Event`].
 pub const NSLOTS: usize = 5;
 
 /// One event, as written by the eBPF programs to the ring buffer, and as stored in captures.
 ///
-/// `slots` hold the tracepoint's fields in the order given by [`SLOTS`] for its kind; a field
-/// the running kernel does not have reads as 0 and its bit is set in `missing`.
+/// `slots` hold the tracepoint's fields in the order the [`kinds!`] table gives for its kind;
+/// a field the running kernel does not have reads as 0 and its bit is set in `missing`.
 /// Userspace-made kinds ([`Kind::ThreadInfo`], [`Kind::DemoAck`], [`Kind::Drops`]) use the
 /// same record so one stream carries everything.
 #[repr(C)]
@@ -41,9 +46,106 @@ pub struct Event {
 const _: () = assert!(core::mem::size_of::<Event>() == 64);
 const _: () = assert!(core::mem::align_of::<Event>() == 8);
 
+/// Where and when an event happened: everything in an [`Event`] but its kind and fields.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub ts_ns: u64,
+    pub tid: u32,
+    pub tgid: u32,
+    pub cpu: u32,
+}
+
+/// A typed view of one kind's fields (generated for every kind in [`ev`]).
+pub trait Record: Sized {
+    /// The kind whose fields these are.
+    const KIND: Kind;
+    /// Reads the fields out of `ev`'s slots (the caller checked the kind).
+    fn decode(ev: &Event) -> Self;
+    /// Writes the fields into `slots`, setting the `missing` bits of absent ones.
+    fn encode(&self, slots: &mut [u64; NSLOTS], missing: &mut u8);
+}
+
 impl Event {
     /// Size of one record in bytes (ring buffer and capture).
     pub const SIZE: usize = core::mem::size_of::<Event>();
+
+    /// A record of `rec`'s kind from `at`.
+    pub fn new<R: Record>(at: Origin, rec: &R) -> Event {
+        let mut slots = [0u64; NSLOTS];
+        let mut missing = 0u8;
+        rec.encode(&mut slots, &mut missing);
+        Event {
+            ts_ns: at.ts_ns,
+            tid: at.tid,
+            tgid: at.tgid,
+            cpu: at.cpu,
+            kind: R::KIND as u16,
+            missing,
+            _pad: 0,
+            slots,
+        }
+    }
+
+    /// The fields as `R`, when the event is of `R`'s kind.
+    #[inline(always)]
+    pub fn get<R: Record>(&self) -> Option<R> {
+        (self.kind == R::KIND as u16).then(|| R::decode(self))
+    }
+
+    /// Where and when it happened.
+    pub fn origin(&self) -> Origin {
+        Origin {
+            ts_ns: self.ts_ns,
+            tid: self.tid,
+            tgid: self.tgid,
+            cpu: self.cpu,
+        }
+    }
+
+    /// The kind, or its raw value when this kvmtrace does not know it.
+    pub fn kind(&self) -> Result<Kind, u16> {
+        Kind::try_from(self.kind)
+    }
+
+    /// Is field `i` of this event absent on the kernel that recorded it?
+    pub fn is_missing(&self, i: usize) -> bool {
+        i < 8 && self.missing & (1 << i) != 0
+    }
+
+    /// Every named field, in slot order, a comm as one [`FieldValue::Comm`] (for generic
+    /// display and lookups by name); an absent field reads as 0 with `present` false.
+    pub fn fields(&self) -> impl Iterator<Item = Field> + '_ {
+        let names = match self.kind() {
+            Ok(k) => k.slots(),
+            Err(_) => [""; NSLOTS],
+        };
+        let comm_at = self.kind().ok().and_then(Kind::comm_slot);
+        (0..NSLOTS).filter_map(move |i| {
+            let name = names[i];
+            if name.is_empty() {
+                return None;
+            }
+            let value = if comm_at == Some(i) && i + 1 < NSLOTS {
+                FieldValue::Comm(Comm::from_slots(self.slots[i], self.slots[i + 1]))
+            } else {
+                FieldValue::Num(self.slots[i])
+            };
+            Some(Field {
+                name,
+                value,
+                present: !self.is_missing(i),
+            })
+        })
+    }
+
+    /// The field named `name` (its tracefs name), None when the kind has no such field or
+    /// this event lacks it.
+    pub fn field(&self, name: &str) -> Option<FieldValue> {
+        self.fields()
+            .find(|f| f.name == name)
+            .filter(|f| f.present)
+            .map(|f| f.value)
+    }
 
     /// Little-endian bytes of the record (the capture's on-disk form).
     pub fn to_le_bytes(&self) -> [u8; Event::SIZE] {
@@ -94,15 +196,159 @@ impl Event {
             slots,
         })
     }
+
+    /// The value of column `i` of the capture's column-wise block layout: the five slots.
+    pub fn slot(&self, i: usize) -> u64 {
+        self.slots.get(i).copied().unwrap_or(0)
+    }
+
+    /// Sets column `i` (the inverse of [`Event::slot`]).
+    pub fn set_slot(&mut self, i: usize, v: u64) {
+        if let Some(s) = self.slots.get_mut(i) {
+            *s = v;
+        }
+    }
 }
 
+/// One field of an event, for generic display ([`Event::fields`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Field {
+    /// Its tracefs name.
+    pub name: &'static str,
+    pub value: FieldValue,
+    /// False when the kernel (or text) that produced the event lacks the field.
+    pub present: bool,
+}
+
+/// A field's value for generic display ([`Event::fields`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldValue {
+    Num(u64),
+    Comm(Comm),
+}
+
+/// A task name: 16 bytes, NUL-padded, as the kernel's `comm` fields hold it.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Comm(pub [u8; 16]);
+
+impl Comm {
+    /// From the two slots a comm field takes.
+    #[inline(always)]
+    pub fn from_slots(lo: u64, hi: u64) -> Comm {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&lo.to_le_bytes());
+        b[8..].copy_from_slice(&hi.to_le_bytes());
+        Comm(b)
+    }
+
+    /// The two slots (the inverse of [`Comm::from_slots`]).
+    pub fn to_slots(&self) -> (u64, u64) {
+        let mut lo = [0u8; 8];
+        let mut hi = [0u8; 8];
+        lo.copy_from_slice(&self.0[..8]);
+        hi.copy_from_slice(&self.0[8..]);
+        (u64::from_le_bytes(lo), u64::from_le_bytes(hi))
+    }
+
+    /// A name cut to the kernel's 15 bytes (`TASK_COMM_LEN - 1`), NUL-padded.
+    pub fn new(name: &str) -> Comm {
+        let mut b = [0u8; 16];
+        let n = name.len().min(15);
+        b[..n].copy_from_slice(&name.as_bytes()[..n]);
+        Comm(b)
+    }
+
+    /// The bytes up to the first NUL.
+    pub fn bytes(&self) -> &[u8] {
+        let end = self.0.iter().position(|&c| c == 0).unwrap_or(16);
+        &self.0[..end]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0[0] == 0
+    }
+
+    /// As text (bytes that are not UTF-8 replaced).
+    #[cfg(feature = "std")]
+    pub fn to_string_lossy(&self) -> String {
+        String::from_utf8_lossy(self.bytes()).into_owned()
+    }
+}
+
+impl core::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match core::str::from_utf8(self.bytes()) {
+            Ok(s) => write!(f, "{s:?}"),
+            Err(_) => write!(f, "{:?}", self.bytes()),
+        }
+    }
+}
+
+/// The Rust type of a field in the [`kinds!`] table: `u64` (always present; 0 when the
+/// kernel lacks it), `opt` (`Option<u64>`: present only when the kernel has it) or `comm`
+/// (a 16-byte name taking its slot and the next).
+macro_rules! field_ty {
+    (u64) => { u64 };
+    (opt) => { Option<u64> };
+    (comm) => { Comm };
+}
+
+macro_rules! field_get {
+    (u64, $e:expr, $i:literal) => {
+        $e.slots[$i]
+    };
+    (opt, $e:expr, $i:literal) => {
+        if $e.missing & (1 << $i) == 0 {
+            Some($e.slots[$i])
+        } else {
+            None
+        }
+    };
+    (comm, $e:expr, $i:literal) => {
+        Comm::from_slots($e.slots[$i], $e.slots[$i + 1])
+    };
+}
+
+macro_rules! field_put {
+    (u64, $v:expr, $slots:ident, $missing:ident, $i:literal) => {
+        $slots[$i] = $v;
+    };
+    (opt, $v:expr, $slots:ident, $missing:ident, $i:literal) => {
+        match $v {
+            Some(v) => $slots[$i] = v,
+            None => *$missing |= 1 << $i,
+        }
+    };
+    (comm, $v:expr, $slots:ident, $missing:ident, $i:literal) => {
+        let (lo, hi) = $v.to_slots();
+        $slots[$i] = lo;
+        $slots[$i + 1] = hi;
+    };
+}
+
+macro_rules! field_is_comm {
+    (comm) => {
+        true
+    };
+    ($other:ident) => {
+        false
+    };
+}
+
+/// The one table of event kinds: value, tracefs category and name, and per field its Rust
+/// name, type, slot and tracefs field name.
 macro_rules! kinds {
-    ($( $variant:ident = $val:literal, $cat:literal, $name:literal, [$($slot:literal),*]; )*) => {
+    ($(
+        $(#[doc = $doc:literal])*
+        $variant:ident = $val:literal, $cat:literal, $name:literal {
+            $( $field:ident : $ty:ident @ $slot:literal = $fname:literal ),* $(,)?
+        }
+    )*) => {
         /// What an [`Event`] is: a tracepoint, or a record made by userspace.
         #[repr(u16)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum Kind {
-            $( $variant = $val, )*
+            $( $(#[doc = $doc])* $variant = $val, )*
         }
 
         impl Kind {
@@ -119,10 +365,29 @@ macro_rules! kinds {
                 match self { $( Kind::$variant => $name, )* }
             }
 
-            /// Field names stored in `slots`, in order. An empty name leaves the slot unused;
-            /// a 16-byte field (a `comm`) takes its slot and the next.
-            pub const fn slots(self) -> &'static [&'static str] {
-                match self { $( Kind::$variant => &[$($slot),*], )* }
+            /// Tracefs field name stored in each slot; "" for a slot that holds no field of
+            /// its own (unused, or the second half of a comm).
+            pub const fn slots(self) -> [&'static str; NSLOTS] {
+                match self {
+                    $( Kind::$variant => {
+                        #[allow(unused_mut)]
+                        let mut n = [""; NSLOTS];
+                        $( n[$slot] = $fname; )*
+                        n
+                    } )*
+                }
+            }
+
+            /// The slot where a 16-byte comm field starts, if the kind has one.
+            pub const fn comm_slot(self) -> Option<usize> {
+                match self {
+                    $( Kind::$variant => {
+                        #[allow(unused_mut)]
+                        let mut at = None;
+                        $( if field_is_comm!($ty) { at = Some($slot); } )*
+                        at
+                    } )*
+                }
             }
         }
 
@@ -135,47 +400,232 @@ macro_rules! kinds {
                 }
             }
         }
+
+        /// Typed views of each kind's fields: `ev.get::<ev::KvmExit>()`, and records built
+        /// with `Event::new(origin, &ev::KvmExit { .. })`.
+        pub mod ev {
+            use super::{Comm, Event, Kind, Record, NSLOTS};
+            $(
+                $(#[doc = $doc])*
+                #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+                pub struct $variant {
+                    $( pub $field: field_ty!($ty), )*
+                }
+
+                impl Record for $variant {
+                    const KIND: Kind = Kind::$variant;
+
+                    #[inline(always)]
+                    #[allow(unused_variables)]
+                    fn decode(e: &Event) -> Self {
+                        $variant { $( $field: field_get!($ty, e, $slot), )* }
+                    }
+
+                    #[inline(always)]
+                    #[allow(unused_variables)]
+                    fn encode(&self, slots: &mut [u64; NSLOTS], missing: &mut u8) {
+                        $( field_put!($ty, self.$field, slots, missing, $slot); )*
+                    }
+                }
+            )*
+        }
+
+        /// An event's fields, typed by its kind.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Payload {
+            $( $variant(ev::$variant), )*
+        }
+
+        impl Payload {
+            /// The kind of the fields.
+            pub const fn kind(&self) -> Kind {
+                match self { $( Payload::$variant(_) => Kind::$variant, )* }
+            }
+
+            /// A record of these fields from `at`.
+            pub fn event(&self, at: Origin) -> Event {
+                match self { $( Payload::$variant(r) => Event::new(at, r), )* }
+            }
+        }
+
+        impl Event {
+            /// The fields typed by the event's kind; None for a kind this kvmtrace does not
+            /// know.
+            pub fn payload(&self) -> Option<Payload> {
+                match Kind::try_from(self.kind) {
+                    $( Ok(Kind::$variant) => Some(Payload::$variant(
+                        <ev::$variant as Record>::decode(self))), )*
+                    Err(_) => None,
+                }
+            }
+        }
     };
 }
 
 kinds! {
-    KvmExit = 0, "kvm", "kvm_exit", ["exit_reason", "isa", "vcpu_id", "guest_rip", "info1"];
-    KvmEntry = 1, "kvm", "kvm_entry", ["vcpu_id", "rip", "intr_info"];
-    KvmUserspaceExit = 2, "kvm", "kvm_userspace_exit", ["reason", "errno"];
-    KvmInjVirq = 3, "kvm", "kvm_inj_virq", ["vector", "soft", "reinjected"];
-    KvmApicAcceptIrq = 4, "kvm", "kvm_apic_accept_irq", ["apicid", "vec", "dm", "tm"];
-    KvmSetIrq = 5, "kvm", "kvm_set_irq", ["gsi", "level", "irq_source_id"];
-    KvmMsiSetIrq = 6, "kvm", "kvm_msi_set_irq", ["address", "data"];
-    KvmPicSetIrq = 7, "kvm", "kvm_pic_set_irq", ["chip", "pin", "imr", "coalesced"];
-    KvmIoapicSetIrq = 8, "kvm", "kvm_ioapic_set_irq", ["e", "pin", "coalesced"];
-    KvmVcpuWakeup = 9, "kvm", "kvm_vcpu_wakeup", ["ns", "waited", "valid"];
-    KvmPio = 10, "kvm", "kvm_pio", ["rw", "port", "size", "val"];
-    KvmMmio = 11, "kvm", "kvm_mmio", ["type", "len", "gpa", "val"];
-    KvmMsr = 12, "kvm", "kvm_msr", ["write", "ecx", "data", "exception"];
-    SchedSwitch = 13, "sched", "sched_switch", ["prev_pid", "prev_state", "next_pid", "next_comm", ""];
-    SchedWakeup = 14, "sched", "sched_wakeup", ["pid", "target_cpu", "prio", "comm", ""];
-    SchedWakeupNew = 15, "sched", "sched_wakeup_new", ["pid", "target_cpu", "prio", "comm", ""];
-    SchedMigrateTask = 16, "sched", "sched_migrate_task", ["pid", "orig_cpu", "dest_cpu"];
-    IrqHandlerEntry = 17, "irq", "irq_handler_entry", ["irq"];
-    IrqHandlerExit = 18, "irq", "irq_handler_exit", ["irq", "ret"];
-    SoftirqEntry = 19, "irq", "softirq_entry", ["vec"];
-    SoftirqExit = 20, "irq", "softirq_exit", ["vec"];
-    LocalTimerEntry = 21, "irq_vectors", "local_timer_entry", ["vector"];
-    LocalTimerExit = 22, "irq_vectors", "local_timer_exit", ["vector"];
-    RescheduleEntry = 23, "irq_vectors", "reschedule_entry", ["vector"];
-    RescheduleExit = 24, "irq_vectors", "reschedule_exit", ["vector"];
-    CallFunctionEntry = 25, "irq_vectors", "call_function_entry", ["vector"];
-    CallFunctionExit = 26, "irq_vectors", "call_function_exit", ["vector"];
-    CallFunctionSingleEntry = 27, "irq_vectors", "call_function_single_entry", ["vector"];
-    CallFunctionSingleExit = 28, "irq_vectors", "call_function_single_exit", ["vector"];
-    HrtimerExpireEntry = 29, "timer", "hrtimer_expire_entry", ["hrtimer", "function", "now"];
-    HrtimerExpireExit = 30, "timer", "hrtimer_expire_exit", ["hrtimer"];
-    ContentionBegin = 31, "lock", "contention_begin", ["lock_addr", "flags"];
-    ContentionEnd = 32, "lock", "contention_end", ["lock_addr", "ret"];
-    // Records made by userspace (never by the eBPF programs).
-    ThreadInfo = 64, "kvmtrace", "thread_info", ["vcpu_id", "", "", "comm", ""];
-    DemoAck = 65, "kvmtrace", "demo_ack", ["seq", "raised_ns", "acked_ns"];
-    Drops = 66, "kvmtrace", "drops", ["kernel", "userspace"];
+    KvmExit = 0, "kvm", "kvm_exit" {
+        exit_reason: u64 @ 0 = "exit_reason",
+        isa: opt @ 1 = "isa",
+        vcpu_id: opt @ 2 = "vcpu_id",
+        guest_rip: opt @ 3 = "guest_rip",
+        info1: opt @ 4 = "info1",
+    }
+    KvmEntry = 1, "kvm", "kvm_entry" {
+        vcpu_id: opt @ 0 = "vcpu_id",
+        rip: opt @ 1 = "rip",
+        intr_info: opt @ 2 = "intr_info",
+    }
+    KvmUserspaceExit = 2, "kvm", "kvm_userspace_exit" {
+        reason: opt @ 0 = "reason",
+        errno: opt @ 1 = "errno",
+    }
+    KvmInjVirq = 3, "kvm", "kvm_inj_virq" {
+        vector: u64 @ 0 = "vector",
+        soft: opt @ 1 = "soft",
+        reinjected: opt @ 2 = "reinjected",
+    }
+    KvmApicAcceptIrq = 4, "kvm", "kvm_apic_accept_irq" {
+        apicid: u64 @ 0 = "apicid",
+        vec: u64 @ 1 = "vec",
+        dm: opt @ 2 = "dm",
+        tm: opt @ 3 = "tm",
+    }
+    KvmSetIrq = 5, "kvm", "kvm_set_irq" {
+        gsi: u64 @ 0 = "gsi",
+        level: u64 @ 1 = "level",
+        irq_source_id: opt @ 2 = "irq_source_id",
+    }
+    KvmMsiSetIrq = 6, "kvm", "kvm_msi_set_irq" {
+        address: u64 @ 0 = "address",
+        data: u64 @ 1 = "data",
+    }
+    KvmPicSetIrq = 7, "kvm", "kvm_pic_set_irq" {
+        chip: u64 @ 0 = "chip",
+        pin: u64 @ 1 = "pin",
+        imr: u64 @ 2 = "imr",
+        coalesced: u64 @ 3 = "coalesced",
+    }
+    KvmIoapicSetIrq = 8, "kvm", "kvm_ioapic_set_irq" {
+        e: u64 @ 0 = "e",
+        pin: u64 @ 1 = "pin",
+        coalesced: u64 @ 2 = "coalesced",
+    }
+    KvmVcpuWakeup = 9, "kvm", "kvm_vcpu_wakeup" {
+        ns: u64 @ 0 = "ns",
+        waited: u64 @ 1 = "waited",
+        valid: opt @ 2 = "valid",
+    }
+    KvmPio = 10, "kvm", "kvm_pio" {
+        rw: u64 @ 0 = "rw",
+        port: u64 @ 1 = "port",
+        size: u64 @ 2 = "size",
+        val: opt @ 3 = "val",
+    }
+    KvmMmio = 11, "kvm", "kvm_mmio" {
+        mmio_type: u64 @ 0 = "type",
+        len: u64 @ 1 = "len",
+        gpa: u64 @ 2 = "gpa",
+        val: opt @ 3 = "val",
+    }
+    KvmMsr = 12, "kvm", "kvm_msr" {
+        write: u64 @ 0 = "write",
+        ecx: u64 @ 1 = "ecx",
+        data: u64 @ 2 = "data",
+        exception: u64 @ 3 = "exception",
+    }
+    SchedSwitch = 13, "sched", "sched_switch" {
+        prev_pid: u64 @ 0 = "prev_pid",
+        prev_state: u64 @ 1 = "prev_state",
+        next_pid: u64 @ 2 = "next_pid",
+        next_comm: comm @ 3 = "next_comm",
+    }
+    SchedWakeup = 14, "sched", "sched_wakeup" {
+        pid: u64 @ 0 = "pid",
+        target_cpu: opt @ 1 = "target_cpu",
+        prio: opt @ 2 = "prio",
+        comm: comm @ 3 = "comm",
+    }
+    SchedWakeupNew = 15, "sched", "sched_wakeup_new" {
+        pid: u64 @ 0 = "pid",
+        target_cpu: opt @ 1 = "target_cpu",
+        prio: opt @ 2 = "prio",
+        comm: comm @ 3 = "comm",
+    }
+    SchedMigrateTask = 16, "sched", "sched_migrate_task" {
+        pid: u64 @ 0 = "pid",
+        orig_cpu: u64 @ 1 = "orig_cpu",
+        dest_cpu: u64 @ 2 = "dest_cpu",
+    }
+    IrqHandlerEntry = 17, "irq", "irq_handler_entry" {
+        irq: u64 @ 0 = "irq",
+    }
+    IrqHandlerExit = 18, "irq", "irq_handler_exit" {
+        irq: u64 @ 0 = "irq",
+        ret: u64 @ 1 = "ret",
+    }
+    SoftirqEntry = 19, "irq", "softirq_entry" {
+        vec: u64 @ 0 = "vec",
+    }
+    SoftirqExit = 20, "irq", "softirq_exit" {
+        vec: u64 @ 0 = "vec",
+    }
+    LocalTimerEntry = 21, "irq_vectors", "local_timer_entry" {
+        vector: u64 @ 0 = "vector",
+    }
+    LocalTimerExit = 22, "irq_vectors", "local_timer_exit" {
+        vector: u64 @ 0 = "vector",
+    }
+    RescheduleEntry = 23, "irq_vectors", "reschedule_entry" {
+        vector: u64 @ 0 = "vector",
+    }
+    RescheduleExit = 24, "irq_vectors", "reschedule_exit" {
+        vector: u64 @ 0 = "vector",
+    }
+    CallFunctionEntry = 25, "irq_vectors", "call_function_entry" {
+        vector: u64 @ 0 = "vector",
+    }
+    CallFunctionExit = 26, "irq_vectors", "call_function_exit" {
+        vector: u64 @ 0 = "vector",
+    }
+    CallFunctionSingleEntry = 27, "irq_vectors", "call_function_single_entry" {
+        vector: u64 @ 0 = "vector",
+    }
+    CallFunctionSingleExit = 28, "irq_vectors", "call_function_single_exit" {
+        vector: u64 @ 0 = "vector",
+    }
+    HrtimerExpireEntry = 29, "timer", "hrtimer_expire_entry" {
+        hrtimer: u64 @ 0 = "hrtimer",
+        function: u64 @ 1 = "function",
+        now: opt @ 2 = "now",
+    }
+    HrtimerExpireExit = 30, "timer", "hrtimer_expire_exit" {
+        hrtimer: u64 @ 0 = "hrtimer",
+    }
+    ContentionBegin = 31, "lock", "contention_begin" {
+        lock_addr: u64 @ 0 = "lock_addr",
+        flags: u64 @ 1 = "flags",
+    }
+    ContentionEnd = 32, "lock", "contention_end" {
+        lock_addr: u64 @ 0 = "lock_addr",
+        ret: u64 @ 1 = "ret",
+    }
+    /// Made by userspace: a thread's name and vCPU id, a VM's name, or a task's name.
+    ThreadInfo = 64, "kvmtrace", "thread_info" {
+        vcpu_id: u64 @ 0 = "vcpu_id",
+        flags: u64 @ 1 = "flags",
+        comm: comm @ 3 = "comm",
+    }
+    /// Made by the demo VMM: one interrupt it raised and saw acknowledged (ground truth).
+    DemoAck = 65, "kvmtrace", "demo_ack" {
+        seq: u64 @ 0 = "seq",
+        raised_ns: u64 @ 1 = "raised_ns",
+        acked_ns: u64 @ 2 = "acked_ns",
+    }
+    /// Made by userspace after each ring-buffer read: the cumulative drop counters.
+    Drops = 66, "kvmtrace", "drops" {
+        kernel: u64 @ 0 = "kernel",
+        userspace: u64 @ 1 = "userspace",
+    }
 }
 
 /// Number of tracepoint kinds (values `0..NTRACEPOINTS`), i.e. eBPF programs.
@@ -187,22 +637,104 @@ impl Kind {
         (self as usize) < NTRACEPOINTS
     }
 
-    /// Slot index of a field by name for this kind.
+    /// Slot index of a field by its tracefs name for this kind.
     pub fn slot_of(self, field: &str) -> Option<usize> {
-        self.slots().iter().position(|s| *s == field)
+        self.slots()
+            .iter()
+            .position(|s| !s.is_empty() && *s == field)
+    }
+
+    /// A KVM event that only fires in the vCPU thread itself (so it also says that the
+    /// current task is a vCPU).
+    pub const fn is_vcpu_context(self) -> bool {
+        matches!(
+            self,
+            Kind::KvmExit
+                | Kind::KvmEntry
+                | Kind::KvmUserspaceExit
+                | Kind::KvmInjVirq
+                | Kind::KvmVcpuWakeup
+                | Kind::KvmPio
+                | Kind::KvmMmio
+                | Kind::KvmMsr
+        )
     }
 }
 
-/// `ThreadInfo.slots[0]` when the vCPU id is not known.
+/// `ThreadInfo.vcpu_id` when the vCPU id is not known.
 pub const VCPU_UNKNOWN: u64 = u64::MAX;
 
-/// `ThreadInfo.slots[1]` flag: the record names the VM of process `tgid` (QEMU's
-/// `-name guest=...`, else the VMM's program name) instead of a thread.
+/// `ThreadInfo.flags`: the record names the VM of process `tgid` (QEMU's `-name guest=...`,
+/// else the VMM's program name) instead of a thread.
 pub const THREAD_INFO_VM_NAME: u64 = 1;
 
-/// `ThreadInfo.slots[1]` flag: only the name of a thread that is not a traced vCPU (a task
-/// that delayed one), even if its name looks like a vCPU thread's (another VM's).
+/// `ThreadInfo.flags`: only the name of a thread that is not a traced vCPU (a task that
+/// delayed one), even if its name looks like a vCPU thread's (another VM's).
 pub const THREAD_INFO_NAME_ONLY: u64 = 2;
+
+/// What a [`Kind::ThreadInfo`] record says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThreadInfoIs {
+    /// A thread of the VMM (a vCPU thread when its id is known or its name says so).
+    Thread { vcpu: Option<u32> },
+    /// The name of the VM whose VMM process is the record's `tgid`.
+    VmName,
+    /// Only the name of a task that is not a traced vCPU.
+    NameOnly,
+}
+
+impl ev::ThreadInfo {
+    /// A VMM thread, with its vCPU id when known.
+    pub fn thread(vcpu: Option<u32>, comm: &str) -> Self {
+        ev::ThreadInfo {
+            vcpu_id: vcpu.map_or(VCPU_UNKNOWN, u64::from),
+            flags: 0,
+            comm: Comm::new(comm),
+        }
+    }
+
+    /// The name of the VM run by the record's `tgid`.
+    pub fn vm_name(name: &str) -> Self {
+        ev::ThreadInfo {
+            vcpu_id: VCPU_UNKNOWN,
+            flags: THREAD_INFO_VM_NAME,
+            comm: Comm::new(name),
+        }
+    }
+
+    /// The name of a task that is not a traced vCPU.
+    pub fn name_only(comm: &str) -> Self {
+        ev::ThreadInfo {
+            vcpu_id: VCPU_UNKNOWN,
+            flags: THREAD_INFO_NAME_ONLY,
+            comm: Comm::new(comm),
+        }
+    }
+
+    pub fn is(&self) -> ThreadInfoIs {
+        match self.flags {
+            THREAD_INFO_VM_NAME => ThreadInfoIs::VmName,
+            THREAD_INFO_NAME_ONLY => ThreadInfoIs::NameOnly,
+            _ => ThreadInfoIs::Thread {
+                vcpu: (self.vcpu_id != VCPU_UNKNOWN).then_some(self.vcpu_id as u32),
+            },
+        }
+    }
+}
+
+impl ev::Drops {
+    /// Both counters together.
+    pub fn total(&self) -> u64 {
+        self.kernel.saturating_add(self.userspace)
+    }
+}
+
+impl ev::DemoAck {
+    /// Raise to acknowledgement, as the demo VMM measured it.
+    pub fn latency_ns(&self) -> u64 {
+        self.acked_ns.saturating_sub(self.raised_ns)
+    }
+}
 
 /// The eBPF programs copy this many bytes of each raw tracepoint record in one read and
 /// take their fields from the copy; a field must end within it.
@@ -314,6 +846,7 @@ mod user {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
 
     #[test]
@@ -326,9 +859,24 @@ mod tests {
             } else {
                 assert!(!k.is_tracepoint());
             }
-            assert!(k.slots().len() <= NSLOTS, "{}", k.name());
         }
         assert_eq!(Kind::try_from(999), Err(999));
+    }
+
+    #[test]
+    fn a_comm_takes_its_slot_and_the_next_and_fields_never_overlap() {
+        for k in Kind::ALL {
+            let names = k.slots();
+            if let Some(at) = k.comm_slot() {
+                assert!(at + 1 < NSLOTS, "{}", k.name());
+                assert_eq!(names[at + 1], "", "{}: the comm's second half", k.name());
+            }
+            for (i, n) in names.iter().enumerate() {
+                if !n.is_empty() {
+                    assert_eq!(k.slot_of(n), Some(i), "{}.{n} named twice", k.name());
+                }
+            }
+        }
     }
 
     #[test]
@@ -345,5 +893,67 @@ mod tests {
         };
         assert_eq!(Event::from_le_bytes(&e.to_le_bytes()), Some(e));
         assert_eq!(Event::from_le_bytes(&[0u8; 63]), None);
+    }
+
+    #[test]
+    fn typed_records_round_trip_through_the_slots() {
+        let at = Origin {
+            ts_ns: 10,
+            tid: 11,
+            tgid: 12,
+            cpu: 1,
+        };
+        let exit = ev::KvmExit {
+            exit_reason: 30,
+            isa: Some(1),
+            vcpu_id: None,
+            guest_rip: Some(0xfff0),
+            info1: Some(7),
+        };
+        let e = Event::new(at, &exit);
+        assert_eq!(e.kind(), Ok(Kind::KvmExit));
+        assert_eq!(e.slots, [30, 1, 0, 0xfff0, 7]);
+        assert_eq!(e.missing, 0b100, "an absent vcpu_id is marked missing");
+        assert_eq!(e.get::<ev::KvmExit>(), Some(exit));
+        assert_eq!(e.get::<ev::KvmEntry>(), None, "another kind");
+        assert_eq!(e.origin(), at);
+
+        let sw = ev::SchedSwitch {
+            prev_pid: 5,
+            prev_state: 0x100,
+            next_pid: 6,
+            next_comm: Comm::new("CPU 0/KVM"),
+        };
+        let e = Event::new(at, &sw);
+        assert_eq!(e.payload(), Some(Payload::SchedSwitch(sw)));
+        let fields: std::vec::Vec<_> = e.fields().collect();
+        assert_eq!(fields.len(), 4);
+        assert_eq!(fields[3].name, "next_comm");
+        assert_eq!(fields[3].value, FieldValue::Comm(Comm::new("CPU 0/KVM")));
+        assert_eq!(e.field("next_pid"), Some(FieldValue::Num(6)));
+        let exit = Event::new(at, &ev::KvmExit::default());
+        assert_eq!(exit.field("vcpu_id"), None, "absent");
+        assert_eq!(exit.field("exit_reason"), Some(FieldValue::Num(0)));
+    }
+
+    #[test]
+    fn comms_are_cut_to_fifteen_bytes() {
+        let c = Comm::new("a-very-long-thread-name");
+        assert_eq!(c.bytes(), b"a-very-long-thr");
+        let (lo, hi) = c.to_slots();
+        assert_eq!(Comm::from_slots(lo, hi), c);
+        assert!(Comm::default().is_empty());
+    }
+
+    #[test]
+    fn thread_info_says_what_it_is() {
+        let t = ev::ThreadInfo::thread(Some(3), "CPU 3/KVM");
+        assert_eq!(t.is(), ThreadInfoIs::Thread { vcpu: Some(3) });
+        assert_eq!(
+            ev::ThreadInfo::thread(None, "x").is(),
+            ThreadInfoIs::Thread { vcpu: None }
+        );
+        assert_eq!(ev::ThreadInfo::vm_name("vm").is(), ThreadInfoIs::VmName);
+        assert_eq!(ev::ThreadInfo::name_only("x").is(), ThreadInfoIs::NameOnly);
     }
 }

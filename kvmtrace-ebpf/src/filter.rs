@@ -6,7 +6,7 @@ use crate::{CONFIG, CPU_STATE, TRACED_TGIDS, VCPU_TIDS, VM_TGIDS};
 
 #[inline(always)]
 fn filter_mode() -> u32 {
-    // SAFETY: plain read of a .rodata global the loader set (see `record::specs`).
+    // SAFETY: plain read of a .rodata global the loader set before load (`CONFIG`).
     unsafe { core::ptr::read_volatile(&CONFIG.filter_mode) }
 }
 

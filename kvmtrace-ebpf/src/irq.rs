@@ -1,7 +1,7 @@
 //! Host interrupt work on a traced vCPU's CPU: irq:*, irq_vectors:*, timer:hrtimer_*.
 
 use aya_ebpf::programs::TracePointContext;
-use kvmtrace_common::Kind;
+use kvmtrace_common::{ev, Kind};
 
 use crate::{
     filter::{apic_timer_fn, cpu_interesting},
@@ -50,10 +50,11 @@ cpu_programs! {
 program! {
     pub fn hrtimer_expire_entry(ctx: TracePointContext) -> u32 {
         let cpu = this_cpu();
-        let ev = read_event(&ctx, Kind::HrtimerExpireEntry, cpu);
+        let e = read_event(&ctx, Kind::HrtimerExpireEntry, cpu);
         let lapic = apic_timer_fn();
-        if cpu_interesting(cpu) || (lapic != 0 && ev.slots[1] == lapic) {
-            emit(&ev);
+        let function = e.get::<ev::HrtimerExpireEntry>().map_or(0, |h| h.function);
+        if cpu_interesting(cpu) || (lapic != 0 && function == lapic) {
+            emit(&e);
         }
         PASS
     }

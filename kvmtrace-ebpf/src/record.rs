@@ -50,7 +50,14 @@ fn field(raw: &[u64; RAW_BYTES / 8], spec: FieldSpec) -> Option<u64> {
             1 => *at as u64,
             // The kernel lays fields out at their natural alignment and `raw` is 8-aligned:
             // aligned loads (the unaligned path is kept for packed layouts).
-            2 if off % 2 != 0 => (at as *const u16).read_unaligned() as i16 as i64 as u64,
+            2 if off % 2 != 0 => {
+                let v = (at as *const u16).read_unaligned();
+                if signed {
+                    v as i16 as i64 as u64
+                } else {
+                    v as u64
+                }
+            }
             2 if signed => *(at as *const i16) as i64 as u64,
             2 => *(at as *const u16) as u64,
             4 if off % 4 != 0 => {

@@ -1,7 +1,7 @@
 //! sched:* tracepoints: keep the vCPU threads' scheduling and the per-CPU filter state.
 
 use aya_ebpf::programs::TracePointContext;
-use kvmtrace_common::{cpu_state, switch_prev_runnable, Kind};
+use kvmtrace_common::{cpu_state, ev, switch_prev_runnable, Kind};
 
 use crate::{
     filter::{cpu_state_of, is_vcpu, is_vm, mark_waiting, set_cpu_state, vm_selected},
@@ -12,10 +12,13 @@ use crate::{
 program! {
     pub fn sched_switch(ctx: TracePointContext) -> u32 {
         let cpu = this_cpu();
-        let ev = read_event(&ctx, Kind::SchedSwitch, cpu);
-        let prev = ev.slots[0] as u32;
-        let prev_state = ev.slots[1];
-        let next = ev.slots[2] as u32;
+        let e = read_event(&ctx, Kind::SchedSwitch, cpu);
+        let Some(sw) = e.get::<ev::SchedSwitch>() else {
+            return PASS;
+        };
+        let prev = sw.prev_pid as u32;
+        let prev_state = sw.prev_state;
+        let next = sw.next_pid as u32;
         let prev_vcpu = is_vcpu(prev);
         let next_vcpu = is_vcpu(next);
         let old = cpu_state_of(cpu);
@@ -33,7 +36,7 @@ program! {
             set_cpu_state(cpu, new);
         }
         if prev_vcpu || next_vcpu {
-            emit(&ev);
+            emit(&e);
         }
         PASS
     }
@@ -41,10 +44,12 @@ program! {
 
 program! {
     pub fn sched_wakeup(ctx: TracePointContext) -> u32 {
-        let ev = read_event(&ctx, Kind::SchedWakeup, this_cpu());
-        if is_vcpu(ev.slots[0] as u32) {
-            mark_waiting(ev.slots[1] as u32);
-            emit(&ev);
+        let e = read_event(&ctx, Kind::SchedWakeup, this_cpu());
+        if let Some(w) = e.get::<ev::SchedWakeup>() {
+            if is_vcpu(w.pid as u32) {
+                mark_waiting(w.target_cpu.unwrap_or(0) as u32);
+                emit(&e);
+            }
         }
         PASS
     }
@@ -63,10 +68,12 @@ program! {
 
 program! {
     pub fn sched_migrate_task(ctx: TracePointContext) -> u32 {
-        let ev = read_event(&ctx, Kind::SchedMigrateTask, this_cpu());
-        if is_vcpu(ev.slots[0] as u32) {
-            mark_waiting(ev.slots[2] as u32);
-            emit(&ev);
+        let e = read_event(&ctx, Kind::SchedMigrateTask, this_cpu());
+        if let Some(m) = e.get::<ev::SchedMigrateTask>() {
+            if is_vcpu(m.pid as u32) {
+                mark_waiting(m.dest_cpu as u32);
+                emit(&e);
+            }
         }
         PASS
     }

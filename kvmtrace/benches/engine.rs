@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use kvmtrace::engine::{Engine, EngineConfig};
+use kvmtrace_analysis::engine::{Engine, EngineConfig};
 use kvmtrace_common::{Event, Kind};
 
 const VCPUS: u32 = 64;

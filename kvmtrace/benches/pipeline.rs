@@ -16,9 +16,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use kvmtrace::report::{latency_histogram, LatencySummary};
 use kvmtrace::source::demo::{DemoConfig, DemoGuest, DemoSample};
 use kvmtrace::source::session::{Session, SessionOptions};
+use kvmtrace_analysis::hist::{latency_histogram, LatencySummary};
 use serde_json::Value;
 
 /// Port I/O exits the guest makes after each interrupt: enough to keep the exit loop busy
@@ -120,14 +120,12 @@ fn count(
     events: &mut u64,
     acks: &mut hdrhistogram::Histogram<u64>,
 ) {
-    use kvmtrace_common::Kind;
+    use kvmtrace_common::{ev, Kind};
     for e in buf.drain(..) {
-        match Kind::try_from(e.kind) {
-            Ok(Kind::DemoAck) => {
-                let _ = acks.record(e.slots[2].saturating_sub(e.slots[1]).max(1));
-            }
-            Ok(k) if k.is_tracepoint() => *events += 1,
-            _ => {}
+        if let Some(a) = e.get::<ev::DemoAck>() {
+            let _ = acks.record(a.latency_ns().max(1));
+        } else if e.kind().is_ok_and(Kind::is_tracepoint) {
+            *events += 1;
         }
     }
 }

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use kvmtrace::engine::{Engine, EngineConfig};
 use kvmtrace::tui::app::App;
 use kvmtrace::tui::model::{Header, TopModel};
 use kvmtrace::tui::ui;
+use kvmtrace_analysis::engine::{Engine, EngineConfig};
 use kvmtrace_common::{Event, Kind};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;

@@ -4,66 +4,36 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+pub use kvmtrace_analysis::host::HostFacts;
+use kvmtrace_analysis::threads::vcpu_from_comm;
 
-/// What a capture records about the machine it was taken on.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostFacts {
-    pub hostname: String,
-    pub kernel: String,
-    /// `kvm_intel`, `kvm_amd`, `kvm_pvm`, ... or None when no KVM module is loaded.
-    pub kvm_backend: Option<String>,
-    pub kvm_device: bool,
-    pub cpu_model: String,
-    pub ncpus: usize,
-    pub cmdline: String,
-    /// Clock of every timestamp: CLOCK_MONOTONIC (bpf_ktime_get_ns).
-    pub clock: String,
-}
-
-impl HostFacts {
-    pub fn read() -> HostFacts {
-        let read = |p: &str| {
-            std::fs::read_to_string(p)
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default()
-        };
-        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("model name"))
-                    .and_then(|l| l.split_once(':'))
-                    .map(|(_, v)| v.trim().to_string())
-            })
-            .unwrap_or_default();
-        HostFacts {
-            hostname: read("/proc/sys/kernel/hostname"),
-            kernel: read("/proc/sys/kernel/osrelease"),
-            kvm_backend: kvm_backend(Path::new("/sys/module")),
-            kvm_device: Path::new("/dev/kvm").exists(),
-            cpu_model,
-            ncpus: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-            cmdline: read("/proc/cmdline"),
-            clock: "CLOCK_MONOTONIC".to_string(),
-        }
-    }
-
-    /// One line saying what is missing for KVM tracing, or None when KVM is there.
-    pub fn kvm_problem(&self) -> Option<String> {
-        match (&self.kvm_backend, self.kvm_device) {
-            (Some(_), true) => None,
-            (None, _) => Some(
-                "no KVM module is loaded (no kvm_intel, kvm_amd or other backend in /sys/module): \
-                 the kvm:* tracepoints are missing; host-side tracing (sched, irq, lock) still runs"
-                    .to_string(),
-            ),
-            (Some(b), false) => Some(format!(
-                "KVM backend {b} is loaded but /dev/kvm does not exist: no VM can run here"
-            )),
-        }
+/// Reads the facts of the machine this runs on.
+pub fn read_facts() -> HostFacts {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    HostFacts {
+        hostname: read("/proc/sys/kernel/hostname"),
+        kernel: read("/proc/sys/kernel/osrelease"),
+        kvm_backend: kvm_backend(Path::new("/sys/module")),
+        kvm_device: Path::new("/dev/kvm").exists(),
+        cpu_model,
+        ncpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        cmdline: read("/proc/cmdline"),
+        clock: "CLOCK_MONOTONIC".to_string(),
     }
 }
 
@@ -135,21 +105,6 @@ pub struct VcpuThread {
     pub tid: u32,
     pub comm: String,
     pub vcpu: Option<u32>,
-}
-
-/// The vCPU id in a VMM's vCPU thread name: QEMU `CPU 3/KVM`, Firecracker `fc_vcpu 3`,
-/// cloud-hypervisor `vcpu3`, crosvm `crosvm_vcpu3`.
-pub fn vcpu_from_comm(comm: &str) -> Option<u32> {
-    let id = if let Some(rest) = comm.strip_prefix("CPU ") {
-        rest.strip_suffix("/KVM")?
-    } else if let Some(rest) = comm.strip_prefix("fc_vcpu") {
-        rest
-    } else if let Some(rest) = comm.strip_prefix("crosvm_vcpu") {
-        rest
-    } else {
-        comm.strip_prefix("vcpu")?
-    };
-    id.trim().parse().ok()
 }
 
 /// vCPU threads from KVM's debugfs (`/sys/kernel/debug/kvm/<pid>-<fd>/vcpu<N>/pid`), when
@@ -289,18 +244,6 @@ pub fn apic_timer_fn_address() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn vcpu_ids_from_thread_names() {
-        assert_eq!(vcpu_from_comm("CPU 0/KVM"), Some(0));
-        assert_eq!(vcpu_from_comm("CPU 12/KVM"), Some(12));
-        assert_eq!(vcpu_from_comm("qemu-system-x86"), None);
-        assert_eq!(vcpu_from_comm("CPU x/KVM"), None);
-        assert_eq!(vcpu_from_comm("fc_vcpu 2"), Some(2));
-        assert_eq!(vcpu_from_comm("vcpu7"), Some(7));
-        assert_eq!(vcpu_from_comm("crosvm_vcpu1"), Some(1));
-        assert_eq!(vcpu_from_comm("vcpu_thread"), None);
-    }
 
     #[test]
     fn vcpu_threads_from_kvm_debugfs() {

@@ -1,17 +1,16 @@
-//! kvmtrace: explains why interrupts reach KVM guests late.
+//! kvmtrace: explains why interrupts reach KVM guests late. This crate is what runs on the
+//! host; the analysis (events in, answers out) is `kvmtrace_analysis`.
 //!
-//! - [`probes`]: tracefs format parsing, loading and attaching the eBPF programs (the only
-//!   aya user).
+//! - [`probes`]: tracefs format files, loading and attaching the eBPF programs (the only aya
+//!   user).
+//! - [`host`]: facts about the machine, privileges, the VMs and vCPU threads running.
 //! - [`source`]: the live ring buffer and the embedded demo guest, merged into one stream.
-//! - [`capture`]: the capture file format.
-//! - [`report`]: per-vCPU summaries as text or JSON.
-pub mod capture;
+//! - [`record`]: `kvmtrace record`, with the flight recorder.
+//! - [`tui`]: `kvmtrace top`.
+//! - [`cli`]: the command line.
 pub mod cli;
-pub mod engine;
 pub mod host;
-pub mod import;
 pub mod probes;
 pub mod record;
-pub mod report;
 pub mod source;
 pub mod tui;

@@ -146,8 +146,8 @@ fn run_top(args: TopArgs) -> anyhow::Result<()> {
 }
 
 fn run_report(args: ReportArgs) -> anyhow::Result<()> {
-    use kvmtrace::report::{analyse_capture, analyse_text, export};
-    let cfg = kvmtrace::engine::EngineConfig {
+    use kvmtrace_analysis::report::{analyse_capture, analyse_text, export};
+    let cfg = kvmtrace_analysis::engine::EngineConfig {
         worst: args.worst,
         ..Default::default()
     };

@@ -16,10 +16,11 @@ use std::collections::VecDeque;
 use anyhow::Context as _;
 use kvmtrace_common::{Event, Kind};
 
-use crate::capture::{create_output, CaptureError, CaptureTrailer, CaptureWriter};
-use crate::engine::{Engine, EngineConfig, Trigger};
 use crate::source::demo::DemoStats;
 use crate::source::session::{Session, SessionOptions};
+use kvmtrace_analysis::capture::Trigger;
+use kvmtrace_analysis::capture::{create_output, CaptureError, CaptureTrailer, CaptureWriter};
+use kvmtrace_analysis::engine::{Engine, EngineConfig};
 
 #[derive(Clone, Debug)]
 pub struct RecordOptions {
@@ -294,39 +295,69 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::{CaptureHeader, CaptureReader};
-    use crate::report::comm_to_slots;
-    use kvmtrace_common::VCPU_UNKNOWN;
+    use kvmtrace_analysis::capture::{CaptureHeader, CaptureReader};
+    use kvmtrace_common::{ev, Comm, Origin, Payload};
 
     const MS: u64 = 1_000_000;
 
-    fn ev(ts: u64, kind: Kind, tid: u32, slots: [u64; 5]) -> Event {
-        Event {
+    fn ev(ts: u64, tid: u32, p: Payload) -> Event {
+        p.event(Origin {
             ts_ns: ts,
             tid,
             tgid: 100,
-            kind: kind as u16,
-            slots,
-            ..Default::default()
-        }
+            cpu: 0,
+        })
+    }
+
+    fn switch(prev: u64, prev_state: u64, next: u64, comm: &str) -> Payload {
+        Payload::SchedSwitch(ev::SchedSwitch {
+            prev_pid: prev,
+            prev_state,
+            next_pid: next,
+            next_comm: Comm::new(comm),
+        })
     }
 
     /// A halted vCPU woken every millisecond; the interrupt at `slow_at` takes 3 ms.
     fn stream(until: u64, slow_at: u64) -> Vec<Event> {
-        let (a, b) = comm_to_slots("CPU 0/KVM");
-        let mut out = vec![ev(0, Kind::ThreadInfo, 101, [VCPU_UNKNOWN, 0, 0, a, b])];
-        out.push(ev(MS / 2, Kind::SchedSwitch, 101, [101, 1, 0, 0, 0]));
+        let info = ev::ThreadInfo::thread(None, "CPU 0/KVM");
+        let mut out = vec![ev(0, 101, Payload::ThreadInfo(info))];
+        out.push(ev(MS / 2, 101, switch(101, 1, 0, "")));
+        let set = Payload::KvmSetIrq(ev::KvmSetIrq {
+            gsi: 0,
+            level: 1,
+            irq_source_id: Some(0),
+        });
+        let pic = Payload::KvmPicSetIrq(ev::KvmPicSetIrq::default());
+        let wake = Payload::SchedWakeup(ev::SchedWakeup {
+            pid: 101,
+            target_cpu: Some(0),
+            prio: Some(120),
+            comm: Comm::default(),
+        });
+        let kvm_wake = Payload::KvmVcpuWakeup(ev::KvmVcpuWakeup {
+            ns: 1,
+            waited: 1,
+            valid: Some(1),
+        });
+        let pio = Payload::KvmPio(ev::KvmPio {
+            rw: 1,
+            port: 0xe2,
+            size: 2,
+            val: Some(1),
+        });
+        let drops = Payload::Drops(ev::Drops::default());
         let mut t = MS;
         while t < until {
             let lat = if t == slow_at { 3 * MS } else { 20_000 };
-            out.push(ev(t, Kind::KvmSetIrq, 110, [0, 1, 0, 0, 0]));
-            out.push(ev(t + 1, Kind::KvmPicSetIrq, 110, [0, 0, 0, 0, 0]));
-            out.push(ev(t + 2, Kind::SchedWakeup, 110, [101, 0, 120, 0, 0]));
-            out.push(ev(t + 3, Kind::SchedSwitch, 0, [0, 0, 101, a, b]));
-            out.push(ev(t + 4, Kind::KvmVcpuWakeup, 101, [1, 1, 1, 0, 0]));
-            out.push(ev(t + lat, Kind::KvmPio, 101, [1, 0xe2, 2, 1, 0]));
-            out.push(ev(t + lat + 10, Kind::SchedSwitch, 101, [101, 1, 0, 0, 0]));
-            out.push(ev(t + lat + 20, Kind::Drops, 0, [0, 0, 0, 0, 0]));
+            out.push(ev(t, 110, set));
+            out.push(ev(t + 1, 110, pic));
+            out.push(ev(t + 2, 110, wake));
+            out.push(ev(t + 3, 0, switch(0, 0, 101, "CPU 0/KVM")));
+            out.push(ev(t + 4, 101, kvm_wake));
+            out.push(ev(t + lat, 101, pio));
+            out.push(ev(t + lat + 10, 101, switch(101, 1, 0, "")));
+            out.push(ev(t + lat + 20, 0, drops));
             t += if t == slow_at { 4 * MS } else { MS };
         }
         out

@@ -4,7 +4,7 @@
 //! as a read-only global; a tracepoint or field the kernel lacks disables only what depends
 //! on it, and [`Probes::status`] says which.
 
-pub mod format;
+pub use kvmtrace_analysis::format;
 pub mod tracefs;
 
 use std::collections::BTreeMap;
@@ -15,10 +15,10 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use kvmtrace_common::{filter, names, Config, Kind, NTRACEPOINTS};
-use serde::{Deserialize, Serialize};
 
-use self::format::Format;
 use self::tracefs::{Tracefs, TracefsError};
+use kvmtrace_analysis::capture::ProbeStatus;
+use kvmtrace_analysis::format::Format;
 
 /// The eBPF object, built by build.rs from kvmtrace-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kvmtrace"));
@@ -38,18 +38,6 @@ pub enum ProbeError {
     NoMap(&'static str),
     #[error("no probe could be attached: {0}")]
     NothingAttached(String),
-}
-
-/// What happened to one tracepoint's probe.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProbeStatus {
-    /// `category:name`.
-    pub tracepoint: String,
-    pub attached: bool,
-    /// Why it is not attached.
-    pub reason: Option<String>,
-    /// Fields this kernel lacks (their slots read as 0).
-    pub missing_fields: Vec<String>,
 }
 
 /// Options for [`Probes::load`].

@@ -6,14 +6,14 @@ use std::collections::HashSet;
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use kvmtrace_common::{Event, Kind, THREAD_INFO_NAME_ONLY, THREAD_INFO_VM_NAME, VCPU_UNKNOWN};
+use kvmtrace_common::{ev, Event, Origin};
 
 use super::demo::{self, DemoConfig, DemoError, DemoGuest, DemoSample, DemoStats};
 use super::live::LiveRing;
-use crate::capture::CaptureHeader;
-use crate::host::{self, HostFacts};
+use crate::host;
 use crate::probes::{ProbeError, ProbeOptions, Probes};
-use crate::report::{comm_to_slots, is_vcpu_context};
+use kvmtrace_analysis::capture::CaptureHeader;
+use kvmtrace_analysis::threads::{vcpu_from_comm, vm_name_from_cmdline};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -76,7 +76,7 @@ impl Session {
     /// the vCPU threads already running.
     pub fn start(opts: &SessionOptions) -> Result<Session, SessionError> {
         host::check_own_privileges()?;
-        let facts = HostFacts::read();
+        let facts = host::read_facts();
         if let Some(problem) = facts.kvm_problem() {
             if opts.demo.is_some() {
                 return Err(SessionError::DemoNeedsKvm(problem));
@@ -152,11 +152,11 @@ impl Session {
         if self.demo.is_some() {
             pids.push(std::process::id());
         }
-        if !self.header.pids.is_empty() || self.demo.is_some() || pids.is_empty() {
-            for (tid, t) in host::discover_vcpu_threads(&pids) {
-                self.probes.add_vcpu(tid, t.tgid)?;
-                self.note_thread(tid, t.tgid, out);
-            }
+        // The traced VMs' vCPU threads (every VM's when `pids` is empty), so their
+        // scheduling is followed before their first KVM event.
+        for (tid, t) in host::discover_vcpu_threads(&pids) {
+            self.probes.add_vcpu(tid, t.tgid)?;
+            self.note_thread(tid, t.tgid, out);
         }
         if let Some(tid) = self.demo_vcpu_tid() {
             self.note_thread(tid, std::process::id(), out);
@@ -171,37 +171,21 @@ impl Session {
         if self.known_vms.insert(tgid) {
             // The VM's name, so that captures show it too.
             if let Ok(cmdline) = std::fs::read(format!("/proc/{tgid}/cmdline")) {
-                let (a, b) = comm_to_slots(&crate::tui::model::vm_name_from_cmdline(&cmdline));
-                out.push(Event {
-                    ts_ns: demo::monotonic_ns(),
-                    tid: tgid,
-                    tgid,
-                    kind: Kind::ThreadInfo as u16,
-                    slots: [VCPU_UNKNOWN, THREAD_INFO_VM_NAME, 0, a, b],
-                    ..Default::default()
-                });
+                let name = vm_name_from_cmdline(&cmdline);
+                out.push(Event::new(now(tgid, tgid), &ev::ThreadInfo::vm_name(&name)));
             }
         }
         let comm = host::thread_comm(tgid, tid).unwrap_or_default();
         // The thread's name, else KVM's debugfs (when mounted), says which vCPU it runs.
-        let vcpu = host::vcpu_from_comm(&comm)
-            .or_else(|| {
-                host::debugfs_vcpu_threads(std::path::Path::new("/sys/kernel/debug/kvm"))
-                    .get(&tid)
-                    .map(|&(_, id)| id)
-            })
-            .map_or(VCPU_UNKNOWN, u64::from);
-        let (a, b) = comm_to_slots(&comm);
-        out.push(Event {
-            ts_ns: demo::monotonic_ns(),
-            tid,
-            tgid,
-            cpu: 0,
-            kind: Kind::ThreadInfo as u16,
-            missing: 0,
-            _pad: 0,
-            slots: [vcpu, 0, 0, a, b],
+        let vcpu = vcpu_from_comm(&comm).or_else(|| {
+            host::debugfs_vcpu_threads(std::path::Path::new("/sys/kernel/debug/kvm"))
+                .get(&tid)
+                .map(|&(_, id)| id)
         });
+        out.push(Event::new(
+            now(tid, tgid),
+            &ev::ThreadInfo::thread(vcpu, &comm),
+        ));
     }
 
     /// A thread that is not a vCPU: its name only, from /proc (gone if it already exited).
@@ -210,14 +194,10 @@ impl Session {
         let Ok(comm) = std::fs::read_to_string(format!("/proc/{tid}/comm")) else {
             return;
         };
-        let (a, b) = comm_to_slots(comm.trim_end());
-        out.push(Event {
-            ts_ns: demo::monotonic_ns(),
-            tid,
-            kind: Kind::ThreadInfo as u16,
-            slots: [VCPU_UNKNOWN, THREAD_INFO_NAME_ONLY, 0, a, b],
-            ..Default::default()
-        });
+        out.push(Event::new(
+            now(tid, 0),
+            &ev::ThreadInfo::name_only(comm.trim_end()),
+        ));
     }
 
     /// Waits up to `timeout` for events and appends them, with any bookkeeping records, to
@@ -236,37 +216,24 @@ impl Session {
     fn after_read(&mut self, out: &mut Vec<Event>, start: usize) {
         let end = out.len();
         for i in start..end {
-            let ev = out[i];
-            match Kind::try_from(ev.kind) {
-                Ok(kind) if is_vcpu_context(kind) && !self.known_threads.contains(&ev.tid) => {
-                    self.note_thread(ev.tid, ev.tgid, out);
-                }
+            let e = out[i];
+            if let Some(sw) = e.get::<ev::SchedSwitch>() {
                 // A task a vCPU was switched in from may have delayed it: name it once
                 // (the event itself carries only the next task's name).
-                Ok(Kind::SchedSwitch) => {
-                    let prev = ev.slots[0] as u32;
-                    if prev != 0 && !self.known_threads.contains(&prev) {
-                        self.note_other_thread(prev, out);
-                    }
+                let prev = sw.prev_pid as u32;
+                if prev != 0 && !self.known_threads.contains(&prev) {
+                    self.note_other_thread(prev, out);
                 }
-                _ => {}
+            } else if e.kind().is_ok_and(|k| k.is_vcpu_context())
+                && !self.known_threads.contains(&e.tid)
+            {
+                self.note_thread(e.tid, e.tgid, out);
             }
         }
         if let Some((guest, rx)) = &self.demo {
             let tid = guest.vcpu_tid();
             let pid = std::process::id();
-            for s in rx.try_iter() {
-                out.push(Event {
-                    ts_ns: s.acked_ns,
-                    tid,
-                    tgid: pid,
-                    cpu: 0,
-                    kind: Kind::DemoAck as u16,
-                    missing: 0,
-                    _pad: 0,
-                    slots: [s.seq, s.raised_ns, s.acked_ns, 0, 0],
-                });
-            }
+            out.extend(rx.try_iter().map(|s| demo_ack(&s, tid, pid)));
         }
         // A drop-counter checkpoint after every read: the engine holds samples until the
         // next one, and drops those that a loss since the previous one may have touched.
@@ -287,12 +254,11 @@ impl Session {
                 now.1
             );
         }
-        out.push(Event {
-            ts_ns: demo::monotonic_ns(),
-            kind: Kind::Drops as u16,
-            slots: [now.0, now.1, 0, 0, 0],
-            ..Default::default()
-        });
+        let drops = ev::Drops {
+            kernel: now.0,
+            userspace: now.1,
+        };
+        out.push(Event::new(self::now(0, 0), &drops));
         self.last_drops = now;
     }
 
@@ -307,16 +273,8 @@ impl Session {
         self.after_read(out, start);
         let mut demo_stats = None;
         if let Some((stats, rx, tid)) = demo {
-            for s in rx.try_iter() {
-                out.push(Event {
-                    ts_ns: s.acked_ns,
-                    tid,
-                    tgid: std::process::id(),
-                    kind: Kind::DemoAck as u16,
-                    slots: [s.seq, s.raised_ns, s.acked_ns, 0, 0],
-                    ..Default::default()
-                });
-            }
+            let pid = std::process::id();
+            out.extend(rx.try_iter().map(|s| demo_ack(&s, tid, pid)));
             demo_stats = Some(stats);
         }
         self.push_drops(out);
@@ -327,4 +285,30 @@ impl Session {
             detach: Detach(self.probes),
         }
     }
+}
+
+/// A bookkeeping record's origin: now, about `tid` of process `tgid`.
+fn now(tid: u32, tgid: u32) -> Origin {
+    Origin {
+        ts_ns: demo::monotonic_ns(),
+        tid,
+        tgid,
+        cpu: 0,
+    }
+}
+
+/// The demo VMM's ground truth for one interrupt, as a record at its acknowledgement.
+fn demo_ack(s: &DemoSample, vcpu_tid: u32, pid: u32) -> Event {
+    let at = Origin {
+        ts_ns: s.acked_ns,
+        tid: vcpu_tid,
+        tgid: pid,
+        cpu: 0,
+    };
+    let ack = ev::DemoAck {
+        seq: s.seq,
+        raised_ns: s.raised_ns,
+        acked_ns: s.acked_ns,
+    };
+    Event::new(at, &ack)
 }

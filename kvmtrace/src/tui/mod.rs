@@ -21,14 +21,15 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use crossterm::event::{self, Event as TermEvent, KeyEvent, KeyEventKind};
-use kvmtrace_common::{Event, Kind};
+use kvmtrace_common::{ev, Event, Kind};
 use tokio::sync::mpsc;
 
 use self::app::{App, Command};
-use self::model::{vm_name_from_cmdline, Header, TopModel};
-use crate::capture::{CaptureHeader, CaptureReader};
-use crate::engine::{Engine, EngineConfig};
+use self::model::{Header, TopModel};
 use crate::source::session::{Session, SessionOptions};
+use kvmtrace_analysis::capture::{CaptureHeader, CaptureReader};
+use kvmtrace_analysis::engine::{Engine, EngineConfig};
+use kvmtrace_analysis::threads::vm_name_from_cmdline;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TuiError {
@@ -97,8 +98,12 @@ impl Collector {
 
     pub fn feed(&mut self, events: &[Event]) {
         for ev in events {
-            match Kind::try_from(ev.kind) {
-                Ok(Kind::Drops) => self.header.drops = ev.slots[0] + ev.slots[1],
+            match ev.kind() {
+                Ok(Kind::Drops) => {
+                    if let Some(d) = ev.get::<ev::Drops>() {
+                        self.header.drops = d.total();
+                    }
+                }
                 Ok(k) if k.is_tracepoint() => {
                     self.interval_events += 1;
                     if self.start_ns.is_none() {
@@ -115,8 +120,8 @@ impl Collector {
 
     /// Models for the interval that just ended and since start; starts a new interval.
     pub fn refresh(&mut self, now_ns: u64) -> (TopModel, TopModel) {
-        for (pid, name) in &self.total.vm_names {
-            self.names.entry(*pid).or_insert_with(|| name.clone());
+        for (pid, name) in self.total.threads().vm_names() {
+            self.names.entry(pid).or_insert_with(|| name.to_string());
         }
         if self.live {
             for v in self.total.vcpus() {

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use crate::engine::Engine;
-use crate::report::latency::{vcpu_latency, worst_samples, VcpuLatency, WorstSample};
+use kvmtrace_analysis::engine::Engine;
+use kvmtrace_analysis::report::latency::{vcpu_latency, worst_samples, VcpuLatency, WorstSample};
 
 /// Facts for the header line.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -137,48 +137,13 @@ impl TopModel {
     }
 }
 
-/// A VM's name from its VMM's command line: QEMU's `-name guest=NAME,...` or `-name NAME`,
-/// else the program's file name.
-pub fn vm_name_from_cmdline(cmdline: &[u8]) -> String {
-    let args: Vec<String> = cmdline
-        .split(|&b| b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    if let Some(i) = args.iter().position(|a| a == "-name") {
-        if let Some(v) = args.get(i + 1) {
-            let first = v.split(',').next().unwrap_or(v);
-            return first.strip_prefix("guest=").unwrap_or(first).to_string();
-        }
-    }
-    args.first()
-        .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn vm_names() {
-        assert_eq!(
-            vm_name_from_cmdline(
-                b"/usr/bin/qemu-system-x86_64\0-name\0guest=vnf-fw1,debug-threads=on\0-m\x001024\0"
-            ),
-            "vnf-fw1"
-        );
-        assert_eq!(vm_name_from_cmdline(b"qemu\0-name\0router\0"), "router");
-        assert_eq!(
-            vm_name_from_cmdline(b"/opt/fc/firecracker\0--api-sock\0x\0"),
-            "firecracker"
-        );
-        assert_eq!(vm_name_from_cmdline(b""), "");
-    }
-
-    #[test]
     fn histogram_buckets_hold_every_sample() {
-        let mut h = crate::report::latency_histogram();
+        let mut h = kvmtrace_analysis::hist::latency_histogram();
         for v in [500u64, 1_500, 30_000, 31_000, 2_000_000_000] {
             h.record(v).unwrap();
         }

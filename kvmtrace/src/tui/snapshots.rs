@@ -10,7 +10,7 @@ use ratatui::Terminal;
 use super::app::App;
 use super::model::{Header, Row, TopModel};
 use super::ui;
-use crate::report::latency::{
+use kvmtrace_analysis::report::latency::{
     CauseNs, ExitReason, Exits, IrqToGuest, TimelineEvent, VcpuLatency, WorstSample,
 };
 

@@ -1,10 +1,9 @@
 use std::collections::{BTreeMap, HashMap};
 
-use kvmtrace_common::{switch_prev_runnable, Event, Kind, VCPU_UNKNOWN};
+use kvmtrace_common::{ev, switch_prev_runnable, Event, FieldValue, Kind, VCPU_UNKNOWN};
 
 use super::*;
-use crate::engine::exit_reasons::{ISA_SVM, ISA_VMX};
-use crate::report::comm_from_slots;
+use crate::names::{ISA_SVM, ISA_VMX};
 
 // Real output taken on a 6.18 host (PVM backend) while `kvmtrace record --demo` ran; see
 // tests/fixtures/text/README.md.
@@ -50,13 +49,29 @@ fn kind(ev: &Event) -> Kind {
     Kind::try_from(ev.kind).unwrap()
 }
 
-/// A slot by field name; None when its missing bit is set.
-fn slot(ev: &Event, field: &str) -> Option<u64> {
-    let k = kind(ev);
-    let i = k
-        .slot_of(field)
-        .unwrap_or_else(|| panic!("{} has no {field}", k.name()));
-    (ev.missing & (1 << i) == 0).then_some(ev.slots[i])
+/// A field by its tracefs name; None when absent.
+fn slot(e: &Event, field: &str) -> Option<u64> {
+    let k = kind(e);
+    assert!(k.slot_of(field).is_some(), "{} has no {field}", k.name());
+    match e.field(field) {
+        Some(FieldValue::Num(n)) => Some(n),
+        _ => None,
+    }
+}
+
+/// The thread record's vCPU id field (VCPU_UNKNOWN when unknown).
+fn vcpu_field(ti: &Event) -> u64 {
+    ti.get::<ev::ThreadInfo>().expect("a thread_info").vcpu_id
+}
+
+/// The comm a sched event carries (next_comm, or the woken task's).
+fn sched_comm(e: &Event) -> String {
+    e.fields()
+        .find_map(|f| match f.value {
+            FieldValue::Comm(c) => Some(c.to_string_lossy()),
+            _ => None,
+        })
+        .expect("a comm field")
 }
 
 /// Tracepoint records by kind name (ThreadInfo and Drops left out).
@@ -96,8 +111,16 @@ fn thread(im: &Imported, tid: u32) -> Event {
     found[0]
 }
 
+/// A drops checkpoint's kernel counter.
+fn drops_kernel(d: &Event) -> u64 {
+    d.get::<ev::Drops>().expect("a drops record").kernel
+}
+
 fn comm(ti: &Event) -> String {
-    comm_from_slots(ti.slots[3], ti.slots[4])
+    ti.get::<ev::ThreadInfo>()
+        .expect("a thread_info")
+        .comm
+        .to_string_lossy()
 }
 
 fn reasons(im: &Imported) -> Vec<(&str, u64)> {
@@ -252,17 +275,17 @@ fn ftrace_real_trace() {
         (slot(&sw, "prev_pid"), slot(&sw, "next_pid")),
         (Some(21), Some(16065))
     );
-    assert_eq!(comm_from_slots(sw.slots[3], sw.slots[4]), "CPU 0/KVM");
+    assert_eq!(sched_comm(&sw), "CPU 0/KVM");
 
     // Threads: the vCPU (named `CPU 0/KVM`), the thread raising its interrupts, others.
     let vcpu = thread(&im, 16065);
     assert_eq!(
-        (comm(&vcpu), vcpu.slots[0], vcpu.tgid),
+        (comm(&vcpu), vcpu_field(&vcpu), vcpu.tgid),
         ("CPU 0/KVM".into(), 0, IMPORTED_VM_TGID)
     );
     let raiser = thread(&im, 16067);
     assert_eq!(
-        (comm(&raiser), raiser.slots[0], raiser.tgid),
+        (comm(&raiser), vcpu_field(&raiser), raiser.tgid),
         ("kvmtrace-irq".into(), VCPU_UNKNOWN, IMPORTED_VM_TGID)
     );
     let bash = thread(&im, 16114);
@@ -315,7 +338,7 @@ fn trace_cmd_real_report() {
         (Some(17999), Some(17984))
     );
     assert!(!switch_prev_runnable(slot(&sw, "prev_state").unwrap()), "S");
-    assert_eq!(comm_from_slots(sw.slots[3], sw.slots[4]), "rustc");
+    assert_eq!(sched_comm(&sw), "rustc");
     let sw = at(&im, Kind::SchedSwitch, "3133.492603");
     assert!(switch_prev_runnable(slot(&sw, "prev_state").unwrap()), "R");
     let sw = at(&im, Kind::SchedSwitch, "3133.113474");
@@ -340,7 +363,7 @@ fn trace_cmd_real_report() {
         ],
         [Some(17999), Some(0), Some(120)]
     );
-    assert_eq!(comm_from_slots(wake.slots[3], wake.slots[4]), "CPU 0/KVM");
+    assert_eq!(sched_comm(&wake), "CPU 0/KVM");
     // trace-cmd's hrtimer plugin: "now" before "function", which has an offset.
     let hr = at(&im, Kind::HrtimerExpireEntry, "3133.492583");
     assert_eq!(
@@ -357,7 +380,7 @@ fn trace_cmd_real_report() {
     );
     let vcpu = thread(&im, 17999);
     assert_eq!(
-        (comm(&vcpu), vcpu.slots[0], vcpu.tgid),
+        (comm(&vcpu), vcpu_field(&vcpu), vcpu.tgid),
         ("CPU 0/KVM".into(), 0, IMPORTED_VM_TGID)
     );
 }
@@ -524,7 +547,7 @@ fn ftrace_kvm_vmx_host() {
     assert_eq!(
         drops
             .iter()
-            .map(|d| (d.ts_ns, d.cpu, d.slots[0]))
+            .map(|d| (d.ts_ns, d.cpu, drops_kernel(d)))
             .collect::<Vec<_>>(),
         [(10_452_000_500_000, 1, 0), (10_452_000_500_000, 1, 37)]
     );
@@ -533,15 +556,15 @@ fn ftrace_kvm_vmx_host() {
     // Threads: `<...>` (name not saved) gets its vCPU id from its kvm_entry/kvm_exit.
     let unknown = thread(&im, 4244);
     assert_eq!(
-        (comm(&unknown), unknown.slots[0], unknown.tgid),
+        (comm(&unknown), vcpu_field(&unknown), unknown.tgid),
         (String::new(), 2, IMPORTED_VM_TGID)
     );
-    assert_eq!(thread(&im, 4242).slots[0], 0);
-    assert_eq!(thread(&im, 4243).slots[0], 1);
+    assert_eq!(vcpu_field(&thread(&im, 4242)), 0);
+    assert_eq!(vcpu_field(&thread(&im, 4243)), 1);
     // QEMU's main thread and vhost raise interrupts: same synthetic VM.
     let qemu = thread(&im, 4200);
     assert_eq!(
-        (comm(&qemu), qemu.slots[0], qemu.tgid),
+        (comm(&qemu), vcpu_field(&qemu), qemu.tgid),
         ("qemu-system-x86".into(), VCPU_UNKNOWN, IMPORTED_VM_TGID)
     );
     assert_eq!(
@@ -639,8 +662,8 @@ fn ftrace_pre5_svm_host_without_irq_info() {
     assert_eq!(slot(&vw, "valid"), Some(0));
 
     // vCPU ids: from kvm_entry (kvm_exit has none here).
-    assert_eq!(thread(&im, 3301).slots[0], 0);
-    assert_eq!(thread(&im, 3302).slots[0], 1);
+    assert_eq!(vcpu_field(&thread(&im, 3301)), 0);
+    assert_eq!(vcpu_field(&thread(&im, 3302)), 1);
     assert_eq!(thread(&im, 3290).tgid, IMPORTED_VM_TGID);
 }
 
@@ -687,17 +710,17 @@ fn trace_cmd_kvm_plugin_layouts_in_nanoseconds() {
     assert!(switch_prev_runnable(slot(&sw, "prev_state").unwrap()));
     let sw = at(&im, Kind::SchedSwitch, "10452.000210000");
     assert!(!switch_prev_runnable(slot(&sw, "prev_state").unwrap()));
-    assert_eq!(comm_from_slots(sw.slots[3], sw.slots[4]), "CPU 1/KVM");
+    assert_eq!(sched_comm(&sw), "CPU 1/KVM");
 
     let drops = of(&im, Kind::Drops);
     assert_eq!(
         drops
             .iter()
-            .map(|d| (d.ts_ns, d.slots[0]))
+            .map(|d| (d.ts_ns, drops_kernel(d)))
             .collect::<Vec<_>>(),
         [(10_452_000_200_000, 0), (10_452_000_200_000, 12)]
     );
-    assert_eq!(thread(&im, 4243).slots[0], 1);
+    assert_eq!(vcpu_field(&thread(&im, 4243)), 1);
     assert_eq!(thread(&im, 4243).tgid, IMPORTED_VM_TGID);
 }
 
@@ -763,8 +786,8 @@ fn perf_kvm_with_pid_and_tid() {
     for tid in [4242, 4243, 4251] {
         assert_eq!(thread(&im, tid).tgid, 4200, "{tid}");
     }
-    assert_eq!(thread(&im, 4242).slots[0], 0);
-    assert_eq!(thread(&im, 4251).slots[0], VCPU_UNKNOWN);
+    assert_eq!(vcpu_field(&thread(&im, 4242)), 0);
+    assert_eq!(vcpu_field(&thread(&im, 4251)), VCPU_UNKNOWN);
     assert_eq!(comm(&thread(&im, 4251)), "vhost-4200");
     assert_eq!(thread(&im, 14).tgid, 14);
 }
@@ -878,7 +901,7 @@ CPU:0 [LOST 3 EVENTS]
     assert_eq!(
         drops
             .iter()
-            .map(|d| (d.ts_ns, d.slots[0]))
+            .map(|d| (d.ts_ns, drops_kernel(d)))
             .collect::<Vec<_>>(),
         [(100_000_006_000, 0), (100_000_006_000, 3)]
     );
@@ -996,7 +1019,11 @@ fn no_panic_on_odd_bytes() {
     let im = import("  a-1 [0] 1.5: kvm_entry: vcpu 99999999999\n");
     let e = of(&im, Kind::KvmEntry)[0];
     assert_eq!(slot(&e, "vcpu_id"), Some(99_999_999_999));
-    assert_eq!(thread(&im, 1).slots[0], VCPU_UNKNOWN, "not a u32 vCPU id");
+    assert_eq!(
+        vcpu_field(&thread(&im, 1)),
+        VCPU_UNKNOWN,
+        "not a u32 vCPU id"
+    );
 }
 
 /// The engine reads an import like a capture: the 3.5 µs exit is its exit latency.

@@ -5,12 +5,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
-use kvmtrace_common::{Event, Kind};
+use kvmtrace_common::{Event, FieldValue};
 use serde::Serialize;
 
-use super::comm_from_slots;
-use crate::engine::exit_reasons::{exit_reason_label, isa_name};
+use crate::engine::fxhash::FxHashMap;
 use crate::engine::{Cause, Engine, Sample};
+use crate::names::{exit_reason_label, isa_name};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct VcpuLatency {
@@ -120,10 +120,7 @@ fn q(h: &Histogram<u64>, q: f64) -> u64 {
     }
 }
 
-fn labelled(
-    map: &crate::engine::fxhash::FxHashMap<Cause, u64>,
-    comms: &HashMap<u32, String>,
-) -> BTreeMap<String, u64> {
+fn labelled(map: &FxHashMap<Cause, u64>, comms: &HashMap<u32, String>) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for (c, ns) in map {
         *out.entry(c.label(comms)).or_default() += ns;
@@ -133,7 +130,7 @@ fn labelled(
 
 /// The model of vCPU thread `tid`, if the engine followed it.
 pub fn vcpu_latency(engine: &Engine, tid: u32) -> Option<VcpuLatency> {
-    let v = engine.vcpus().find(|v| v.tid == tid)?;
+    let v = engine.vcpu(tid)?;
     let st = &v.stats;
     let mut by_reason: Vec<ExitReason> = st
         .exits
@@ -179,9 +176,9 @@ pub fn vcpu_latency(engine: &Engine, tid: u32) -> Option<VcpuLatency> {
             end_markers,
             incomplete: st.incomplete,
             coalesced: st.coalesced,
-            causes_ns: labelled(&st.irq_causes, &engine.comms),
+            causes_ns: labelled(&st.irq_causes, engine.threads().names()),
         },
-        out_of_guest_ns: labelled(&st.state_ns, &engine.comms),
+        out_of_guest_ns: labelled(&st.state_ns, engine.threads().names()),
         wall_ns: wall,
         out_of_guest_pct: if wall > 0 {
             100.0 * out as f64 / wall as f64
@@ -191,58 +188,42 @@ pub fn vcpu_latency(engine: &Engine, tid: u32) -> Option<VcpuLatency> {
     })
 }
 
-/// `name=value` for each named slot of an event.
-pub fn describe(ev: &Event) -> (String, String) {
-    let Ok(kind) = Kind::try_from(ev.kind) else {
-        return (format!("kind {}", ev.kind), String::new());
+/// An event's name and its fields as `name=value` text.
+pub fn describe(e: &Event) -> (String, String) {
+    let Ok(kind) = e.kind() else {
+        return (format!("kind {}", e.kind), String::new());
     };
     let mut fields = String::new();
-    let names = kind.slots();
-    let mut i = 0;
-    while i < names.len() {
-        let name = names[i];
-        if name.is_empty() {
-            i += 1;
-            continue;
-        }
+    // Absent fields show as 0, as the kernel's own record would.
+    for f in e.fields() {
         if !fields.is_empty() {
             fields.push(' ');
         }
-        if name.ends_with("comm") && i + 1 < ev.slots.len() {
-            let _ = write!(
-                fields,
-                "{name}={}",
-                comm_from_slots(ev.slots[i], ev.slots[i + 1])
-            );
-            i += 2;
-            continue;
-        }
-        let v = ev.slots[i];
-        if v > 0xffff {
-            let _ = write!(fields, "{name}={v:#x}");
-        } else {
-            let _ = write!(fields, "{name}={v}");
-        }
-        i += 1;
+        let name = f.name;
+        let _ = match f.value {
+            FieldValue::Comm(c) => write!(fields, "{name}={}", c.to_string_lossy()),
+            FieldValue::Num(v) if v > 0xffff => write!(fields, "{name}={v:#x}"),
+            FieldValue::Num(v) => write!(fields, "{name}={v}"),
+        };
     }
     (kind.name().to_string(), fields)
 }
 
 fn worst_sample(engine: &Engine, s: &Sample) -> WorstSample {
-    let v = engine.vcpus().find(|v| v.tid == s.tid);
+    let v = engine.vcpu(s.tid);
     WorstSample {
         vcpu: v.and_then(|v| v.vcpu_id),
         tid: s.tid,
         pid: s.tgid,
         open_ns: s.open_ns,
         total_ns: s.total_ns,
-        opened_by: format!("{:?}", s.opened_by),
+        opened_by: s.opened_by.name().to_string(),
         end_marker: s.end_marker.name().to_string(),
         causes: s
             .causes
             .iter()
             .map(|(c, ns)| CauseNs {
-                cause: c.label(&engine.comms),
+                cause: c.label(engine.threads().names()),
                 ns: *ns,
             })
             .collect(),
@@ -276,7 +257,7 @@ pub fn worst_samples(engine: &Engine) -> Vec<WorstSample> {
 pub fn attribution_info(engine: &Engine) -> AttributionInfo {
     let mut info = AttributionInfo {
         late_events: engine.late_events(),
-        unresolved_raises: engine.unresolved_raises,
+        unresolved_raises: engine.unresolved_raises(),
         ..Default::default()
     };
     for v in engine.vcpus() {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::exit_reasons::exit_reason_label;
+use crate::names::{exit_reason_label, kvm_exit_name, softirq_name};
 
 /// Which APIC vector handler ran on the host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -67,37 +67,6 @@ pub enum Cause {
     UnresolvedWaiting,
 }
 
-const SOFTIRQ_NAMES: [&str; 10] = [
-    "HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU",
-];
-
-/// KVM_EXIT_* names for `kvm_userspace_exit.reason`.
-pub fn userspace_exit_name(reason: u32) -> Option<&'static str> {
-    Some(match reason {
-        0 => "UNKNOWN",
-        1 => "EXCEPTION",
-        2 => "IO",
-        3 => "HYPERCALL",
-        4 => "DEBUG",
-        5 => "HLT",
-        6 => "MMIO",
-        7 => "IRQ_WINDOW_OPEN",
-        8 => "SHUTDOWN",
-        9 => "FAIL_ENTRY",
-        10 => "INTR",
-        11 => "SET_TPR",
-        12 => "TPR_ACCESS",
-        17 => "INTERNAL_ERROR",
-        24 => "SYSTEM_EVENT",
-        26 => "IOAPIC_EOI",
-        27 => "HYPERV",
-        29 => "X86_RDMSR",
-        30 => "X86_WRMSR",
-        35 => "NOTIFY",
-        _ => return None,
-    })
-}
-
 impl Cause {
     /// Is this time spent outside the guest? (`KvmRun` is counted as in-guest: it cannot be
     /// split on kernels without `kvm_entry`.)
@@ -117,7 +86,7 @@ impl Cause {
                     exit_reason_label(u64::from(isa), u64::from(reason))
                 )
             }
-            Cause::Vmm { reason } => match userspace_exit_name(reason) {
+            Cause::Vmm { reason } => match kvm_exit_name(u64::from(reason)) {
                 Some(n) => format!("vmm:{n}"),
                 None => format!("vmm:{reason}"),
             },
@@ -129,7 +98,7 @@ impl Cause {
             Cause::Halted => "halted".into(),
             Cause::Blocked => "blocked".into(),
             Cause::Hardirq { irq } => format!("hardirq:{irq}"),
-            Cause::Softirq { vec } => match SOFTIRQ_NAMES.get(vec as usize) {
+            Cause::Softirq { vec } => match softirq_name(u64::from(vec)) {
                 Some(n) => format!("softirq:{n}"),
                 None => format!("softirq:{vec}"),
             },

@@ -2,10 +2,9 @@
 
 use std::collections::HashMap;
 
-use kvmtrace_common::{Event, Kind, VCPU_UNKNOWN};
+use kvmtrace_common::{ev, Comm, Event, Kind, Origin, Record};
 
 use super::*;
-use crate::report::comm_to_slots;
 
 const VM: u32 = 100;
 const V0: u32 = 101;
@@ -27,8 +26,8 @@ impl Sim {
             t: 0,
             evs: Vec::new(),
         };
-        s.thread(V0, 0, "CPU 0/KVM");
-        s.thread(V1, 1, "CPU 1/KVM");
+        s.thread(V0, Some(0), "CPU 0/KVM");
+        s.thread(V1, Some(1), "CPU 1/KVM");
         s
     }
 
@@ -37,111 +36,160 @@ impl Sim {
         self
     }
 
-    fn ev(&mut self, kind: Kind, tid: u32, cpu: u32, slots: [u64; 5]) -> &mut Self {
+    /// Appends `rec` as fired in thread `tid` on `cpu` now.
+    fn ev<R: Record>(&mut self, tid: u32, cpu: u32, rec: R) -> &mut Self {
         let tgid = if tid == BUSY { BUSY } else { VM };
-        self.evs.push(Event {
+        let at = Origin {
             ts_ns: self.t,
             tid,
             tgid,
             cpu,
-            kind: kind as u16,
-            slots,
-            ..Default::default()
-        });
+        };
+        self.evs.push(Event::new(at, &rec));
         self
     }
 
-    fn thread(&mut self, tid: u32, vcpu: u64, comm: &str) -> &mut Self {
-        let (a, b) = comm_to_slots(comm);
-        self.ev(Kind::ThreadInfo, tid, 0, [vcpu, 0, 0, a, b])
+    fn thread(&mut self, tid: u32, vcpu: Option<u32>, comm: &str) -> &mut Self {
+        self.ev(tid, 0, ev::ThreadInfo::thread(vcpu, comm))
     }
     fn exit(&mut self, tid: u32, cpu: u32, isa: u64, reason: u64) -> &mut Self {
         let vcpu = u64::from(tid - V0);
-        self.ev(Kind::KvmExit, tid, cpu, [reason, isa, vcpu, 0, 0])
+        let exit = ev::KvmExit {
+            exit_reason: reason,
+            isa: Some(isa),
+            vcpu_id: Some(vcpu),
+            ..Default::default()
+        };
+        self.ev(tid, cpu, exit)
     }
     fn entry(&mut self, tid: u32, cpu: u32) -> &mut Self {
-        self.ev(Kind::KvmEntry, tid, cpu, [u64::from(tid - V0), 0, 0, 0, 0])
+        let entry = ev::KvmEntry {
+            vcpu_id: Some(u64::from(tid - V0)),
+            ..Default::default()
+        };
+        self.ev(tid, cpu, entry)
     }
     fn uexit(&mut self, tid: u32, cpu: u32, reason: u64) -> &mut Self {
-        self.ev(Kind::KvmUserspaceExit, tid, cpu, [reason, 0, 0, 0, 0])
+        let exit = ev::KvmUserspaceExit {
+            reason: Some(reason),
+            errno: Some(0),
+        };
+        self.ev(tid, cpu, exit)
     }
     fn pio(&mut self, tid: u32, cpu: u32, port: u64) -> &mut Self {
-        self.ev(Kind::KvmPio, tid, cpu, [1, port, 2, 1, 0])
+        let pio = ev::KvmPio {
+            rw: 1,
+            port,
+            size: 2,
+            val: Some(1),
+        };
+        self.ev(tid, cpu, pio)
     }
     fn kvm_wakeup(&mut self, tid: u32, cpu: u32) -> &mut Self {
-        self.ev(Kind::KvmVcpuWakeup, tid, cpu, [1000, 1, 1, 0, 0])
+        let w = ev::KvmVcpuWakeup {
+            ns: 1000,
+            waited: 1,
+            valid: Some(1),
+        };
+        self.ev(tid, cpu, w)
     }
     fn inj(&mut self, tid: u32, cpu: u32) -> &mut Self {
-        self.ev(Kind::KvmInjVirq, tid, cpu, [0x30, 0, 0, 0, 0])
+        let inj = ev::KvmInjVirq {
+            vector: 0x30,
+            soft: Some(0),
+            reinjected: Some(0),
+        };
+        self.ev(tid, cpu, inj)
     }
     fn switch(&mut self, cpu: u32, prev: u32, runnable: bool, next: u32, comm: &str) -> &mut Self {
-        let (a, b) = comm_to_slots(comm);
-        let state = if runnable { 0x100 } else { 1 };
-        self.ev(
-            Kind::SchedSwitch,
-            prev,
-            cpu,
-            [u64::from(prev), state, u64::from(next), a, b],
-        )
+        let sw = ev::SchedSwitch {
+            prev_pid: u64::from(prev),
+            prev_state: if runnable { 0x100 } else { 1 },
+            next_pid: u64::from(next),
+            next_comm: Comm::new(comm),
+        };
+        self.ev(prev, cpu, sw)
     }
     fn wakeup(&mut self, pid: u32, target: u32) -> &mut Self {
-        self.ev(
-            Kind::SchedWakeup,
-            IOT,
-            0,
-            [u64::from(pid), u64::from(target), 120, 0, 0],
-        )
+        let w = ev::SchedWakeup {
+            pid: u64::from(pid),
+            target_cpu: Some(u64::from(target)),
+            prio: Some(120),
+            comm: Comm::default(),
+        };
+        self.ev(IOT, 0, w)
     }
     /// The demo's raise: kvm_set_irq then kvm_pic_set_irq, from the I/O thread.
     fn raise_pic(&mut self) -> &mut Self {
-        self.ev(Kind::KvmSetIrq, IOT, 0, [0, 1, 0, 0, 0]);
-        self.ev(Kind::KvmPicSetIrq, IOT, 0, [0, 0, 0, 0, 0])
+        let set = ev::KvmSetIrq {
+            gsi: 0,
+            level: 1,
+            irq_source_id: Some(0),
+        };
+        self.ev(IOT, 0, set);
+        self.ev(IOT, 0, ev::KvmPicSetIrq::default())
     }
     fn msi(&mut self, dest: u64) -> &mut Self {
-        self.ev(
-            Kind::KvmMsiSetIrq,
-            IOT,
-            0,
-            [0xfee0_0000 | (dest << 12), 0x31, 0, 0, 0],
-        )
+        let msi = ev::KvmMsiSetIrq {
+            address: 0xfee0_0000 | (dest << 12),
+            data: 0x31,
+        };
+        self.ev(IOT, 0, msi)
     }
     fn accept(&mut self, from: u32, cpu: u32, apicid: u64) -> &mut Self {
-        self.ev(Kind::KvmApicAcceptIrq, from, cpu, [apicid, 0xec, 0, 0, 0])
+        let acc = ev::KvmApicAcceptIrq {
+            apicid,
+            vec: 0xec,
+            dm: Some(0),
+            tm: Some(0),
+        };
+        self.ev(from, cpu, acc)
     }
     fn irq(&mut self, cpu: u32, n: u64, entry: bool) -> &mut Self {
-        let k = if entry {
-            Kind::IrqHandlerEntry
+        if entry {
+            self.ev(0, cpu, ev::IrqHandlerEntry { irq: n })
         } else {
-            Kind::IrqHandlerExit
-        };
-        self.ev(k, 0, cpu, [n, 0, 0, 0, 0])
+            self.ev(0, cpu, ev::IrqHandlerExit { irq: n, ret: 0 })
+        }
     }
     fn softirq(&mut self, cpu: u32, vec: u64, entry: bool) -> &mut Self {
-        let k = if entry {
-            Kind::SoftirqEntry
+        if entry {
+            self.ev(0, cpu, ev::SoftirqEntry { vec })
         } else {
-            Kind::SoftirqExit
-        };
-        self.ev(k, 0, cpu, [vec, 0, 0, 0, 0])
+            self.ev(0, cpu, ev::SoftirqExit { vec })
+        }
     }
     fn local_timer(&mut self, cpu: u32, entry: bool) -> &mut Self {
-        let k = if entry {
-            Kind::LocalTimerEntry
+        if entry {
+            self.ev(0, cpu, ev::LocalTimerEntry { vector: 0xec })
         } else {
-            Kind::LocalTimerExit
-        };
-        self.ev(k, 0, cpu, [0xec, 0, 0, 0, 0])
+            self.ev(0, cpu, ev::LocalTimerExit { vector: 0xec })
+        }
     }
     fn lock(&mut self, tid: u32, cpu: u32, begin: bool) -> &mut Self {
-        let k = if begin {
-            Kind::ContentionBegin
+        let lock_addr = 0xffff_8880_0000_1000;
+        if begin {
+            self.ev(
+                tid,
+                cpu,
+                ev::ContentionBegin {
+                    lock_addr,
+                    flags: 0,
+                },
+            )
         } else {
-            Kind::ContentionEnd
-        };
-        self.ev(k, tid, cpu, [0xffff_8880_0000_1000, 0, 0, 0, 0])
+            self.ev(tid, cpu, ev::ContentionEnd { lock_addr, ret: 0 })
+        }
     }
     fn drops(&mut self, n: u64) -> &mut Self {
-        self.ev(Kind::Drops, 0, 0, [n, 0, 0, 0, 0])
+        self.ev(
+            0,
+            0,
+            ev::Drops {
+                kernel: n,
+                userspace: 0,
+            },
+        )
     }
 
     fn run(&self) -> Engine {
@@ -170,7 +218,7 @@ fn causes(e: &Engine) -> HashMap<String, u64> {
     assert_eq!(sum, s.total_ns, "causes add up to the total");
     s.causes
         .iter()
-        .map(|(c, ns)| (c.label(&e.comms), *ns))
+        .map(|(c, ns)| (c.label(e.threads().names()), *ns))
         .collect()
 }
 
@@ -264,7 +312,7 @@ fn halted_vcpu_without_kvm_entry_uses_the_first_guest_exit() {
     let labels: Vec<(u64, u64, String)> = w
         .segments
         .iter()
-        .map(|(a, b, c)| (*a, *b, c.label(&e.comms)))
+        .map(|(a, b, c)| (*a, *b, c.label(e.threads().names())))
         .collect();
     assert_eq!(
         labels,
@@ -278,10 +326,7 @@ fn halted_vcpu_without_kvm_entry_uses_the_first_guest_exit() {
     assert_eq!(w.end_marker, EndMarker::FirstGuestExit);
     assert_eq!(w.opened_by, OpenedBy::SetIrq);
     assert_eq!(w.open_ns, us(100.0), "opened at kvm_set_irq");
-    assert!(w
-        .events
-        .iter()
-        .any(|ev| ev.kind == Kind::SchedWakeup as u16));
+    assert!(w.events.iter().any(|e| e.kind() == Ok(Kind::SchedWakeup)));
 }
 
 #[test]
@@ -497,7 +542,7 @@ fn out_of_guest_time_covers_the_whole_run() {
 fn unknown_vcpu_ids_fall_back_to_the_only_vcpu() {
     let mut s = Sim::new();
     s.evs.clear();
-    s.thread(V0, VCPU_UNKNOWN, "vcpu-thread");
+    s.thread(V0, None, "vcpu-thread");
     s.at(0.0)
         .switch(0, 0, false, V0, "vcpu-thread")
         .pio(V0, 0, 0x80);
@@ -513,20 +558,8 @@ fn unknown_vcpu_ids_fall_back_to_the_only_vcpu() {
 #[test]
 fn another_vms_vcpu_named_as_a_preempter_is_not_taken_for_a_vcpu() {
     let mut s = running_guest();
-    let (a, b) = comm_to_slots("CPU 0/KVM");
     // The other VM's vCPU thread, announced by name only.
-    s.ev(
-        Kind::ThreadInfo,
-        555,
-        0,
-        [
-            VCPU_UNKNOWN,
-            kvmtrace_common::THREAD_INFO_NAME_ONLY,
-            0,
-            a,
-            b,
-        ],
-    );
+    s.ev(555, 0, ev::ThreadInfo::name_only("CPU 0/KVM"));
     s.at(5.0).exit(V0, 0, VMX, 1);
     s.at(7.0).switch(0, V0, true, 555, "CPU 0/KVM");
     s.at(10.0).msi(0);

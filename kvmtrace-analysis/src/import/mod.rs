@@ -23,8 +23,8 @@
 //! - **Names and vCPUs**: one [`Kind::ThreadInfo`] record per thread (any task that owns a
 //!   line, or that a sched event names), at its first appearance, with its comm and its
 //!   vCPU id: from its own `kvm_exit`/`kvm_entry` (`vcpu N`) anywhere in the trace, else from
-//!   a VMM thread name (`CPU 3/KVM`, see [`crate::host::vcpu_from_comm`]), else
-//!   [`VCPU_UNKNOWN`]. ftrace's `<...>` (name not saved) and `<idle>` are replaced by a name a
+//!   a VMM thread name (`CPU 3/KVM`, see [`crate::threads::vcpu_from_comm`]), else
+//!   unknown. ftrace's `<...>` (name not saved) and `<idle>` are replaced by a name a
 //!   sched event gives, when one does.
 //! - **Exit reasons** are printed as names; the name gives the isa (the VMX names are upper
 //!   case, the SVM ones lower case). A reason printed as a number (a code the kernel has no
@@ -61,10 +61,9 @@ mod tests;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use kvmtrace_common::{Event, Kind, VCPU_UNKNOWN};
+use kvmtrace_common::{ev, Event, Origin};
 
-pub use self::reasons::exit_reason_code;
-use crate::report::comm_to_slots;
+pub use crate::names::exit_reason_code;
 
 /// The tgid given to threads that emit `kvm:*` events when the text does not show their
 /// process: all of them are taken as one VM.
@@ -310,7 +309,7 @@ impl Importer {
         };
         let ev = match events::parse(parsed.event, parsed.body) {
             // perf names the category: an event of another one is not the tracepoint.
-            Ok(ev) if parsed.system.is_some_and(|s| s != ev.kind.category()) => {
+            Ok(ev) if parsed.system.is_some_and(|s| s != ev.kind().category()) => {
                 let system = parsed.system.unwrap_or_default();
                 return self.fail(no, l, format!("unknown event {system}:{}", parsed.event));
             }
@@ -335,7 +334,7 @@ impl Importer {
         if t.tgid.is_none() {
             t.tgid = parsed.tgid;
         }
-        if ev.kind.category() == "kvm" {
+        if ev.kind().category() == "kvm" {
             t.kvm = true;
         }
         if t.vcpu.is_none() {
@@ -348,16 +347,12 @@ impl Importer {
             }
         }
         self.stats.events += 1;
-        self.events.push(Event {
+        self.events.push(ev.payload.event(Origin {
             ts_ns: ts,
             tid: parsed.tid,
             tgid: 0,
             cpu: parsed.cpu,
-            kind: ev.kind as u16,
-            missing: ev.missing,
-            _pad: 0,
-            slots: ev.slots,
-        });
+        }));
     }
 
     fn thread(&mut self, tid: u32, ts: u64, cpu: u32) -> &mut Thread {
@@ -389,13 +384,18 @@ impl Importer {
         };
         let after = self.lost_total.saturating_add(n);
         for total in [self.lost_total, after] {
-            self.events.push(Event {
+            let at = Origin {
                 ts_ns: ts,
                 cpu,
-                kind: Kind::Drops as u16,
-                slots: [total, 0, 0, 0, 0],
                 ..Default::default()
-            });
+            };
+            self.events.push(Event::new(
+                at,
+                &ev::Drops {
+                    kernel: total,
+                    userspace: 0,
+                },
+            ));
         }
         self.lost_total = after;
     }
@@ -421,27 +421,23 @@ impl Importer {
                 continue;
             };
             let comm = t.comm.as_deref().or(t.named.as_deref()).unwrap_or("");
-            let vcpu = t.vcpu.or_else(|| crate::host::vcpu_from_comm(comm));
-            let (lo, hi) = comm_to_slots(comm);
-            out.push(Event {
+            let vcpu = t.vcpu.or_else(|| crate::threads::vcpu_from_comm(comm));
+            let at = Origin {
                 ts_ns: t.first_ts,
                 tid,
                 tgid: tgid_of(tid, t),
                 cpu: t.cpu,
-                kind: Kind::ThreadInfo as u16,
-                missing: 0,
-                _pad: 0,
-                slots: [vcpu.map_or(VCPU_UNKNOWN, u64::from), 0, 0, lo, hi],
-            });
+            };
+            out.push(Event::new(at, &ev::ThreadInfo::thread(vcpu, comm)));
         }
         self.stats.threads = out.len() as u64;
-        for mut ev in self.events {
-            if ev.kind != Kind::Drops as u16 {
-                if let Some(t) = self.threads.get(&ev.tid) {
-                    ev.tgid = tgid_of(ev.tid, t);
+        for mut e in self.events {
+            if e.get::<ev::Drops>().is_none() {
+                if let Some(t) = self.threads.get(&e.tid) {
+                    e.tgid = tgid_of(e.tid, t);
                 }
             }
-            out.push(ev);
+            out.push(e);
         }
         // Stable: ThreadInfo records (first) stay ahead of the events at their timestamp.
         out.sort_by_key(|e| e.ts_ns);

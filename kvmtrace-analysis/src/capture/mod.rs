@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use kvmtrace_common::Event;
 use serde::{Deserialize, Serialize};
 
+use crate::format::Format;
 use crate::host::HostFacts;
-use crate::probes::{format::Format, ProbeStatus};
 
 pub const MAGIC: &[u8; 8] = b"KVMTRACE";
 /// Version 2: blocks are column-wise and zstd-compressed (`KTB2`); version-1 files (raw
@@ -47,7 +47,7 @@ pub fn encode_columns(events: &[Event], out: &mut Vec<u8>) {
     out.extend(events.iter().map(|e| e._pad));
     for s in 0..kvmtrace_common::NSLOTS {
         for e in events {
-            out.extend_from_slice(&e.slots[s].to_le_bytes());
+            out.extend_from_slice(&e.slot(s).to_le_bytes());
         }
     }
 }
@@ -119,6 +119,26 @@ pub struct CaptureHeader {
     pub apic_timer_fn: u64,
 }
 
+/// What happened to one tracepoint's probe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeStatus {
+    /// `category:name`.
+    pub tracepoint: String,
+    pub attached: bool,
+    /// Why it is not attached.
+    pub reason: Option<String>,
+    /// Fields this kernel lacks (their slots read as 0).
+    pub missing_fields: Vec<String>,
+}
+
+/// Flight recorder: a sample over the trigger threshold (kept in the trailer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Trigger {
+    pub tid: u32,
+    pub open_ns: u64,
+    pub total_ns: u64,
+}
+
 /// Written when a recording ends cleanly.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaptureTrailer {
@@ -132,7 +152,7 @@ pub struct CaptureTrailer {
     pub stop_reason: String,
     /// Flight recorder: the samples that triggered a write, in order.
     #[serde(default)]
-    pub triggers: Vec<crate::engine::Trigger>,
+    pub triggers: Vec<Trigger>,
 }
 
 #[derive(Debug, thiserror::Error)]

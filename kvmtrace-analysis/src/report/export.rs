@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 
 use super::latency::describe;
 use crate::capture::{create_output, CaptureError};
-use crate::engine::exit_reasons::exit_reason_label;
 use crate::engine::Engine;
+use crate::names::exit_reason_label;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -115,16 +115,12 @@ pub fn chrome_trace(engine: &Engine) -> Value {
     let mut events: Vec<Value> = Vec::new();
     let mut named = std::collections::HashSet::new();
     for (n, s) in engine.worst().iter().enumerate() {
-        let vcpu = engine
-            .vcpus()
-            .find(|v| v.tid == s.tid)
-            .and_then(|v| v.vcpu_id);
+        let vcpu = engine.vcpu(s.tid).and_then(|v| v.vcpu_id);
         if named.insert(u64::from(s.tgid)) {
             let name = engine
-                .vm_names
-                .get(&s.tgid)
-                .cloned()
-                .unwrap_or_else(|| format!("VMM {}", s.tgid));
+                .threads()
+                .vm_name(s.tgid)
+                .map_or_else(|| format!("VMM {}", s.tgid), str::to_string);
             events.push(json!({"ph": "M", "name": "process_name", "pid": s.tgid,
                 "args": {"name": name}}));
         }
@@ -139,7 +135,7 @@ pub fn chrome_trace(engine: &Engine) -> Value {
         let causes: serde_json::Map<String, Value> = s
             .causes
             .iter()
-            .map(|(c, ns)| (c.label(&engine.comms), json!(ns)))
+            .map(|(c, ns)| (c.label(engine.threads().names()), json!(ns)))
             .collect();
         events.push(json!({
             "ph": "X", "cat": "irq_to_guest",
@@ -151,7 +147,7 @@ pub fn chrome_trace(engine: &Engine) -> Value {
         }));
         for (start, end, cause) in &s.segments {
             events.push(json!({
-                "ph": "X", "cat": "cause", "name": cause.label(&engine.comms),
+                "ph": "X", "cat": "cause", "name": cause.label(engine.threads().names()),
                 "pid": s.tgid, "tid": s.tid,
                 "ts": us(*start), "dur": us(end - start),
             }));

@@ -1,0 +1,425 @@
+//! `kvmtrace report`: the engine's model of a capture or a text trace as a [`Report`]: the
+//! capture and host, event counts and drops, per vCPU its interrupt-to-guest latency split
+//! into causes, its exits and time by state, the worst samples with their timelines, and the
+//! demo's ground truth; as text ([`Report::to_text`]) or JSON (schema in
+//! docs/report-schema.md). The report reads the engine's model and interprets no event
+//! itself.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::capture::{CaptureHeader, CaptureTrailer, Damage, Trigger};
+use crate::hist::LatencySummary;
+use crate::host::HostFacts;
+
+pub mod export;
+pub mod latency;
+mod text;
+
+use self::latency::{AttributionInfo, VcpuLatency, WorstSample};
+use crate::engine::{Engine, EngineConfig};
+
+pub const SCHEMA: &str = "kvmtrace-report/1";
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub capture: CaptureInfo,
+    pub events: EventCounts,
+    pub vcpus: Vec<VcpuReport>,
+    /// The largest interrupt-to-guest latencies, each with its causes and timeline.
+    pub worst: Vec<WorstSample>,
+    pub attribution: AttributionInfo,
+    pub demo: Option<DemoReport>,
+    /// For `--from-text`: what the importer made of the text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import: Option<ImportInfo>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ImportInfo {
+    /// `ftrace`, `trace-cmd`, `perf-script`.
+    pub format: String,
+    pub stats: crate::import::ImportStats,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CaptureInfo {
+    pub path: String,
+    /// The recording ended cleanly (trailer present, no damage).
+    pub complete: bool,
+    pub damage: Option<Damage>,
+    pub stop_reason: Option<String>,
+    pub host: HostFacts,
+    /// Time between the first and the last event.
+    pub duration_ns: u64,
+    /// CLOCK_MONOTONIC of the first and the last tracepoint event (0 when there is none).
+    pub first_event_ns: u64,
+    pub last_event_ns: u64,
+    pub probes_attached: usize,
+    pub probes_unavailable: Vec<Unavailable>,
+    /// Flight recorder: the samples that triggered the windows written.
+    pub triggers: Vec<Trigger>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Unavailable {
+    pub tracepoint: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EventCounts {
+    /// Tracepoint events read (userspace bookkeeping records not included).
+    pub total: u64,
+    /// Events lost: kernel ring buffer full, plus records userspace could not decode.
+    pub dropped: u64,
+    pub dropped_kernel: u64,
+    pub dropped_userspace: u64,
+    /// Tracepoint name -> count.
+    pub by_kind: BTreeMap<String, u64>,
+    /// Records of a kind this kvmtrace does not know (from a newer version).
+    pub unknown_kinds: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct VcpuReport {
+    /// The VMM's process id.
+    pub pid: u32,
+    pub tid: u32,
+    /// vCPU id, when known (from kvm_exit/kvm_entry or a `CPU n/KVM` thread name).
+    pub vcpu: Option<u32>,
+    /// The VM's name (QEMU's `-name guest=`), or the VMM's program name.
+    pub vm_name: String,
+    pub comm: String,
+    pub events: u64,
+    pub events_by_kind: BTreeMap<String, u64>,
+    /// Exit latency by reason, interrupt-to-guest latency and its causes, time by state.
+    #[serde(flatten)]
+    pub latency: VcpuLatency,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DemoReport {
+    /// Interrupt raised (KVM_IRQ_LINE) -> the guest's handler acknowledged it (port write
+    /// seen by the demo VMM): the ground truth the tracer is checked against.
+    pub irq_ack_latency_ns: LatencySummary,
+}
+
+impl Report {
+    /// The report of what `engine` made of a stream, with what the capture file says about
+    /// itself.
+    pub fn build(
+        path: &str,
+        header: &CaptureHeader,
+        trailer: Option<&CaptureTrailer>,
+        damage: Option<&Damage>,
+        engine: &Engine,
+    ) -> Report {
+        let threads = engine.threads();
+        let counts = threads.counts();
+        let drops_kernel = trailer
+            .map_or(0, |t| t.kernel_drops)
+            .max(counts.drops_kernel);
+        let drops_user = trailer
+            .map_or(0, |t| t.malformed)
+            .max(counts.drops_userspace);
+        let mut vcpus: Vec<VcpuReport> = threads
+            .iter()
+            .filter(|(_, t)| t.is_vcpu)
+            .map(|(tid, t)| VcpuReport {
+                latency: latency::vcpu_latency(engine, tid).unwrap_or_default(),
+                vm_name: threads.vm_name(t.tgid).unwrap_or_default().to_string(),
+                pid: t.tgid,
+                tid,
+                vcpu: t.vcpu,
+                comm: t.comm.clone(),
+                events: t.by_kind.values().sum(),
+                events_by_kind: t
+                    .by_kind
+                    .iter()
+                    .map(|(k, n)| (k.name().to_string(), *n))
+                    .collect(),
+            })
+            .collect();
+        vcpus.sort_by_key(|v| (v.pid, v.vcpu.unwrap_or(u32::MAX), v.tid));
+        let truth = engine.demo_truth();
+        let demo = (header.demo || !truth.is_empty()).then(|| DemoReport {
+            irq_ack_latency_ns: LatencySummary::from_histogram(truth),
+        });
+        Report {
+            schema: SCHEMA,
+            capture: CaptureInfo {
+                path: path.to_string(),
+                complete: trailer.is_some() && damage.is_none(),
+                damage: damage.cloned(),
+                stop_reason: trailer.map(|t| t.stop_reason.clone()),
+                host: header.host.clone(),
+                duration_ns: counts.first_ns.map_or(0, |f| counts.last_ns - f),
+                first_event_ns: counts.first_ns.unwrap_or(0),
+                last_event_ns: counts.last_ns,
+                probes_attached: header.probes.iter().filter(|p| p.attached).count(),
+                triggers: trailer.map(|t| t.triggers.clone()).unwrap_or_default(),
+                probes_unavailable: header
+                    .probes
+                    .iter()
+                    .filter(|p| !p.attached)
+                    .map(|p| Unavailable {
+                        tracepoint: p.tracepoint.clone(),
+                        reason: p.reason.clone().unwrap_or_default(),
+                    })
+                    .collect(),
+            },
+            events: EventCounts {
+                total: counts.total,
+                dropped: drops_kernel + drops_user,
+                dropped_kernel: drops_kernel,
+                dropped_userspace: drops_user,
+                by_kind: counts
+                    .by_kind
+                    .iter()
+                    .map(|(k, n)| (k.name().to_string(), *n))
+                    .collect(),
+                unknown_kinds: counts.unknown_kinds,
+            },
+            vcpus,
+            worst: latency::worst_samples(engine),
+            attribution: latency::attribution_info(engine),
+            demo,
+            import: None,
+        }
+    }
+}
+
+/// Reads a capture through the attribution engine (whose model the report and the exports
+/// read), streaming: memory does not grow with the capture.
+pub fn analyse_capture(
+    path: &std::path::Path,
+    cfg: EngineConfig,
+) -> Result<(Report, Engine), crate::capture::CaptureError> {
+    let mut reader = crate::capture::CaptureReader::open(path)?;
+    let mut engine = Engine::new(EngineConfig {
+        apic_timer_fn: reader.header.apic_timer_fn,
+        ..cfg
+    });
+    let mut progress = Progress::new(path);
+    while let Some(ev) = reader.next_event()? {
+        engine.push(&ev);
+        progress.tick(reader.offset());
+    }
+    progress.done();
+    engine.flush();
+    let report = Report::build(
+        &path.display().to_string(),
+        &reader.header,
+        reader.trailer.as_ref(),
+        reader.damage.as_ref(),
+        &engine,
+    );
+    Ok((report, engine))
+}
+
+/// A progress line on stderr for large captures, when stderr is a terminal.
+struct Progress {
+    total: u64,
+    next: u64,
+    shown: bool,
+}
+
+impl Progress {
+    const LARGE: u64 = 64 << 20;
+
+    fn new(path: &std::path::Path) -> Progress {
+        use std::io::IsTerminal as _;
+        let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let on = total >= Self::LARGE && std::io::stderr().is_terminal();
+        Progress {
+            total: if on { total } else { 0 },
+            next: 0,
+            shown: false,
+        }
+    }
+
+    fn tick(&mut self, offset: u64) {
+        if self.total == 0 || offset < self.next {
+            return;
+        }
+        self.next = offset + self.total / 200;
+        self.shown = true;
+        eprint!(
+            "\rkvmtrace: reading {:>5.1} % ({} of {} MiB)",
+            100.0 * offset as f64 / self.total as f64,
+            offset >> 20,
+            self.total >> 20
+        );
+    }
+
+    fn done(&self) {
+        if self.shown {
+            eprintln!();
+        }
+    }
+}
+
+/// The same analysis of a text trace (ftrace, trace-cmd report, perf script).
+pub fn analyse_text(
+    path: &std::path::Path,
+    cfg: EngineConfig,
+) -> Result<(Report, Engine), crate::import::ImportError> {
+    let imported = crate::import::import_text(path)?;
+    let mut engine = Engine::new(EngineConfig {
+        apic_timer_fn: crate::import::APIC_TIMER_FN_MARKER,
+        ..cfg
+    });
+    for ev in &imported.events {
+        engine.push(ev);
+    }
+    engine.flush();
+    let header = CaptureHeader {
+        tool: format!("import ({})", imported.format.name()),
+        ..CaptureHeader::default()
+    };
+    let mut report = Report::build(&path.display().to_string(), &header, None, None, &engine);
+    report.capture.complete = imported.stats.not_understood == 0;
+    report.import = Some(ImportInfo {
+        format: imported.format.name().to_string(),
+        stats: imported.stats,
+    });
+    Ok((report, engine))
+}
+
+#[cfg(test)]
+mod tests {
+    use kvmtrace_common::{ev, Comm, Event, Origin, Record};
+
+    use super::*;
+
+    fn at<R: Record>(ts: u64, tid: u32, rec: R) -> Event {
+        let o = Origin {
+            ts_ns: ts,
+            tid,
+            tgid: 100,
+            cpu: 0,
+        };
+        Event::new(o, &rec)
+    }
+
+    #[test]
+    fn counts_per_vcpu_and_drops_and_demo() {
+        let pio = ev::KvmPio {
+            rw: 1,
+            port: 0x80,
+            size: 2,
+            val: Some(1),
+        };
+        let stream = [
+            at(0, 101, ev::ThreadInfo::thread(None, "CPU 0/KVM")),
+            at(10, 101, pio),
+            at(
+                20,
+                101,
+                ev::KvmUserspaceExit {
+                    reason: Some(2),
+                    errno: Some(0),
+                },
+            ),
+            at(
+                30,
+                5,
+                ev::SchedSwitch {
+                    prev_pid: 101,
+                    prev_state: 0,
+                    next_pid: 555,
+                    next_comm: Comm::new("busy"),
+                },
+            ),
+            at(
+                40,
+                7,
+                ev::SchedWakeup {
+                    pid: 101,
+                    target_cpu: Some(0),
+                    prio: Some(120),
+                    comm: Comm::default(),
+                },
+            ),
+            at(50, 7, ev::IrqHandlerEntry { irq: 11 }),
+            at(
+                60,
+                102,
+                ev::KvmExit {
+                    exit_reason: 30,
+                    isa: Some(1),
+                    vcpu_id: Some(1),
+                    ..Default::default()
+                },
+            ),
+            at(
+                60,
+                101,
+                ev::DemoAck {
+                    seq: 1,
+                    raised_ns: 1000,
+                    acked_ns: 36_000,
+                },
+            ),
+            at(
+                61,
+                101,
+                ev::DemoAck {
+                    seq: 2,
+                    raised_ns: 2000,
+                    acked_ns: 12_000,
+                },
+            ),
+            at(
+                70,
+                0,
+                ev::Drops {
+                    kernel: 3,
+                    userspace: 1,
+                },
+            ),
+            at(
+                80,
+                0,
+                ev::Drops {
+                    kernel: 2,
+                    userspace: 0,
+                },
+            ),
+            Event {
+                kind: 999,
+                ..Default::default()
+            },
+        ];
+        let mut engine = Engine::new(EngineConfig::default());
+        for e in &stream {
+            engine.push(e);
+        }
+        engine.flush();
+        let r = Report::build("x", &CaptureHeader::default(), None, None, &engine);
+        assert_eq!(r.events.total, 6);
+        assert_eq!(r.events.dropped, 4, "the largest cumulative counters");
+        assert_eq!(r.events.unknown_kinds, 1);
+        assert_eq!(r.events.by_kind["kvm_pio"], 1);
+        assert_eq!(r.vcpus.len(), 2);
+        let v0 = &r.vcpus[0];
+        assert_eq!(
+            (v0.tid, v0.vcpu, v0.comm.as_str()),
+            (101, Some(0), "CPU 0/KVM")
+        );
+        assert_eq!(v0.events_by_kind["sched_switch"], 1);
+        assert_eq!(v0.events_by_kind["sched_wakeup"], 1);
+        assert!(!v0.events_by_kind.contains_key("irq_handler_entry"));
+        assert_eq!(r.vcpus[1].vcpu, Some(1), "from kvm_exit's vcpu_id");
+        let d = r.demo.clone().unwrap().irq_ack_latency_ns;
+        assert_eq!(d.count, 2);
+        assert!(d.max >= 35_000 && d.max <= 35_100, "{}", d.max);
+        let text = r.to_text();
+        assert!(text.contains("vCPU 0  pid 100 () tid 101"), "{text}");
+        assert!(text.contains("<-- DROPS"));
+        assert!(!r.capture.complete);
+    }
+}

@@ -1,0 +1,168 @@
+//! The report as text: rtla-style breakdowns, one section after another.
+
+use std::fmt::Write as _;
+
+use super::{latency, Report};
+
+fn us(ns: u64) -> String {
+    format!("{:.1}", ns as f64 / 1000.0)
+}
+
+impl Report {
+    /// The human-readable report.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let c = &self.capture;
+        let state = if c.complete {
+            format!(
+                "complete, stopped by {}",
+                c.stop_reason.as_deref().unwrap_or("?")
+            )
+        } else {
+            "INCOMPLETE".to_string()
+        };
+        if let Some(i) = &self.import {
+            let st = &i.stats;
+            let _ = writeln!(
+                s,
+                "text trace: {} ({} format): {} lines, {} events, {} skipped, {} not understood",
+                c.path, i.format, st.lines, st.events, st.skipped, st.not_understood
+            );
+            for (why, n) in &st.by_reason {
+                let _ = writeln!(s, "  not understood: {n} x {why}");
+            }
+            for (line, text) in &st.first_unparsed {
+                let _ = writeln!(s, "    line {line}: {text}");
+            }
+        } else {
+            let _ = writeln!(s, "capture: {} ({state})", c.path);
+        }
+        for t in &c.triggers {
+            let _ = writeln!(
+                s,
+                "flight recorder trigger: {} us interrupt-to-guest on tid {} at {} ns",
+                us(t.total_ns),
+                t.tid,
+                t.open_ns
+            );
+        }
+        if let Some(d) = &c.damage {
+            let _ = writeln!(
+                s,
+                "warning: {} (at offset {}); reporting the events before it",
+                d.what, d.offset
+            );
+        }
+        let h = &c.host;
+        if self.import.is_none() {
+            let _ = writeln!(
+                s,
+                "host: {} | kernel {} | KVM {} | {} CPUs | {}",
+                h.hostname,
+                h.kernel,
+                h.kvm_backend.as_deref().unwrap_or("not loaded"),
+                h.ncpus,
+                h.cpu_model
+            );
+            let _ = writeln!(
+                s,
+                "probes: {} attached, {} unavailable",
+                c.probes_attached,
+                c.probes_unavailable.len()
+            );
+        }
+        for u in &c.probes_unavailable {
+            let _ = writeln!(s, "  unavailable {}: {}", u.tracepoint, u.reason);
+        }
+        let e = &self.events;
+        let _ = writeln!(
+            s,
+            "events: {} in {:.3} s, dropped {} (kernel ring buffer {}, undecodable {}){}",
+            e.total,
+            c.duration_ns as f64 / 1e9,
+            e.dropped,
+            e.dropped_kernel,
+            e.dropped_userspace,
+            if e.dropped > 0 { "  <-- DROPS" } else { "" }
+        );
+        if e.unknown_kinds > 0 {
+            let _ = writeln!(s, "  {} records of unknown kinds skipped", e.unknown_kinds);
+        }
+        for (k, n) in &e.by_kind {
+            let _ = writeln!(s, "  {k:<28} {n:>10}");
+        }
+        if self.vcpus.is_empty() {
+            let _ = writeln!(s, "\nno vCPU threads seen");
+        } else {
+            let _ = writeln!(
+                s,
+                "\n{:<8} {:<5} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>5}  top cause",
+                "pid", "vCPU", "tid", "irqs", "p50 us", "p99 us", "p99.9 us", "max us", "out%"
+            );
+            for v in &self.vcpus {
+                let i = &v.latency.irq_to_guest;
+                let total: u64 = i.causes_ns.values().sum();
+                let top = i
+                    .causes_ns
+                    .iter()
+                    .max_by_key(|(_, ns)| **ns)
+                    .filter(|_| total > 0)
+                    .map_or("-".to_string(), |(c, ns)| {
+                        format!("{c} {:.0}%", 100.0 * *ns as f64 / total as f64)
+                    });
+                let _ = writeln!(
+                    s,
+                    "{:<8} {:<5} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>5.1}  {top}",
+                    v.pid,
+                    v.vcpu.map_or("?".to_string(), |n| n.to_string()),
+                    v.tid,
+                    i.count,
+                    us(i.p50_ns),
+                    us(i.p99_ns),
+                    us(i.p999_ns),
+                    us(i.max_ns),
+                    v.latency.out_of_guest_pct
+                );
+            }
+        }
+        for v in &self.vcpus {
+            let id = v.vcpu.map_or("?".to_string(), |n| n.to_string());
+            let _ = writeln!(
+                s,
+                "\nvCPU {id}  pid {} ({}) tid {} \"{}\"  {} events",
+                v.pid, v.vm_name, v.tid, v.comm, v.events
+            );
+            latency::vcpu_text(&mut s, &v.latency);
+            let _ = writeln!(s, "  events:");
+            for (k, n) in &v.events_by_kind {
+                let _ = writeln!(s, "    {k:<28} {n:>10}");
+            }
+        }
+        latency::worst_text(&mut s, &self.worst, 3);
+        let a = &self.attribution;
+        if a.incomplete + a.late_events + a.unresolved_raises > 0 {
+            let _ = writeln!(
+                s,
+                "\nattribution: {} samples, {} incomplete (events lost or state unknown), {} late events, {} interrupts with no known target vCPU",
+                a.samples, a.incomplete, a.late_events, a.unresolved_raises
+            );
+        }
+        if let Some(d) = &self.demo {
+            let l = &d.irq_ack_latency_ns;
+            let _ = writeln!(
+                s,
+                "\ndemo ground truth, interrupt raised -> guest handler ack (measured by the demo VMM):"
+            );
+            let _ = writeln!(
+                s,
+                "  count {}  min {} us  p50 {} us  p99 {} us  max {} us",
+                l.count,
+                us(l.min),
+                us(l.p50),
+                us(l.p99),
+                us(l.max)
+            );
+        }
+        s
+    }
+}
