@@ -18,8 +18,9 @@ use kvmtrace_common::{Event, Kind};
 
 use crate::source::demo::DemoStats;
 use crate::source::session::{Session, SessionOptions};
-use kvmtrace_analysis::capture::Trigger;
-use kvmtrace_analysis::capture::{create_output, CaptureError, CaptureTrailer, CaptureWriter};
+use kvmtrace_analysis::capture::{
+    create_output, CaptureError, CaptureTrailer, CaptureWriter, StopReason, Trigger,
+};
 use kvmtrace_analysis::engine::{Engine, EngineConfig};
 
 #[derive(Clone, Debug)]
@@ -144,7 +145,7 @@ pub struct RecordSummary {
     pub events: u64,
     pub kernel_drops: u64,
     pub malformed: u64,
-    pub stop_reason: String,
+    pub stop_reason: StopReason,
     pub elapsed: Duration,
     pub demo: Option<DemoStats>,
 }
@@ -227,21 +228,21 @@ async fn run(
                 .map(|()| false),
         };
         match written {
-            Ok(true) => break "triggers".to_string(),
+            Ok(true) => break StopReason::Triggers,
             Ok(false) => {}
             Err(e) => {
                 write_error = Some(e);
-                break "write-error".to_string();
+                break StopReason::WriteError;
             }
         }
         buf.clear();
         match stop.load(Ordering::SeqCst) {
-            SIGINT => break "SIGINT".to_string(),
-            SIGTERM => break "SIGTERM".to_string(),
+            SIGINT => break StopReason::Sigint,
+            SIGTERM => break StopReason::Sigterm,
             _ => {}
         }
         if opts.duration.is_some_and(|d| started.elapsed() >= d) {
-            break "duration".to_string();
+            break StopReason::Duration;
         }
         session.read(&mut buf, Duration::from_millis(100)).await?;
     };
@@ -277,7 +278,7 @@ async fn run(
         kernel_drops: end.kernel_drops,
         malformed: end.malformed,
         end_ns: crate::source::demo::monotonic_ns(),
-        stop_reason: stop_reason.clone(),
+        stop_reason,
         triggers: triggers.clone(),
     })?;
     Ok(RecordSummary {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::capture::{CaptureHeader, CaptureTrailer, Damage, Trigger};
+use crate::capture::{CaptureHeader, CaptureTrailer, Damage, StopReason, Trigger};
 use crate::hist::LatencySummary;
 use crate::host::HostFacts;
 
@@ -50,7 +50,7 @@ pub struct CaptureInfo {
     /// The recording ended cleanly (trailer present, no damage).
     pub complete: bool,
     pub damage: Option<Damage>,
-    pub stop_reason: Option<String>,
+    pub stop_reason: Option<StopReason>,
     pub host: HostFacts,
     /// Time between the first and the last event.
     pub duration_ns: u64,
@@ -154,7 +154,7 @@ impl Report {
                 path: path.to_string(),
                 complete: trailer.is_some() && damage.is_none(),
                 damage: damage.cloned(),
-                stop_reason: trailer.map(|t| t.stop_reason.clone()),
+                stop_reason: trailer.map(|t| t.stop_reason),
                 host: header.host.clone(),
                 duration_ns: counts.first_ns.map_or(0, |f| counts.last_ns - f),
                 first_event_ns: counts.first_ns.unwrap_or(0),
