@@ -609,6 +609,47 @@ kinds! {
         lock_addr: u64 @ 0 = "lock_addr",
         ret: u64 @ 1 = "ret",
     }
+    /// APICv/AVIC: the interrupt was posted (VMX PIR + notification or wake-up; AVIC
+    /// doorbell), traced after `kvm_apic_accept_irq` (arch/x86/kvm/vmx/vmx.c
+    /// `vmx_deliver_interrupt`, svm/svm.c `svm_complete_interrupt_delivery`).
+    KvmApicvAcceptIrq = 33, "kvm", "kvm_apicv_accept_irq" {
+        apicid: u64 @ 0 = "apicid",
+        vec: u64 @ 1 = "vec",
+        dm: opt @ 2 = "dm",
+        tm: opt @ 3 = "tm",
+    }
+    /// A guest IPI: the sender's ICR write, in the sender's vCPU thread
+    /// (arch/x86/kvm/lapic.c `kvm_apic_send_ipi`).
+    KvmApicIpi = 34, "kvm", "kvm_apic_ipi" {
+        icr_low: u64 @ 0 = "icr_low",
+        dest_id: u64 @ 1 = "dest_id",
+    }
+    /// The LAPIC timer's lateness the guest sees (guest TSC cycles; < 0 early), traced
+    /// after `kvm_entry` (lapic.c `__kvm_wait_lapic_expire`).
+    KvmWaitLapicExpire = 35, "kvm", "kvm_wait_lapic_expire" {
+        vcpu_id: u64 @ 0 = "vcpu_id",
+        delta: u64 @ 1 = "delta",
+    }
+    /// An hrtimer armed: in a vCPU thread with KVM's `apic_timer_fn`, the guest's LAPIC
+    /// timer (lapic.c `start_sw_tscdeadline`, `start_sw_period`).
+    HrtimerStart = 36, "timer", "hrtimer_start" {
+        hrtimer: u64 @ 0 = "hrtimer",
+        function: u64 @ 1 = "function",
+        expires: u64 @ 2 = "expires",
+        mode: opt @ 3 = "mode",
+    }
+    /// A guest page fault handled by KVM's MMU (EPT violation / NPF), in the vCPU thread.
+    KvmPageFault = 37, "kvm", "kvm_page_fault" {
+        vcpu_id: opt @ 0 = "vcpu_id",
+        guest_rip: opt @ 1 = "guest_rip",
+        fault_address: u64 @ 2 = "fault_address",
+        error_code: u64 @ 3 = "error_code",
+    }
+    /// The guest's EOI of a vector (lapic.c `apic_set_eoi`).
+    KvmEoi = 38, "kvm", "kvm_eoi" {
+        apicid: u64 @ 0 = "apicid",
+        vector: u64 @ 1 = "vector",
+    }
     /// Made by userspace: a thread's name and vCPU id, a VM's name, or a task's name.
     ThreadInfo = 64, "kvmtrace", "thread_info" {
         vcpu_id: u64 @ 0 = "vcpu_id",
@@ -629,7 +670,7 @@ kinds! {
 }
 
 /// Number of tracepoint kinds (values `0..NTRACEPOINTS`), i.e. eBPF programs.
-pub const NTRACEPOINTS: usize = 33;
+pub const NTRACEPOINTS: usize = 39;
 
 impl Kind {
     /// True for kinds that come from a tracepoint (and so have an eBPF program).
@@ -657,6 +698,10 @@ impl Kind {
                 | Kind::KvmPio
                 | Kind::KvmMmio
                 | Kind::KvmMsr
+                | Kind::KvmApicIpi
+                | Kind::KvmWaitLapicExpire
+                | Kind::KvmPageFault
+                | Kind::KvmEoi
         )
     }
 }

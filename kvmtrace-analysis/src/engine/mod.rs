@@ -250,6 +250,10 @@ impl Engine {
             Payload::KvmPio(_) | Payload::KvmMmio(_) | Payload::KvmMsr(_) => {
                 self.on_guest_caused_exit(ev, ts)
             }
+            Payload::KvmApicIpi(_)
+            | Payload::KvmWaitLapicExpire(_)
+            | Payload::KvmPageFault(_)
+            | Payload::KvmEoi(_) => self.on_vcpu_note(ev, ts),
             // Scheduling of vCPU threads (vcpu.rs).
             Payload::SchedSwitch(x) => self.on_switch(ev, &x, ts),
             Payload::SchedWakeup(x) => self.on_wakeup(ev, &x, ts),
@@ -291,6 +295,7 @@ impl Engine {
             Payload::HrtimerExpireEntry(x) => self.on_hrtimer_expire(ev, &x, ts),
             // Drop checkpoints (window.rs).
             Payload::Drops(d) => self.on_drops(d.total()),
+            Payload::KvmApicvAcceptIrq(_) | Payload::HrtimerStart(_) => {}
             Payload::HrtimerExpireExit(_) | Payload::ThreadInfo(_) | Payload::DemoAck(_) => {}
         }
     }

@@ -253,6 +253,12 @@ impl Engine {
         Some(v)
     }
 
+    /// A vCPU-context event that changes nothing but says the thread runs (kept in the
+    /// window's timeline).
+    pub(super) fn on_vcpu_note(&mut self, e: &Event, ts: u64) {
+        self.vcpu_event(e, ts, false);
+    }
+
     pub(super) fn on_kvm_exit(&mut self, e: &Event, x: &ev::KvmExit, ts: u64) {
         let Some(v) = self.vcpu_event(e, ts, false) else {
             return;
