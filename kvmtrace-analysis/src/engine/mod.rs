@@ -37,7 +37,7 @@ use self::fxhash::FxHashMap;
 use self::reorder::Reorder;
 pub use self::threads::{StreamCounts, ThreadRec, Threads};
 use self::vcpu::CpuState;
-pub use self::vcpu::{Vcpu, VcpuStats};
+pub use self::vcpu::{ExitStat, Vcpu, VcpuStats};
 use self::window::Closed;
 pub use self::window::{EndMarker, OpenedBy, Sample};
 use crate::capture::Trigger;

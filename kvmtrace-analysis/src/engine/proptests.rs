@@ -210,8 +210,12 @@ fn check(evs: &[Event]) {
         assert_eq!(causes, v.stats.irq_total_ns);
         let states: u64 = v.stats.state_ns.values().sum();
         assert!(states <= span, "{states} > {span}");
-        for h in v.stats.exits.values() {
-            assert!(h.max() <= span.max(1));
+        for st in v.stats.exits.values() {
+            assert!(st.latency.max() <= span.max(1));
+            assert!(
+                st.latency.len() <= st.count,
+                "measured exits are counted exits"
+            );
         }
     }
 }

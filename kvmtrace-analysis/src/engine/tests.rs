@@ -248,7 +248,7 @@ fn vmx_exit_lets_the_interrupt_in() {
     assert_eq!(w.end_marker, EndMarker::KvmEntry);
     assert_eq!(w.opened_by, OpenedBy::MsiSetIrq);
     let v = e.vcpus().find(|v| v.tid == V0).unwrap();
-    let h = &v.stats.exits[&(1, 1)];
+    let h = &v.stats.exits[&(1, 1)].latency;
     assert_eq!(h.len(), 1);
     assert!(h.max() >= us(4.0) && h.max() <= us(4.05), "{}", h.max());
     assert_eq!(v.vcpu_id, Some(0));
@@ -451,9 +451,10 @@ fn a_capture_starting_mid_exit_gives_no_wrong_sample() {
     s.at(9.0).entry(V0, 0);
     let e = s.run();
     let v = e.vcpus().find(|v| v.tid == V0).unwrap();
-    assert_eq!(v.stats.exits[&(1, 1)].len(), 1, "only the complete exit");
+    assert_eq!(v.stats.exits[&(1, 1)].latency.len(), 1);
+    assert_eq!(v.stats.exits[&(1, 1)].count, 1);
     assert!(e.worst().is_empty());
-    assert_eq!(e.unresolved_raises, 1);
+    assert_eq!(e.unresolved_raises(), 1);
 
     // A window opened while the vCPU's state is unknown is incomplete.
     let mut s = Sim::new();
@@ -573,5 +574,30 @@ fn another_vms_vcpu_named_as_a_preempter_is_not_taken_for_a_vcpu() {
             ("preempted:CPU 0/KVM:555", 40.0),
             ("exit:EXTERNAL_INTERRUPT", 2.0),
         ],
+    );
+}
+
+#[test]
+fn exits_whose_entry_is_not_in_the_trace_are_counted_not_measured() {
+    let mut s = Sim::new();
+    s.at(1.0).exit(V0, 0, VMX, 48);
+    s.at(3.0).entry(V0, 0);
+    s.at(5.0).exit(V0, 0, VMX, 48);
+    s.at(6.0).exit(V1, 1, SVM, 0x400); // the trace ends inside these two exits
+    let e = s.run();
+    let st = &e.vcpu(V0).unwrap().stats.exits[&(1, 48)];
+    assert_eq!((st.count, st.latency.len()), (2, 1));
+    assert!(st.latency.equivalent(st.latency.max(), us(2.0)));
+    let st = &e.vcpu(V1).unwrap().stats.exits[&(2, 0x400)];
+    assert_eq!((st.count, st.latency.len()), (1, 0));
+    let r = crate::report::Report::build("x", &Default::default(), None, None, &e);
+    let text = r.to_text();
+    assert!(
+        text.contains("exits: 1 exit, none with its entry in the trace"),
+        "{text}"
+    );
+    assert!(
+        text.contains("exits: 2 exits, 1 with their entry"),
+        "{text}"
     );
 }

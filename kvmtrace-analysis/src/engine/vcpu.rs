@@ -41,9 +41,28 @@ pub(super) enum Ctx {
     },
 }
 
+/// One exit reason's statistics.
+pub struct ExitStat {
+    /// Every `kvm_exit` with this reason, as `perf kvm stat` counts them.
+    pub count: u64,
+    /// `kvm_exit` -> next `kvm_entry` of the vCPU, for the exits whose entry was seen
+    /// (`latency.len()` of `count`).
+    pub latency: Histogram<u64>,
+}
+
+impl ExitStat {
+    fn new() -> ExitStat {
+        ExitStat {
+            count: 0,
+            latency: latency_histogram(),
+        }
+    }
+}
+
 /// Accumulated statistics of one vCPU.
 pub struct VcpuStats {
-    pub exits: FxHashMap<(u8, u32), Histogram<u64>>,
+    /// By (isa, exit reason).
+    pub exits: FxHashMap<(u8, u32), ExitStat>,
     pub irq_to_guest: Histogram<u64>,
     pub irq_causes: FxHashMap<Cause, u64>,
     /// Sum of the complete samples' totals (equals the sum of `irq_causes`).
@@ -270,6 +289,11 @@ impl Engine {
         }
         v.ctx = Ctx::Exit { isa, reason };
         v.exit_start = Some((ts, isa, reason));
+        v.stats
+            .exits
+            .entry((isa, reason))
+            .or_insert_with(ExitStat::new)
+            .count += 1;
     }
 
     pub(super) fn on_kvm_entry(&mut self, e: &Event, x: &ev::KvmEntry, ts: u64) {
@@ -281,12 +305,12 @@ impl Engine {
             v.vcpu_id = Some(id as u32);
         }
         if let Some((start, isa, reason)) = v.exit_start.take() {
-            let h = v
+            let st = v
                 .stats
                 .exits
                 .entry((isa, reason))
-                .or_insert_with(latency_histogram);
-            let _ = h.record(ts.saturating_sub(start).max(1));
+                .or_insert_with(ExitStat::new);
+            let _ = st.latency.record(ts.saturating_sub(start).max(1));
         }
         v.ctx = Ctx::Guest;
         let close = v.window.as_ref().map(|w| {

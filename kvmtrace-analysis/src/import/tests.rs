@@ -1041,7 +1041,7 @@ fn engine_measures_imported_exits() {
     engine.flush();
     let v = engine.vcpus().find(|v| v.tid == 4243).unwrap();
     assert_eq!((v.tgid, v.vcpu_id), (IMPORTED_VM_TGID, Some(1)));
-    let h = &v.stats.exits[&(ISA_VMX as u8, 1)];
+    let h = &v.stats.exits[&(ISA_VMX as u8, 1)].latency;
     assert_eq!(h.len(), 1);
     assert!(h.equivalent(h.max(), 3_500), "{}", h.max());
     // The exit the kernel had no name for: isa 0.

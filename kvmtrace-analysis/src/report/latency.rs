@@ -34,7 +34,10 @@ pub struct ExitReason {
     pub reason: String,
     pub isa: String,
     pub code: u32,
+    /// Every `kvm_exit` with this reason (what `perf kvm stat` counts).
     pub count: u64,
+    /// Exits whose `kvm_entry` was seen: the latency percentiles are theirs.
+    pub measured: u64,
     pub p50_ns: u64,
     pub p99_ns: u64,
     pub max_ns: u64,
@@ -135,14 +138,15 @@ pub fn vcpu_latency(engine: &Engine, tid: u32) -> Option<VcpuLatency> {
     let mut by_reason: Vec<ExitReason> = st
         .exits
         .iter()
-        .map(|(&(isa, code), h)| ExitReason {
+        .map(|(&(isa, code), st)| ExitReason {
             reason: exit_reason_label(u64::from(isa), u64::from(code)),
             isa: isa_name(u64::from(isa)),
             code,
-            count: h.len(),
-            p50_ns: q(h, 0.5),
-            p99_ns: q(h, 0.99),
-            max_ns: h.max(),
+            count: st.count,
+            measured: st.latency.len(),
+            p50_ns: q(&st.latency, 0.5),
+            p99_ns: q(&st.latency, 0.99),
+            max_ns: st.latency.max(),
         })
         .collect();
     by_reason.sort_by(|a, b| b.count.cmp(&a.count).then(a.code.cmp(&b.code)));
@@ -207,6 +211,52 @@ pub fn describe(e: &Event) -> (String, String) {
         };
     }
     (kind.name().to_string(), fields)
+}
+
+/// The exit table: every exit counted, latencies from those whose entry was seen; says so
+/// when no exit was seen, or none with its entry.
+fn exits_text(out: &mut String, exits: &Exits) {
+    let count: u64 = exits.by_reason.iter().map(|e| e.count).sum();
+    let measured: u64 = exits.by_reason.iter().map(|e| e.measured).sum();
+    if count == 0 {
+        let _ = writeln!(
+            out,
+            "  exits: none seen (kvm_exit/kvm_entry do not fire on this kernel)"
+        );
+        return;
+    }
+    let plural = |n: u64| if n == 1 { "" } else { "s" };
+    if measured == 0 {
+        let _ = writeln!(
+            out,
+            "  exits: {count} exit{}, none with its entry in the trace (no exit latency)",
+            plural(count)
+        );
+    } else if measured < count {
+        let _ = writeln!(
+            out,
+            "  exits: {count} exit{}, {measured} with their entry (latencies from those)",
+            plural(count)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  {:<28} {:>5} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "exit reason", "isa", "count", "measured", "p50 us", "p99 us", "max us"
+    );
+    for e in &exits.by_reason {
+        let _ = writeln!(
+            out,
+            "  {:<28} {:>5} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            e.reason,
+            e.isa,
+            e.count,
+            e.measured,
+            us(e.p50_ns),
+            us(e.p99_ns),
+            us(e.max_ns)
+        );
+    }
 }
 
 fn worst_sample(engine: &Engine, s: &Sample) -> WorstSample {
@@ -317,30 +367,7 @@ pub fn vcpu_text(out: &mut String, l: &VcpuLatency) {
             breakdown_lines(out, "    ", &causes);
         }
     }
-    if l.exits.by_reason.is_empty() {
-        let _ = writeln!(
-            out,
-            "  exits: none seen (kvm_exit/kvm_entry do not fire on this kernel)"
-        );
-    } else {
-        let _ = writeln!(
-            out,
-            "  {:<28} {:>5} {:>10} {:>10} {:>10} {:>10}",
-            "exit reason", "isa", "count", "p50 us", "p99 us", "max us"
-        );
-        for e in &l.exits.by_reason {
-            let _ = writeln!(
-                out,
-                "  {:<28} {:>5} {:>10} {:>10} {:>10} {:>10}",
-                e.reason,
-                e.isa,
-                e.count,
-                us(e.p50_ns),
-                us(e.p99_ns),
-                us(e.max_ns)
-            );
-        }
-    }
+    exits_text(out, &l.exits);
     let mut states: Vec<(String, u64)> = l
         .out_of_guest_ns
         .iter()
