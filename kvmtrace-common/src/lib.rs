@@ -831,7 +831,8 @@ pub struct Config {
     pub apic_timer_fn: u64,
     /// One of [`filter`].
     pub filter_mode: u32,
-    pub _pad: u32,
+    /// Records a CPU submits before it wakes the ring buffer's reader (at least 1).
+    pub wakeup_every: u32,
     /// Field locations per tracepoint kind (`fields[kind][slot]`).
     pub fields: [[FieldSpec; NSLOTS]; NTRACEPOINTS],
     pub _tail: u32,
@@ -848,7 +849,7 @@ impl Config {
                 signed: 0,
             }; NSLOTS]; NTRACEPOINTS],
             filter_mode: filter::ALL_VMS,
-            _pad: 0,
+            wakeup_every: 1,
             apic_timer_fn: 0,
             _tail: 0,
         }

@@ -54,6 +54,10 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(limits::DEFAULT_RING_BYTES, 0);
 #[map]
 static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// Records submitted on this CPU since it last woke the reader (see `record::emit`).
+#[map]
+static SINCE_WAKEUP: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
 /// vCPU thread id -> its VMM's tgid. Filled by the programs (first vCPU-context KVM event of
 /// a thread) and by userspace (threads found in /proc at start-up).
 #[map]

@@ -156,6 +156,7 @@ impl Probes {
             found,
         } = build_config(&tracefs, opts);
         config.apic_timer_fn = crate::host::apic_timer_fn_address();
+        config.wakeup_every = wakeup_every(opts.ring_bytes, possible_cpus());
 
         let mut ebpf = EbpfLoader::new()
             .override_global(names::CONFIG, &config, true)
@@ -287,6 +288,23 @@ impl Probes {
     pub fn attached(&self) -> impl Iterator<Item = &ProbeStatus> {
         self.status.iter().filter(|s| s.attached)
     }
+}
+
+/// Records per CPU between two wake-ups of the reader: a ring holds
+/// `ring_bytes / (record + 8-byte header)` records; half of it shared by every CPU, so all
+/// CPUs together cannot fill the ring before one of them wakes the reader; at most 4096
+/// (256 KiB) so the reader still drains in sizeable batches on big rings.
+pub fn wakeup_every(ring_bytes: u32, cpus: u32) -> u32 {
+    let records = ring_bytes as u64 / (kvmtrace_common::Event::SIZE as u64 + 8);
+    (records / (2 * u64::from(cpus.max(1)))).clamp(1, 4096) as u32
+}
+
+/// CPUs the kernel may bring online (per-CPU maps have one slot each).
+fn possible_cpus() -> u32 {
+    aya::util::nr_cpus()
+        .ok()
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(1)
 }
 
 fn take_hash(
