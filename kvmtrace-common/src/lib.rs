@@ -835,10 +835,60 @@ pub struct Config {
     pub wakeup_every: u32,
     /// Field locations per tracepoint kind (`fields[kind][slot]`).
     pub fields: [[FieldSpec; NSLOTS]; NTRACEPOINTS],
+    /// Kernel struct fields the BTF tracepoint programs read.
+    pub btf: BtfOffsets,
     pub _tail: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<Config>() == 16 + NTRACEPOINTS * NSLOTS * 4 + 4);
+const _: () = assert!(
+    core::mem::size_of::<Config>() == 16 + NTRACEPOINTS * NSLOTS * 4 + BtfOffsets::SIZE + 4
+);
+
+/// Byte offsets of the kernel struct fields that the BTF tracepoint (`tp_btf`) programs read
+/// from the typed pointers they are given, found by the loader in the running kernel's BTF
+/// (`/sys/kernel/btf/vmlinux`). 0 = not found: the programs that need the field then run as
+/// classic tracepoints.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BtfOffsets {
+    /// `task_struct.pid` (the thread id).
+    pub task_pid: u32,
+    /// `task_struct.tgid` (the process id).
+    pub task_tgid: u32,
+    /// `task_struct.comm` (16 bytes).
+    pub task_comm: u32,
+    /// `task_struct.prio`.
+    pub task_prio: u32,
+    /// `task_struct.exit_state`.
+    pub task_exit_state: u32,
+    /// The CPU a task is on: `task_struct.thread_info.cpu` (or `task_struct.cpu`).
+    pub task_cpu: u32,
+    /// `hrtimer.function`.
+    pub hrtimer_function: u32,
+    /// `hrtimer.node.expires`.
+    pub hrtimer_expires: u32,
+}
+
+impl BtfOffsets {
+    pub const SIZE: usize = core::mem::size_of::<BtfOffsets>();
+
+    /// Every field the sched programs need was found.
+    pub const fn has_task(&self) -> bool {
+        self.task_pid != 0
+            && self.task_tgid != 0
+            && self.task_comm != 0
+            && self.task_prio != 0
+            && self.task_exit_state != 0
+            && self.task_cpu != 0
+    }
+
+    /// Every field the hrtimer programs need was found.
+    pub const fn has_hrtimer(&self) -> bool {
+        self.hrtimer_function != 0 && self.hrtimer_expires != 0
+    }
+}
+
+const _: () = assert!(BtfOffsets::SIZE == 32);
 
 impl Config {
     pub const fn zeroed() -> Config {
@@ -851,6 +901,16 @@ impl Config {
             filter_mode: filter::ALL_VMS,
             wakeup_every: 1,
             apic_timer_fn: 0,
+            btf: BtfOffsets {
+                task_pid: 0,
+                task_tgid: 0,
+                task_comm: 0,
+                task_prio: 0,
+                task_exit_state: 0,
+                task_cpu: 0,
+                hrtimer_function: 0,
+                hrtimer_expires: 0,
+            },
             _tail: 0,
         }
     }

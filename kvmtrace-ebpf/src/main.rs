@@ -23,6 +23,8 @@ macro_rules! program {
     };
 }
 
+#[macro_use]
+mod btf;
 mod filter;
 mod irq;
 mod kvm;

@@ -5,7 +5,7 @@ use aya_ebpf::{
     programs::TracePointContext,
     EbpfContext as _,
 };
-use kvmtrace_common::{Event, FieldSpec, Kind, NSLOTS, RAW_BYTES};
+use kvmtrace_common::{Event, FieldSpec, Kind, Origin, Record, NSLOTS, RAW_BYTES};
 
 use crate::{CONFIG, DROPS, EVENTS, SINCE_WAKEUP};
 
@@ -194,6 +194,23 @@ pub fn read_event_of(ctx: &TracePointContext, kind: Kind, cpu: u32, ids: (u32, u
         _pad: 0,
         slots,
     }
+}
+
+/// An event of `R`'s kind from fields the program already has (a BTF tracepoint's typed
+/// arguments): the time, and the task and CPU the caller passes.
+#[inline(always)]
+pub fn typed_event<R: Record>(cpu: u32, ids: (u32, u32), rec: &R) -> Event {
+    // SAFETY: a helper without arguments or side effects.
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
+    Event::new(
+        Origin {
+            ts_ns,
+            tid: ids.0,
+            tgid: ids.1,
+            cpu,
+        },
+        rec,
+    )
 }
 
 /// Slot `i`'s value and whether this kernel provides it. A 16-byte comm at slot `i` fills

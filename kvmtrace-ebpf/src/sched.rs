@@ -1,42 +1,75 @@
 //! sched:* tracepoints: keep the vCPU threads' scheduling and the per-CPU filter state.
+//!
+//! Each tracepoint has a classic program (fields from the perf record, at format-file
+//! offsets) and a BTF one (fields loaded from the `task_struct` arguments at BTF offsets);
+//! both share the filter and state logic below.
 
 use aya_ebpf::programs::TracePointContext;
 use kvmtrace_common::{cpu_state, ev, switch_prev_runnable, Kind};
 
 use crate::{
+    btf::{
+        arg_i32, arg_ptr, arg_u32, arg_u8, switch_prev_state, task_comm, task_cpu, task_pid,
+        task_prio, task_tgid,
+    },
     filter::{cpu_state_of, is_vcpu, is_vm, mark_waiting, set_cpu_state, vm_selected},
-    record::{current_ids, emit, read_event, this_cpu},
+    record::{current_ids, emit, read_event, this_cpu, typed_event},
     PASS,
 };
+
+/// A context switch on `cpu` from `prev` to `next`: updates the CPU's filter state; true
+/// when a traced vCPU is involved and the event is wanted.
+#[inline(always)]
+fn on_switch(cpu: u32, prev: u32, prev_state: u64, next: u32) -> bool {
+    let prev_vcpu = is_vcpu(prev);
+    let next_vcpu = is_vcpu(next);
+    let old = cpu_state_of(cpu);
+    let mut new = old;
+    if next_vcpu {
+        new = cpu_state::RUNNING;
+    } else {
+        new &= !cpu_state::RUNNING;
+        if prev_vcpu && switch_prev_runnable(prev_state) {
+            // Preempted: still runnable here.
+            new |= cpu_state::WAITING;
+        }
+    }
+    if new != old {
+        set_cpu_state(cpu, new);
+    }
+    prev_vcpu || next_vcpu
+}
+
+/// A wake-up of `pid` onto `target_cpu`: true when it is a traced vCPU's.
+#[inline(always)]
+fn on_wakeup(pid: u32, target_cpu: u64) -> bool {
+    if is_vcpu(pid) {
+        mark_waiting(target_cpu as u32);
+        return true;
+    }
+    false
+}
+
+/// A migration of `pid` to `dest_cpu`: true when it is a traced vCPU's.
+#[inline(always)]
+fn on_migrate(pid: u32, dest_cpu: u64) -> bool {
+    on_wakeup(pid, dest_cpu)
+}
+
+/// A new thread started by the current process: wanted when that is a traced VM.
+#[inline(always)]
+fn on_wakeup_new(tgid: u32) -> bool {
+    is_vm(tgid) && vm_selected(tgid)
+}
 
 program! {
     pub fn sched_switch(ctx: TracePointContext) -> u32 {
         let cpu = this_cpu();
         let e = read_event(&ctx, Kind::SchedSwitch, cpu);
-        let Some(sw) = e.get::<ev::SchedSwitch>() else {
-            return PASS;
-        };
-        let prev = sw.prev_pid as u32;
-        let prev_state = sw.prev_state;
-        let next = sw.next_pid as u32;
-        let prev_vcpu = is_vcpu(prev);
-        let next_vcpu = is_vcpu(next);
-        let old = cpu_state_of(cpu);
-        let mut new = old;
-        if next_vcpu {
-            new = cpu_state::RUNNING;
-        } else {
-            new &= !cpu_state::RUNNING;
-            if prev_vcpu && switch_prev_runnable(prev_state) {
-                // Preempted: still runnable here.
-                new |= cpu_state::WAITING;
+        if let Some(sw) = e.get::<ev::SchedSwitch>() {
+            if on_switch(cpu, sw.prev_pid as u32, sw.prev_state, sw.next_pid as u32) {
+                emit(&e);
             }
-        }
-        if new != old {
-            set_cpu_state(cpu, new);
-        }
-        if prev_vcpu || next_vcpu {
-            emit(&e);
         }
         PASS
     }
@@ -46,8 +79,7 @@ program! {
     pub fn sched_wakeup(ctx: TracePointContext) -> u32 {
         let e = read_event(&ctx, Kind::SchedWakeup, this_cpu());
         if let Some(w) = e.get::<ev::SchedWakeup>() {
-            if is_vcpu(w.pid as u32) {
-                mark_waiting(w.target_cpu.unwrap_or(0) as u32);
+            if on_wakeup(w.pid as u32, w.target_cpu.unwrap_or(0)) {
                 emit(&e);
             }
         }
@@ -59,7 +91,7 @@ program! {
     pub fn sched_wakeup_new(ctx: TracePointContext) -> u32 {
         // Fires in the parent: a VMM starting a thread (perhaps a new vCPU).
         let (_, tgid) = current_ids();
-        if is_vm(tgid) && vm_selected(tgid) {
+        if on_wakeup_new(tgid) {
             emit(&read_event(&ctx, Kind::SchedWakeupNew, this_cpu()));
         }
         PASS
@@ -70,10 +102,88 @@ program! {
     pub fn sched_migrate_task(ctx: TracePointContext) -> u32 {
         let e = read_event(&ctx, Kind::SchedMigrateTask, this_cpu());
         if let Some(m) = e.get::<ev::SchedMigrateTask>() {
-            if is_vcpu(m.pid as u32) {
-                mark_waiting(m.dest_cpu as u32);
+            if on_migrate(m.pid as u32, m.dest_cpu) {
                 emit(&e);
             }
+        }
+        PASS
+    }
+}
+
+btf_program! {
+    // (bool preempt, struct task_struct *prev, struct task_struct *next,
+    //  unsigned int prev_state). Runs in `prev`, so the event's task is `prev`: no helper
+    // call for the current ids.
+    pub fn sched_switch_btf(ctx: BtfTracePointContext) -> u32 {
+        let prev = arg_ptr(&ctx, 1);
+        let next = arg_ptr(&ctx, 2);
+        let prev_pid = task_pid(prev);
+        let next_pid = task_pid(next);
+        let cpu = this_cpu();
+        let prev_state = switch_prev_state(arg_u8(&ctx, 0) != 0, arg_u32(&ctx, 3) as u32, prev);
+        if on_switch(cpu, prev_pid, prev_state, next_pid) {
+            let rec = ev::SchedSwitch {
+                prev_pid: prev_pid as u64,
+                prev_state,
+                next_pid: next_pid as u64,
+                next_comm: task_comm(next),
+            };
+            emit(&typed_event(cpu, (prev_pid, task_tgid(prev)), &rec));
+        }
+        PASS
+    }
+}
+
+btf_program! {
+    // (struct task_struct *p): fires in the waker.
+    pub fn sched_wakeup_btf(ctx: BtfTracePointContext) -> u32 {
+        let p = arg_ptr(&ctx, 0);
+        let pid = task_pid(p);
+        let target_cpu = task_cpu(p);
+        if on_wakeup(pid, target_cpu) {
+            let rec = ev::SchedWakeup {
+                pid: pid as u64,
+                target_cpu: Some(target_cpu),
+                prio: Some(task_prio(p)),
+                comm: task_comm(p),
+            };
+            emit(&typed_event(this_cpu(), current_ids(), &rec));
+        }
+        PASS
+    }
+}
+
+btf_program! {
+    // (struct task_struct *p): fires in the parent.
+    pub fn sched_wakeup_new_btf(ctx: BtfTracePointContext) -> u32 {
+        let ids = current_ids();
+        if on_wakeup_new(ids.1) {
+            let p = arg_ptr(&ctx, 0);
+            let rec = ev::SchedWakeupNew {
+                pid: task_pid(p) as u64,
+                target_cpu: Some(task_cpu(p)),
+                prio: Some(task_prio(p)),
+                comm: task_comm(p),
+            };
+            emit(&typed_event(this_cpu(), ids, &rec));
+        }
+        PASS
+    }
+}
+
+btf_program! {
+    // (struct task_struct *p, int dest_cpu)
+    pub fn sched_migrate_task_btf(ctx: BtfTracePointContext) -> u32 {
+        let p = arg_ptr(&ctx, 0);
+        let pid = task_pid(p);
+        let dest_cpu = arg_i32(&ctx, 1);
+        if on_migrate(pid, dest_cpu) {
+            let rec = ev::SchedMigrateTask {
+                pid: pid as u64,
+                orig_cpu: task_cpu(p),
+                dest_cpu,
+            };
+            emit(&typed_event(this_cpu(), current_ids(), &rec));
         }
         PASS
     }

@@ -676,7 +676,6 @@ fn print_tables(
         .get(&0)
         .map(|rs| rs.iter().map(RunResult::ns_per_exit).collect())
         .unwrap_or_default();
-    let base_med = median(&base);
     println!("| tracer | ns/exit (median) | slowdown | ns/exit per round | interrupt p50 us | kvmtrace events, drops |");
     println!("|---|---:|---:|---|---:|---|");
     for (t, tracer) in tracers.iter().enumerate() {
@@ -716,12 +715,17 @@ fn print_tables(
             median(&p50),
         );
     }
-    let _ = base_med;
     if costs.is_empty() {
         return;
     }
     println!("\n## BPF run time per event (kernel.bpf_stats_enabled=1, same runs, medians of {} rounds)\n", opts.cost_rounds);
-    let labels: Vec<&String> = costs.keys().collect();
+    // In the order given on the command line.
+    let labels: Vec<&String> = opts
+        .kvmtrace
+        .iter()
+        .map(|k| &k.label)
+        .filter(|l| costs.contains_key(*l))
+        .collect();
     let mut head = "| tracepoint | runs/s |".to_string();
     let mut rule = "|---|---:|".to_string();
     for l in &labels {

@@ -129,6 +129,32 @@ pub struct ProbeStatus {
     pub reason: Option<String>,
     /// Fields this kernel lacks (their slots read as 0).
     pub missing_fields: Vec<String>,
+    /// How the attached program is hooked in (absent in captures made before kvmtrace
+    /// recorded it, and for a probe not attached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ProbeMode>,
+}
+
+/// How a probe's program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProbeMode {
+    /// A classic tracepoint program: the kernel builds the perf record, the program reads
+    /// its fields at the format file's offsets.
+    #[serde(rename = "tracepoint")]
+    Tracepoint,
+    /// A BTF tracepoint program: called with the tracepoint's typed arguments, no perf
+    /// record built.
+    #[serde(rename = "tp_btf")]
+    TpBtf,
+}
+
+impl ProbeMode {
+    pub const fn name(self) -> &'static str {
+        match self {
+            ProbeMode::Tracepoint => "tracepoint",
+            ProbeMode::TpBtf => "tp_btf",
+        }
+    }
 }
 
 /// Flight recorder: a sample over the trigger threshold (kept in the trailer).

@@ -3,7 +3,14 @@
 //! Field offsets come from tracefs format files at start-up and are handed to the programs
 //! as a read-only global; a tracepoint or field the kernel lacks disables only what depends
 //! on it, and [`Probes::status`] says which.
+//!
+//! Each tracepoint whose arguments carry its fields also has a BTF program (`<name>_btf`):
+//! it is attached instead of the classic one when the kernel's BTF describes the tracepoint
+//! and the struct fields it reads, and the classic program is the fallback (older kernels,
+//! no BTF, KVM built as a module, or a BTF program the verifier refuses).
+//! [`ProbeStatus::mode`] says which runs.
 
+pub mod btf;
 pub use kvmtrace_analysis::format;
 pub mod tracefs;
 
@@ -11,13 +18,17 @@ use std::collections::BTreeMap;
 
 use aya::{
     maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{trace_point::TracePointLink, ProgramError, TracePoint},
-    Ebpf, EbpfError, EbpfLoader,
+    programs::{
+        tp_btf::BtfTracePointLink, trace_point::TracePointLink, BtfTracePoint, ProgramError,
+        TracePoint,
+    },
+    Btf, Ebpf, EbpfError, EbpfLoader,
 };
-use kvmtrace_common::{filter, names, Config, Kind, NTRACEPOINTS};
+use kvmtrace_common::{filter, names, BtfOffsets, Config, Kind, NTRACEPOINTS};
 
+use self::btf::KernelBtf;
 use self::tracefs::{Tracefs, TracefsError};
-use kvmtrace_analysis::capture::ProbeStatus;
+use kvmtrace_analysis::capture::{ProbeMode, ProbeStatus};
 use kvmtrace_analysis::format::Format;
 
 /// The eBPF object, built by build.rs from kvmtrace-ebpf.
@@ -50,12 +61,14 @@ pub enum AttachError {
         program: &'static str,
         source: ProgramError,
     },
+    #[error("program {program} is not a BTF tracepoint program: {source}")]
+    NotABtfTracepoint {
+        program: String,
+        source: ProgramError,
+    },
     /// The kernel refused to load it; `summary` is the verifier's last words.
     #[error("loading {program}: {summary}")]
-    Load {
-        program: &'static str,
-        summary: String,
-    },
+    Load { program: String, summary: String },
     #[error("attaching {tracepoint}: {source}")]
     Attach {
         tracepoint: String,
@@ -70,6 +83,8 @@ pub struct ProbeOptions {
     pub pids: Vec<u32>,
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     pub ring_bytes: u32,
+    /// Attach the BTF programs where the kernel allows (else classic tracepoints only).
+    pub btf: bool,
 }
 
 impl Default for ProbeOptions {
@@ -77,8 +92,17 @@ impl Default for ProbeOptions {
         ProbeOptions {
             pids: Vec::new(),
             ring_bytes: kvmtrace_common::limits::DEFAULT_RING_BYTES,
+            btf: true,
         }
     }
+}
+
+/// An attached program's link; dropping it detaches the program (the links are only ever
+/// dropped).
+#[allow(dead_code)]
+enum Link {
+    Tracepoint(TracePointLink),
+    Btf(BtfTracePointLink),
 }
 
 /// The loaded and attached probes.
@@ -93,7 +117,7 @@ pub struct Probes {
     vm_tgids: HashMap<MapData, u32, u32>,
     drops: PerCpuArray<MapData, u64>,
     /// Owned here so that [`Drop`] can detach them in parallel.
-    links: Vec<TracePointLink>,
+    links: Vec<Link>,
 }
 
 impl Drop for Probes {
@@ -157,6 +181,10 @@ impl Probes {
         } = build_config(&tracefs, opts);
         config.apic_timer_fn = crate::host::apic_timer_fn_address();
         config.wakeup_every = wakeup_every(opts.ring_bytes, possible_cpus());
+        let kernel_btf = if opts.btf { load_btf() } else { None };
+        if let Some((kbtf, _)) = &kernel_btf {
+            config.btf = kbtf.offsets();
+        }
 
         let mut ebpf = EbpfLoader::new()
             .override_global(names::CONFIG, &config, true)
@@ -173,24 +201,36 @@ impl Probes {
                     attached: false,
                     reason: Some(reason),
                     missing_fields: Vec::new(),
+                    mode: None,
                 },
-                Ok(missing_fields) => match attach(&mut ebpf, kind) {
-                    Ok(link) => {
-                        links.push(link);
-                        ProbeStatus {
-                            tracepoint,
-                            attached: true,
-                            reason: None,
-                            missing_fields,
+                Ok(missing_fields) => {
+                    let btf = kernel_btf
+                        .as_ref()
+                        .filter(|(kbtf, _)| btf_wanted(kind, kbtf, &config.btf));
+                    match attach_either(&mut ebpf, kind, btf.map(|(_, b)| b)) {
+                        Ok((link, mode)) => {
+                            links.push(link);
+                            ProbeStatus {
+                                tracepoint,
+                                attached: true,
+                                reason: None,
+                                // A BTF program takes every field from the arguments.
+                                missing_fields: match mode {
+                                    ProbeMode::TpBtf => Vec::new(),
+                                    ProbeMode::Tracepoint => missing_fields,
+                                },
+                                mode: Some(mode),
+                            }
                         }
+                        Err(e) => ProbeStatus {
+                            tracepoint,
+                            attached: false,
+                            reason: Some(e.to_string()),
+                            missing_fields,
+                            mode: None,
+                        },
                     }
-                    Err(e) => ProbeStatus {
-                        tracepoint,
-                        attached: false,
-                        reason: Some(e.to_string()),
-                        missing_fields,
-                    },
-                },
+                }
             };
             if let Some(reason) = &st.reason {
                 log::warn!("{}: not traced: {reason}", st.tracepoint);
@@ -315,6 +355,78 @@ fn take_hash(
     HashMap::try_from(map).map_err(|source| ProbeError::Map { name, source })
 }
 
+/// The kernel's BTF, parsed twice: by aya to load BTF programs against, and by us for the
+/// tracepoint typedefs and struct offsets. None (classic tracepoints only) when the kernel
+/// has no BTF.
+fn load_btf() -> Option<(KernelBtf, Btf)> {
+    let ours = KernelBtf::from_sys_fs()
+        .map_err(|e| log::info!("no kernel BTF ({e}): classic tracepoints only"))
+        .ok()?;
+    let aya = Btf::from_sys_fs()
+        .map_err(|e| log::info!("aya cannot read the kernel BTF ({e}): classic tracepoints only"))
+        .ok()?;
+    Some((ours, aya))
+}
+
+/// Should `kind` try its BTF program: the kernel's BTF describes the tracepoint (KVM's only
+/// when KVM is built in) and the struct fields the program reads were found.
+fn btf_wanted(kind: Kind, kbtf: &KernelBtf, offsets: &BtfOffsets) -> bool {
+    if !kbtf.has_tracepoint(kind.name()) {
+        return false;
+    }
+    match kind {
+        // Fields computed by vendor code at the tracepoint: no BTF program.
+        Kind::KvmExit | Kind::KvmEntry | Kind::KvmPageFault | Kind::KvmEoi => false,
+        Kind::SchedSwitch | Kind::SchedWakeup | Kind::SchedWakeupNew | Kind::SchedMigrateTask => {
+            offsets.has_task()
+        }
+        Kind::HrtimerExpireEntry | Kind::HrtimerStart => offsets.has_hrtimer(),
+        _ => true,
+    }
+}
+
+/// Attaches `kind`'s BTF program when `btf` is given and it loads, else its classic one.
+fn attach_either(
+    ebpf: &mut Ebpf,
+    kind: Kind,
+    btf: Option<&Btf>,
+) -> Result<(Link, ProbeMode), AttachError> {
+    if let Some(btf) = btf {
+        match attach_btf(ebpf, kind, btf) {
+            Ok(link) => return Ok((Link::Btf(link), ProbeMode::TpBtf)),
+            Err(e) => log::warn!(
+                "{}: BTF program not used, classic tracepoint instead: {e}",
+                kind.name()
+            ),
+        }
+    }
+    attach(ebpf, kind).map(|l| (Link::Tracepoint(l), ProbeMode::Tracepoint))
+}
+
+fn attach_btf(ebpf: &mut Ebpf, kind: Kind, btf: &Btf) -> Result<BtfTracePointLink, AttachError> {
+    let program = format!("{}_btf", kind.name());
+    let prog = ebpf
+        .program_mut(&program)
+        .ok_or(AttachError::NoProgram(kind.name()))?;
+    let tp: &mut BtfTracePoint =
+        prog.try_into()
+            .map_err(|source| AttachError::NotABtfTracepoint {
+                program: program.clone(),
+                source,
+            })?;
+    tp.load(kind.name(), btf).map_err(|e| AttachError::Load {
+        program: program.clone(),
+        summary: short_load_error(&e.to_string()),
+    })?;
+    let tracepoint = format!("{}:{} (tp_btf)", kind.category(), kind.name());
+    let id = tp.attach().map_err(|source| AttachError::Attach {
+        tracepoint: tracepoint.clone(),
+        source,
+    })?;
+    tp.take_link(id)
+        .map_err(|source| AttachError::Attach { tracepoint, source })
+}
+
 fn attach(ebpf: &mut Ebpf, kind: Kind) -> Result<TracePointLink, AttachError> {
     let program = kind.name();
     let prog = ebpf
@@ -324,7 +436,7 @@ fn attach(ebpf: &mut Ebpf, kind: Kind) -> Result<TracePointLink, AttachError> {
         .try_into()
         .map_err(|source| AttachError::NotATracepoint { program, source })?;
     tp.load().map_err(|e| AttachError::Load {
-        program,
+        program: program.to_string(),
         summary: short_load_error(&e.to_string()),
     })?;
     let tracepoint = format!("{}:{}", kind.category(), kind.name());
