@@ -14,8 +14,9 @@
 //!    `bpftool prog show`) of each kvmtrace program and of bpftrace's counting program on the
 //!    same tracepoint, both attached in the same run so they see the same events.
 //!
-//! Options (after `--`): `--rounds N` (5), `--secs S` per run (4), `--work N` work exits per
-//! interrupt (2000: more than a millisecond of exits, so the guest never idles), and
+//! Options (after `--`): `--rounds N` (5), `--cost-rounds N` (3), `--secs S` per run (4),
+//! `--work N` work exits per interrupt (2000: more than a millisecond of exits, so the guest
+//! never idles), `--kvmtrace-only` (no bpftrace, perf, ftrace rounds), and
 //! `--kvmtrace LABEL=PATH[,ARG...]` (repeatable) to compare kvmtrace binaries or options in
 //! the same interleaved run, e.g. `--kvmtrace base=/tmp/kvmtrace-27e4406`.
 //!
@@ -64,7 +65,7 @@ fn main() {
     // 1. ns per exit, interleaved rounds.
     let mut tracers = vec![Tracer::None];
     tracers.extend(opts.kvmtrace.iter().cloned().map(Tracer::Kvmtrace));
-    if opts.full {
+    if opts.full && opts.others {
         tracers.extend([Tracer::Bpftrace, Tracer::Perf, Tracer::Ftrace]);
     }
     let mut runs: BTreeMap<usize, Vec<RunResult>> = BTreeMap::new();
@@ -73,10 +74,11 @@ fn main() {
             let t = (round + i) % tracers.len();
             let r = run_once(&env, &tracers[t], false);
             eprintln!(
-                "round {} {:<24} {:>8.0} ns/exit  load {}",
+                "round {} {:<28} {:>7.0} ns/exit {:>7.0} cpu ns/exit  load {}",
                 round + 1,
                 tracers[t].label(),
                 r.ns_per_exit(),
+                r.cpu_per_exit(),
                 loadavg()
             );
             runs.entry(t).or_default().push(r);
@@ -139,6 +141,8 @@ struct KvmtraceBin {
 
 struct Options {
     full: bool,
+    /// Also bpftrace, perf and ftrace (off with `--kvmtrace-only`).
+    others: bool,
     rounds: usize,
     cost_rounds: usize,
     secs: f64,
@@ -152,6 +156,7 @@ impl Options {
         let full = args.iter().any(|a| a == "--bench");
         let mut o = Options {
             full,
+            others: !args.iter().any(|a| a == "--kvmtrace-only"),
             rounds: if full { 5 } else { 1 },
             cost_rounds: 3,
             secs: if full { 4.0 } else { 1.5 },
@@ -212,9 +217,11 @@ fn guest_main(spec: &str) {
     )
     .expect("demo guest");
     let t0 = monotonic_ns();
+    let cpu0 = cpu_ns();
     std::thread::sleep(Duration::from_secs_f64(secs));
     let stats = guest.stop().expect("demo guest stop");
     let elapsed = monotonic_ns() - t0;
+    let cpu = cpu_ns() - cpu0;
     let lat: Vec<u64> = rx
         .try_iter()
         .map(|s| s.acked_ns.saturating_sub(s.raised_ns))
@@ -224,9 +231,21 @@ fn guest_main(spec: &str) {
         "acked": stats.acked,
         "raised": stats.raised,
         "elapsed_ns": elapsed,
+        "cpu_ns": cpu,
         "ack_p50_ns": percentile(&lat, 0.5),
     });
     println!("{out}");
+}
+
+/// CPU time (user + system) of this process's threads: the vCPU thread's exits, and what
+/// the tracers' in-kernel handlers add to them, whatever else runs on the machine.
+fn cpu_ns() -> u64 {
+    // SAFETY: all-zero is a valid rusage to be filled in.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid out pointer for the call.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 struct Guest {
@@ -484,6 +503,7 @@ type ProgCosts = BTreeMap<String, (u64, u64)>;
 struct RunResult {
     work_exits: u64,
     elapsed_ns: u64,
+    cpu_ns: u64,
     ack_p50_ns: u64,
     /// kvmtrace: events written and dropped.
     events: Option<u64>,
@@ -496,6 +516,11 @@ struct RunResult {
 impl RunResult {
     fn ns_per_exit(&self) -> f64 {
         self.elapsed_ns as f64 / self.work_exits.max(1) as f64
+    }
+
+    /// CPU time of the guest's process per exit.
+    fn cpu_per_exit(&self) -> f64 {
+        self.cpu_ns as f64 / self.work_exits.max(1) as f64
     }
 }
 
@@ -525,6 +550,7 @@ fn run_once(env: &Env, tracer: &Tracer, with_bpftrace: bool) -> RunResult {
     let mut r = RunResult {
         work_exits: g["work_exits"].as_u64().unwrap_or(0),
         elapsed_ns: g["elapsed_ns"].as_u64().unwrap_or(0),
+        cpu_ns: g["cpu_ns"].as_u64().unwrap_or(0),
         ack_p50_ns: g["ack_p50_ns"].as_u64().unwrap_or(0),
         ..Default::default()
     };
@@ -676,38 +702,45 @@ fn print_tables(
         .get(&0)
         .map(|rs| rs.iter().map(RunResult::ns_per_exit).collect())
         .unwrap_or_default();
-    println!("| tracer | ns/exit (median) | slowdown | ns/exit per round | interrupt p50 us | kvmtrace events, drops |");
-    println!("|---|---:|---:|---|---:|---|");
+    let base_cpu: Vec<f64> = runs
+        .get(&0)
+        .map(|rs| rs.iter().map(RunResult::cpu_per_exit).collect())
+        .unwrap_or_default();
+    println!("| tracer | ns/exit | slowdown | guest CPU ns/exit | CPU added per exit | ns/exit per round | interrupt p50 us | kvmtrace events, drops |");
+    println!("|---|---:|---:|---:|---:|---|---:|---|");
+    // The change of each round against the same round's untraced run, then the median.
+    let vs_base = |v: &[f64], b: &[f64], pct: bool| -> Vec<f64> {
+        v.iter()
+            .zip(b)
+            .map(|(n, b)| if pct { 100.0 * (n / b - 1.0) } else { n - b })
+            .collect()
+    };
     for (t, tracer) in tracers.iter().enumerate() {
         let Some(rs) = runs.get(&t) else { continue };
         let ns: Vec<f64> = rs.iter().map(RunResult::ns_per_exit).collect();
-        // The slowdown of each round against the same round's untraced run, then the median.
-        let slow: Vec<f64> = ns
-            .iter()
-            .zip(&base)
-            .map(|(n, b)| 100.0 * (n / b - 1.0))
-            .collect();
+        let cpu: Vec<f64> = rs.iter().map(RunResult::cpu_per_exit).collect();
         let p50: Vec<f64> = rs.iter().map(|r| r.ack_p50_ns as f64 / 1e3).collect();
-        let ev = match (
-            rs.first().and_then(|r| r.events),
-            rs.first().and_then(|r| r.drops),
-        ) {
-            (Some(_), _) => {
+        let ev = match rs.first().and_then(|r| r.events) {
+            Some(_) => {
                 let e: Vec<f64> = rs.iter().map(|r| r.events.unwrap_or(0) as f64).collect();
                 let d: u64 = rs.iter().map(|r| r.drops.unwrap_or(0)).sum();
                 format!("{:.0}/s, {d}", median(&e) / env.secs)
             }
-            _ => String::new(),
+            None => String::new(),
+        };
+        let (slow, added) = if t == 0 {
+            ("-".to_string(), "-".to_string())
+        } else {
+            (
+                format!("{:+.1} %", median(&vs_base(&ns, &base, true))),
+                format!("{:+.0} ns", median(&vs_base(&cpu, &base_cpu, false))),
+            )
         };
         println!(
-            "| {} | {:.0} | {} | {} | {:.1} | {ev} |",
+            "| {} | {:.0} | {slow} | {:.0} | {added} | {} | {:.1} | {ev} |",
             tracer.label(),
             median(&ns),
-            if t == 0 {
-                "-".to_string()
-            } else {
-                format!("{:+.1} %", median(&slow))
-            },
+            median(&cpu),
             ns.iter()
                 .map(|n| format!("{n:.0}"))
                 .collect::<Vec<_>>()
