@@ -15,6 +15,9 @@
 //! compile-time size assertion.
 #![cfg_attr(not(feature = "std"), no_std)]
 
+pub mod exits;
+pub use exits::{ExitHist, ExitKey, VcpuThread};
+
 /// Number of value slots in an [`Event`].
 pub const NSLOTS: usize = 5;
 
@@ -667,6 +670,16 @@ kinds! {
         kernel: u64 @ 0 = "kernel",
         userspace: u64 @ 1 = "userspace",
     }
+    /// Made by userspace about once a second: what the in-kernel exit histogram of vCPU
+    /// thread `tid` and exit `key` (`isa << 32 | reason`) gained since the previous record
+    /// of that key ([`exits`]); up to four values, each [`exits::pack`]ed, 0 = unused.
+    ExitBuckets = 67, "kvmtrace", "exit_buckets" {
+        key: u64 @ 0 = "key",
+        b0: u64 @ 1 = "b0",
+        b1: u64 @ 2 = "b1",
+        b2: u64 @ 3 = "b2",
+        b3: u64 @ 4 = "b3",
+    }
 }
 
 /// Number of tracepoint kinds (values `0..NTRACEPOINTS`), i.e. eBPF programs.
@@ -829,6 +842,13 @@ pub const fn switch_prev_runnable(prev_state: u64) -> bool {
 pub struct Config {
     /// Kernel address of KVM's LAPIC timer callback (`apic_timer_fn`), 0 if unknown.
     pub apic_timer_fn: u64,
+    /// An exit that took at least this long is streamed ([`exits`]).
+    pub exit_threshold_ns: u64,
+    /// An interrupt raise, a vCPU's wake-up or switch-in streams its exits this long.
+    pub stream_hold_ns: u64,
+    /// 1: stream every exit (`record --all-exits`); the histograms count them all anyway.
+    pub all_exits: u32,
+    pub _pad: u32,
     /// One of [`filter`].
     pub filter_mode: u32,
     /// Records a CPU submits before it wakes the ring buffer's reader (at least 1).
@@ -841,7 +861,7 @@ pub struct Config {
 }
 
 const _: () = assert!(
-    core::mem::size_of::<Config>() == 16 + NTRACEPOINTS * NSLOTS * 4 + BtfOffsets::SIZE + 4
+    core::mem::size_of::<Config>() == 40 + NTRACEPOINTS * NSLOTS * 4 + BtfOffsets::SIZE + 4
 );
 
 /// Byte offsets of the kernel struct fields that the BTF tracepoint (`tp_btf`) programs read
@@ -901,6 +921,10 @@ impl Config {
             filter_mode: filter::ALL_VMS,
             wakeup_every: 1,
             apic_timer_fn: 0,
+            exit_threshold_ns: 1_000_000,
+            stream_hold_ns: 200_000,
+            all_exits: 0,
+            _pad: 0,
             btf: BtfOffsets {
                 task_pid: 0,
                 task_tgid: 0,
@@ -925,6 +949,9 @@ pub mod names {
     pub const VM_TGIDS: &str = "VM_TGIDS";
     pub const TRACED_TGIDS: &str = "TRACED_TGIDS";
     pub const CPU_STATE: &str = "CPU_STATE";
+    pub const EXIT_HIST: &str = "EXIT_HIST";
+    pub const EMITTED: &str = "EMITTED";
+    pub const AGG_MISSES: &str = "AGG_MISSES";
 }
 
 /// Map sizes.
@@ -937,6 +964,13 @@ pub mod limits {
     pub const MAX_CPUS: u32 = 4096;
     /// Default ring buffer size in bytes (a power of two, multiple of the page size).
     pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
+    /// (vCPU thread, exit reason) histograms kept in the kernel (about 1 KiB each,
+    /// preallocated); exits of a key that does not fit are streamed and counted in
+    /// `AGG_MISSES`. Userspace deletes the keys of threads that are gone.
+    pub const MAX_EXIT_KEYS: u32 = 4096;
+    /// Slots of the per-VM streaming deadlines (a VM's slot is its tgid modulo this; two VMs
+    /// sharing one only stream a little more).
+    pub const VM_STREAM_SLOTS: u32 = 4096;
 }
 
 #[cfg(feature = "user")]
@@ -948,6 +982,12 @@ mod user {
     unsafe impl aya::Pod for super::FieldSpec {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ExitKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ExitHist {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::VcpuThread {}
 }
 
 #[cfg(test)]

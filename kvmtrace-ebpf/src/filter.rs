@@ -1,6 +1,6 @@
 //! In-kernel filters: keep only the traced VMs' threads and the CPUs they run on.
 
-use kvmtrace_common::{cpu_state, filter};
+use kvmtrace_common::{cpu_state, filter, VcpuThread};
 
 use crate::{CONFIG, CPU_STATE, TRACED_TGIDS, VCPU_TIDS, VM_TGIDS};
 
@@ -33,7 +33,13 @@ pub fn is_vcpu(tid: u32) -> bool {
     // Reading the value (a tgid, never 0) keeps the result a scalar: testing two lookups'
     // pointers for null lets LLVM OR the pointers, which the verifier rejects.
     // SAFETY: a lookup in a map of plain integers; the reference does not escape.
-    unsafe { VCPU_TIDS.get(&tid).is_some_and(|tgid| *tgid != 0) }
+    unsafe { VCPU_TIDS.get(&tid).is_some_and(|t| t.tgid != 0) }
+}
+
+/// The state of vCPU thread `tid`, if it is one.
+#[inline(always)]
+pub fn vcpu_thread(tid: u32) -> Option<*mut VcpuThread> {
+    VCPU_TIDS.get_ptr_mut(&tid)
 }
 
 /// Is `tgid` a process known to run vCPUs?
@@ -46,7 +52,7 @@ pub fn is_vm(tgid: u32) -> bool {
 /// Remembers `tid` as a vCPU thread of `tgid` (first KVM event in vCPU context).
 #[inline(always)]
 pub fn register_vcpu(tid: u32, tgid: u32) {
-    let _ = VCPU_TIDS.insert(&tid, &tgid, 0);
+    let _ = VCPU_TIDS.insert(&tid, &VcpuThread::new(tgid), 0);
     let _ = VM_TGIDS.insert(&tgid, &1, 0);
 }
 

@@ -6,7 +6,8 @@ use kvmtrace_common::{ev, Event, Kind};
 
 use crate::{
     btf::{arg, arg_i32, arg_ptr, arg_u32, hrtimer_expires, hrtimer_function, read_kernel},
-    filter::{apic_timer_fn, cpu_interesting, is_vcpu},
+    exits::arm_raise,
+    filter::{apic_timer_fn, cpu_interesting, is_vcpu, is_vm},
     record::{current_ids, emit, read_event, this_cpu, typed_event},
     PASS,
 };
@@ -51,8 +52,23 @@ cpu_programs! {
 /// fires, and any other hrtimer only on a traced vCPU's CPU.
 #[inline(always)]
 fn hrtimer_expiry_wanted(cpu: u32, function: u64) -> bool {
+    cpu_interesting(cpu) || is_lapic_timer(function)
+}
+
+#[inline(always)]
+fn is_lapic_timer(function: u64) -> bool {
     let lapic = apic_timer_fn();
-    cpu_interesting(cpu) || (lapic != 0 && function == lapic)
+    lapic != 0 && function == lapic
+}
+
+/// Emits an hrtimer expiry; a guest's LAPIC timer firing is an interrupt raised for it, so
+/// it arms exit streaming like one (the timer's VM when it fires in one of its threads).
+#[inline(always)]
+fn emit_expiry(e: &Event, function: u64) {
+    if is_lapic_timer(function) {
+        arm_raise(e.tgid, is_vm(e.tgid), e.ts_ns);
+    }
+    emit(e);
 }
 
 /// A guest arming its LAPIC timer: an hrtimer with KVM's `apic_timer_fn` started from a
@@ -71,7 +87,7 @@ program! {
         let e = read_event(&ctx, Kind::HrtimerExpireEntry, cpu);
         let function = e.get::<ev::HrtimerExpireEntry>().map_or(0, |h| h.function);
         if hrtimer_expiry_wanted(cpu, function) {
-            emit(&e);
+            emit_expiry(&e, function);
         }
         PASS
     }
@@ -140,7 +156,7 @@ btf_program! {
                 function,
                 now: read_kernel::<i64>(arg(&ctx, 1)).map(|n| n as u64),
             };
-            emit(&typed_event(cpu, current_ids(), &rec));
+            emit_expiry(&typed_event(cpu, current_ids(), &rec), function);
         }
         PASS
     }

@@ -2,38 +2,65 @@
 //! carry their fields (the loader picks the BTF one when KVM's tracepoints are in the
 //! kernel's BTF, i.e. KVM is built in; a module's tracepoints attach classic).
 //!
-//! `kvm_exit`, `kvm_entry`, `kvm_page_fault` and `kvm_eoi` have no BTF program: their fields
-//! are computed by vendor code at the tracepoint (`get_exit_info`, `kvm_rip_read`, the
-//! LAPIC's vCPU), which a program cannot call.
+//! `kvm_exit` and `kvm_entry` are in `exits.rs` (aggregated in the kernel). They,
+//! `kvm_page_fault` and `kvm_eoi` have no BTF program: their fields are computed by vendor
+//! code at the tracepoint (`get_exit_info`, `kvm_rip_read`, the LAPIC's vCPU), which a
+//! program cannot call.
 
 use aya_ebpf::programs::TracePointContext;
 use kvmtrace_common::{ev, Event, Kind};
 
 use crate::{
     btf::{arg, arg_i32, arg_u16, arg_u32, arg_u8, read_kernel},
-    filter::{cpu_interesting, is_vcpu, register_vcpu, vm_selected},
+    exits::{arm_raise, arm_thread},
+    filter::{cpu_interesting, is_vm, register_vcpu, vcpu_thread, vm_selected},
     record::{current_ids, emit, read_event_of, this_cpu, typed_event},
     PASS,
 };
 
+/// Whom an event arms for exit streaming (`exits.rs`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Arm {
+    No,
+    /// The vCPU thread itself (it is being woken or given an interrupt).
+    Thread,
+    /// Every vCPU of its VM (a guest IPI: its target is not known here).
+    Vm,
+}
+
 /// An event that fires in a vCPU thread: it also identifies that thread as a vCPU.
 /// `make(cpu, (tid, tgid))` builds the record once the event is known to be wanted.
 #[inline(always)]
-fn vcpu_event(make: impl FnOnce(u32, (u32, u32)) -> Event) -> u32 {
+fn vcpu_event(arm: Arm, make: impl FnOnce(u32, (u32, u32)) -> Event) -> u32 {
     let (tid, tgid) = current_ids();
     // A known vCPU was selected when it was registered: one lookup in the common case.
-    if !is_vcpu(tid) {
+    let mut t = vcpu_thread(tid);
+    if t.is_none() {
         if !vm_selected(tgid) {
             return PASS;
         }
         register_vcpu(tid, tgid);
+        if arm == Arm::Thread {
+            t = vcpu_thread(tid);
+        }
     }
-    emit(&make(this_cpu(), (tid, tgid)));
+    let e = make(this_cpu(), (tid, tgid));
+    match arm {
+        Arm::Thread => {
+            if let Some(t) = t {
+                arm_thread(t, e.ts_ns);
+            }
+        }
+        Arm::Vm => arm_raise(tgid, true, e.ts_ns),
+        Arm::No => {}
+    }
+    emit(&e);
     PASS
 }
 
 /// An interrupt being raised or accepted: it may fire in any thread (a VMM I/O thread, a
-/// vhost worker, a timer callback on another vCPU's CPU).
+/// vhost worker, a timer callback on another vCPU's CPU). It arms exit streaming for the
+/// raising VMM's vCPUs, or for every vCPU when it comes from no known VM.
 #[inline(always)]
 fn irq_event(make: impl FnOnce(u32, (u32, u32)) -> Event) -> u32 {
     let ids = current_ids();
@@ -41,18 +68,32 @@ fn irq_event(make: impl FnOnce(u32, (u32, u32)) -> Event) -> u32 {
     if !vm_selected(ids.1) && !cpu_interesting(cpu) {
         return PASS;
     }
-    emit(&make(cpu, ids));
+    let e = make(cpu, ids);
+    arm_raise(ids.1, is_vm(ids.1), e.ts_ns);
+    emit(&e);
     PASS
 }
 
 macro_rules! vcpu_programs {
-    ($($name:ident => $kind:ident),* $(,)?) => {$(
+    ($($name:ident => $kind:ident $(, $arm:ident)?);* $(;)?) => {$(
         program! {
             pub fn $name(ctx: TracePointContext) -> u32 {
-                vcpu_event(|cpu, ids| read_event_of(&ctx, Kind::$kind, cpu, ids))
+                vcpu_event(
+                    arm!($($arm)?),
+                    |cpu, ids| read_event_of(&ctx, Kind::$kind, cpu, ids),
+                )
             }
         }
     )*};
+}
+
+macro_rules! arm {
+    () => {
+        Arm::No
+    };
+    ($arm:ident) => {
+        Arm::$arm
+    };
 }
 
 macro_rules! irq_programs {
@@ -65,19 +106,18 @@ macro_rules! irq_programs {
     )*};
 }
 
+// kvm_exit and kvm_entry are in exits.rs (aggregated in the kernel).
 vcpu_programs! {
-    kvm_exit => KvmExit,
-    kvm_entry => KvmEntry,
-    kvm_userspace_exit => KvmUserspaceExit,
-    kvm_inj_virq => KvmInjVirq,
-    kvm_vcpu_wakeup => KvmVcpuWakeup,
-    kvm_pio => KvmPio,
-    kvm_mmio => KvmMmio,
-    kvm_msr => KvmMsr,
-    kvm_apic_ipi => KvmApicIpi,
-    kvm_wait_lapic_expire => KvmWaitLapicExpire,
-    kvm_page_fault => KvmPageFault,
-    kvm_eoi => KvmEoi,
+    kvm_userspace_exit => KvmUserspaceExit;
+    kvm_inj_virq => KvmInjVirq, Thread;
+    kvm_vcpu_wakeup => KvmVcpuWakeup, Thread;
+    kvm_pio => KvmPio;
+    kvm_mmio => KvmMmio;
+    kvm_msr => KvmMsr;
+    kvm_apic_ipi => KvmApicIpi, Vm;
+    kvm_wait_lapic_expire => KvmWaitLapicExpire;
+    kvm_page_fault => KvmPageFault;
+    kvm_eoi => KvmEoi;
 }
 
 irq_programs! {
@@ -95,7 +135,7 @@ irq_programs! {
 btf_program! {
     // (u32 reason, int errno)
     pub fn kvm_userspace_exit_btf(ctx: BtfTracePointContext) -> u32 {
-        vcpu_event(|cpu, ids| {
+        vcpu_event(Arm::No, |cpu, ids| {
             let rec = ev::KvmUserspaceExit {
                 reason: Some(arg_u32(&ctx, 0)),
                 errno: Some(arg_i32(&ctx, 1)),
@@ -109,7 +149,7 @@ btf_program! {
     // (unsigned int rw, unsigned int port, unsigned int size, unsigned int count,
     //  const void *data): `val` is the first element behind `data`, `size` bytes wide.
     pub fn kvm_pio_btf(ctx: BtfTracePointContext) -> u32 {
-        vcpu_event(|cpu, ids| {
+        vcpu_event(Arm::No, |cpu, ids| {
             let size = arg_u32(&ctx, 2);
             let val = read_kernel::<u32>(arg(&ctx, 4)).map(|v| match size {
                 1 => v as u8 as u64,
@@ -131,7 +171,7 @@ btf_program! {
     // (int type, int len, u64 gpa, void *val), stored as u32 type and len; `val` holds
     // min(len, 8) bytes, 0 when null.
     pub fn kvm_mmio_btf(ctx: BtfTracePointContext) -> u32 {
-        vcpu_event(|cpu, ids| {
+        vcpu_event(Arm::No, |cpu, ids| {
             let len = arg_u32(&ctx, 1);
             let p = arg(&ctx, 3);
             let val = if p == 0 {
@@ -162,7 +202,7 @@ btf_program! {
 btf_program! {
     // (unsigned int write, u32 ecx, u64 data, bool exception)
     pub fn kvm_msr_btf(ctx: BtfTracePointContext) -> u32 {
-        vcpu_event(|cpu, ids| {
+        vcpu_event(Arm::No, |cpu, ids| {
             let rec = ev::KvmMsr {
                 write: arg_u32(&ctx, 0),
                 ecx: arg_u32(&ctx, 1),
@@ -177,7 +217,7 @@ btf_program! {
 btf_program! {
     // (unsigned int vector, bool soft, bool reinjected)
     pub fn kvm_inj_virq_btf(ctx: BtfTracePointContext) -> u32 {
-        vcpu_event(|cpu, ids| {
+        vcpu_event(Arm::Thread, |cpu, ids| {
             let rec = ev::KvmInjVirq {
                 vector: arg_u32(&ctx, 0),
                 soft: Some(arg_u8(&ctx, 1)),
@@ -191,7 +231,7 @@ btf_program! {
 btf_program! {
     // (u64 ns, bool waited, bool valid)
     pub fn kvm_vcpu_wakeup_btf(ctx: BtfTracePointContext) -> u32 {
-        vcpu_event(|cpu, ids| {
+        vcpu_event(Arm::Thread, |cpu, ids| {
             let rec = ev::KvmVcpuWakeup {
                 ns: arg(&ctx, 0),
                 waited: arg_u8(&ctx, 1),
@@ -205,7 +245,7 @@ btf_program! {
 btf_program! {
     // (u32 icr_low, u32 dest_id)
     pub fn kvm_apic_ipi_btf(ctx: BtfTracePointContext) -> u32 {
-        vcpu_event(|cpu, ids| {
+        vcpu_event(Arm::Vm, |cpu, ids| {
             let rec = ev::KvmApicIpi {
                 icr_low: arg_u32(&ctx, 0),
                 dest_id: arg_u32(&ctx, 1),
@@ -218,7 +258,7 @@ btf_program! {
 btf_program! {
     // (unsigned int vcpu_id, s64 delta)
     pub fn kvm_wait_lapic_expire_btf(ctx: BtfTracePointContext) -> u32 {
-        vcpu_event(|cpu, ids| {
+        vcpu_event(Arm::No, |cpu, ids| {
             let rec = ev::KvmWaitLapicExpire {
                 vcpu_id: arg_u32(&ctx, 0),
                 delta: arg(&ctx, 1),

@@ -25,6 +25,7 @@ macro_rules! program {
 
 #[macro_use]
 mod btf;
+mod exits;
 mod filter;
 mod irq;
 mod kvm;
@@ -36,7 +37,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use kvmtrace_common::{limits, Config};
+use kvmtrace_common::{limits, Config, ExitHist, ExitKey, VcpuThread};
 
 /// What every program returns. For a tracepoint program attached through perf, 0 tells the
 /// kernel to drop the event for *every* perf consumer of that tracepoint: an operator's
@@ -60,10 +61,37 @@ static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static SINCE_WAKEUP: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
-/// vCPU thread id -> its VMM's tgid. Filled by the programs (first vCPU-context KVM event of
-/// a thread) and by userspace (threads found in /proc at start-up).
+/// Records the programs tried to send, per CPU (sent + `DROPS`).
 #[map]
-static VCPU_TIDS: HashMap<u32, u32> = HashMap::with_max_entries(limits::MAX_VCPU_THREADS, 0);
+static EMITTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// vCPU thread id -> its VMM's tgid and its pending exit. Filled by the programs (first
+/// vCPU-context KVM event of a thread) and by userspace (threads found in /proc at start-up).
+#[map]
+static VCPU_TIDS: HashMap<u32, VcpuThread> = HashMap::with_max_entries(limits::MAX_VCPU_THREADS, 0);
+
+/// (vCPU thread, isa, exit reason) -> histogram of exit-handling latency (`exits.rs`).
+#[map]
+static EXIT_HIST: HashMap<ExitKey, ExitHist> = HashMap::with_max_entries(limits::MAX_EXIT_KEYS, 0);
+
+/// One all-zero histogram: where a new key's value is copied from (a 1 KiB value cannot be
+/// built on the 512-byte BPF stack).
+#[map]
+static ZERO_HIST: Array<ExitHist> = Array::with_max_entries(1, 0);
+
+/// Exits not in `EXIT_HIST` because it was full (they are streamed instead), per CPU.
+#[map]
+static AGG_MISSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per VM (slot `tgid % VM_STREAM_SLOTS`): stream its vCPUs' exits until this time; set by
+/// an interrupt raised from the VMM's process.
+#[map]
+static VM_STREAM: Array<u64> = Array::with_max_entries(limits::VM_STREAM_SLOTS, 0);
+
+/// Stream every vCPU's exits until this time: set by an interrupt raised from a thread of
+/// no known VM (a kworker injecting an irqfd, a timer on another task's CPU).
+#[map]
+static GLOBAL_STREAM: Array<u64> = Array::with_max_entries(1, 0);
 
 /// tgids of processes known to run vCPUs.
 #[map]

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use kvmtrace_common::{Event, FieldSpec, Kind, Origin, Record, NSLOTS, RAW_BYTES};
 
-use crate::{CONFIG, DROPS, EVENTS, SINCE_WAKEUP};
+use crate::{CONFIG, DROPS, EMITTED, EVENTS, SINCE_WAKEUP};
 
 /// The CPU this program runs on.
 #[inline(always)]
@@ -262,6 +262,10 @@ fn wakeup_every() -> u32 {
 /// array lookup replaces a `bpf_ringbuf_query` helper call per record.
 #[inline(always)]
 pub fn emit(ev: &Event) {
+    if let Some(n) = EMITTED.get_ptr_mut(0) {
+        // SAFETY: a per-CPU slot: only this CPU writes it while this program runs.
+        unsafe { *n += 1 };
+    }
     let mut flags = BPF_RB_NO_WAKEUP;
     if let Some(n) = SINCE_WAKEUP.get_ptr_mut(0) {
         // SAFETY: a per-CPU slot: only this CPU touches it while this program runs (programs

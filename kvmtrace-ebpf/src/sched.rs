@@ -5,24 +5,27 @@
 //! both share the filter and state logic below.
 
 use aya_ebpf::programs::TracePointContext;
-use kvmtrace_common::{cpu_state, ev, switch_prev_runnable, Kind};
+use kvmtrace_common::{cpu_state, ev, switch_prev_runnable, Event, Kind, VcpuThread};
 
 use crate::{
     btf::{
         arg_i32, arg_ptr, arg_u32, arg_u8, switch_prev_state, task_comm, task_cpu, task_pid,
         task_prio, task_tgid,
     },
-    filter::{cpu_state_of, is_vcpu, is_vm, mark_waiting, set_cpu_state, vm_selected},
+    exits::arm_thread,
+    filter::{cpu_state_of, is_vcpu, is_vm, mark_waiting, set_cpu_state, vcpu_thread, vm_selected},
     record::{current_ids, emit, read_event, this_cpu, typed_event},
     PASS,
 };
 
-/// A context switch on `cpu` from `prev` to `next`: updates the CPU's filter state; true
-/// when a traced vCPU is involved and the event is wanted.
+/// A context switch on `cpu` from `prev` to `next`: updates the CPU's filter state. Returns
+/// whether a traced vCPU is involved (the event is wanted), and the state of `next` when it
+/// is a vCPU (switched in: the caller arms its exit streaming).
 #[inline(always)]
-fn on_switch(cpu: u32, prev: u32, prev_state: u64, next: u32) -> bool {
+fn on_switch(cpu: u32, prev: u32, prev_state: u64, next: u32) -> (bool, Option<*mut VcpuThread>) {
     let prev_vcpu = is_vcpu(prev);
-    let next_vcpu = is_vcpu(next);
+    let next_thread = vcpu_thread(next);
+    let next_vcpu = next_thread.is_some();
     let old = cpu_state_of(cpu);
     let mut new = old;
     if next_vcpu {
@@ -37,23 +40,35 @@ fn on_switch(cpu: u32, prev: u32, prev_state: u64, next: u32) -> bool {
     if new != old {
         set_cpu_state(cpu, new);
     }
-    prev_vcpu || next_vcpu
+    (prev_vcpu || next_vcpu, next_thread)
 }
 
-/// A wake-up of `pid` onto `target_cpu`: true when it is a traced vCPU's.
+/// A wake-up of `pid` onto `target_cpu`: its state when it is a traced vCPU (the event is
+/// wanted, and the caller arms its exit streaming).
 #[inline(always)]
-fn on_wakeup(pid: u32, target_cpu: u64) -> bool {
-    if is_vcpu(pid) {
-        mark_waiting(target_cpu as u32);
-        return true;
-    }
-    false
+fn on_wakeup(pid: u32, target_cpu: u64) -> Option<*mut VcpuThread> {
+    let t = vcpu_thread(pid)?;
+    mark_waiting(target_cpu as u32);
+    Some(t)
 }
 
 /// A migration of `pid` to `dest_cpu`: true when it is a traced vCPU's.
 #[inline(always)]
 fn on_migrate(pid: u32, dest_cpu: u64) -> bool {
-    on_wakeup(pid, dest_cpu)
+    if is_vcpu(pid) {
+        mark_waiting(dest_cpu as u32);
+        return true;
+    }
+    false
+}
+
+/// Emits `e`, arming `t`'s exit streaming at the event's time.
+#[inline(always)]
+fn emit_arming(e: &Event, t: Option<*mut VcpuThread>) {
+    if let Some(t) = t {
+        arm_thread(t, e.ts_ns);
+    }
+    emit(e);
 }
 
 /// A new thread started by the current process: wanted when that is a traced VM.
@@ -67,8 +82,10 @@ program! {
         let cpu = this_cpu();
         let e = read_event(&ctx, Kind::SchedSwitch, cpu);
         if let Some(sw) = e.get::<ev::SchedSwitch>() {
-            if on_switch(cpu, sw.prev_pid as u32, sw.prev_state, sw.next_pid as u32) {
-                emit(&e);
+            let (wanted, next) =
+                on_switch(cpu, sw.prev_pid as u32, sw.prev_state, sw.next_pid as u32);
+            if wanted {
+                emit_arming(&e, next);
             }
         }
         PASS
@@ -79,8 +96,8 @@ program! {
     pub fn sched_wakeup(ctx: TracePointContext) -> u32 {
         let e = read_event(&ctx, Kind::SchedWakeup, this_cpu());
         if let Some(w) = e.get::<ev::SchedWakeup>() {
-            if on_wakeup(w.pid as u32, w.target_cpu.unwrap_or(0)) {
-                emit(&e);
+            if let Some(t) = on_wakeup(w.pid as u32, w.target_cpu.unwrap_or(0)) {
+                emit_arming(&e, Some(t));
             }
         }
         PASS
@@ -121,14 +138,15 @@ btf_program! {
         let next_pid = task_pid(next);
         let cpu = this_cpu();
         let prev_state = switch_prev_state(arg_u8(&ctx, 0) != 0, arg_u32(&ctx, 3) as u32, prev);
-        if on_switch(cpu, prev_pid, prev_state, next_pid) {
+        let (wanted, next_thread) = on_switch(cpu, prev_pid, prev_state, next_pid);
+        if wanted {
             let rec = ev::SchedSwitch {
                 prev_pid: prev_pid as u64,
                 prev_state,
                 next_pid: next_pid as u64,
                 next_comm: task_comm(next),
             };
-            emit(&typed_event(cpu, (prev_pid, task_tgid(prev)), &rec));
+            emit_arming(&typed_event(cpu, (prev_pid, task_tgid(prev)), &rec), next_thread);
         }
         PASS
     }
@@ -140,14 +158,14 @@ btf_program! {
         let p = arg_ptr(&ctx, 0);
         let pid = task_pid(p);
         let target_cpu = task_cpu(p);
-        if on_wakeup(pid, target_cpu) {
+        if let Some(t) = on_wakeup(pid, target_cpu) {
             let rec = ev::SchedWakeup {
                 pid: pid as u64,
                 target_cpu: Some(target_cpu),
                 prio: Some(task_prio(p)),
                 comm: task_comm(p),
             };
-            emit(&typed_event(this_cpu(), current_ids(), &rec));
+            emit_arming(&typed_event(this_cpu(), current_ids(), &rec), Some(t));
         }
         PASS
     }

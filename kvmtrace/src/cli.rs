@@ -46,6 +46,14 @@ pub struct TargetArgs {
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, default_value_t = 8, value_name = "MIB")]
     pub ring_mib: u32,
+    /// Stream every kvm_exit/kvm_entry. By default each exit's latency is counted in the
+    /// kernel (per vCPU and exit reason, every exit) and exits are streamed only near
+    /// interrupt windows or when they take at least --exit-threshold-us.
+    #[arg(long)]
+    pub all_exits: bool,
+    /// Stream an exit that took at least this long, in microseconds.
+    #[arg(long, default_value_t = 1000, value_name = "US")]
+    pub exit_threshold_us: u64,
 }
 
 #[derive(Debug, Args)]

@@ -47,6 +47,8 @@ fn session_options(t: &TargetArgs) -> anyhow::Result<SessionOptions> {
             ..DemoConfig::default()
         }),
         ring_bytes: Some(t.ring_mib << 20),
+        all_exits: t.all_exits,
+        exit_threshold_ns: Some(t.exit_threshold_us.saturating_mul(1000)),
     })
 }
 

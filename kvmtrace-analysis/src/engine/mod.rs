@@ -136,6 +136,7 @@ impl Engine {
                 let _ = self.demo_truth.record(a.latency_ns().max(1));
                 return;
             }
+            Some(Payload::ExitBuckets(x)) => return self.on_exit_buckets(ev, &x),
             Some(_) => {}
             None => return,
         }
@@ -296,7 +297,10 @@ impl Engine {
             // Drop checkpoints (window.rs).
             Payload::Drops(d) => self.on_drops(d.total()),
             Payload::KvmApicvAcceptIrq(_) | Payload::HrtimerStart(_) => {}
-            Payload::HrtimerExpireExit(_) | Payload::ThreadInfo(_) | Payload::DemoAck(_) => {}
+            Payload::HrtimerExpireExit(_)
+            | Payload::ThreadInfo(_)
+            | Payload::DemoAck(_)
+            | Payload::ExitBuckets(_) => {}
         }
     }
 

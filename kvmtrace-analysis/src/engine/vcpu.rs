@@ -8,7 +8,7 @@ use kvmtrace_common::{ev, switch_prev_runnable, Event, ThreadInfoIs};
 use super::fxhash::FxHashMap;
 use super::window::{EndMarker, Window};
 use super::{Cause, Engine};
-use crate::hist::latency_histogram;
+use crate::hist::{latency_histogram, ExitBucketHist};
 use crate::threads::vcpu_from_comm;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,11 +43,15 @@ pub(super) enum Ctx {
 
 /// One exit reason's statistics.
 pub struct ExitStat {
-    /// Every `kvm_exit` with this reason, as `perf kvm stat` counts them.
+    /// Every `kvm_exit` with this reason in the stream, as `perf kvm stat` counts them.
     pub count: u64,
-    /// `kvm_exit` -> next `kvm_entry` of the vCPU, for the exits whose entry was seen
-    /// (`latency.len()` of `count`).
+    /// `kvm_exit` -> next `kvm_entry` of the vCPU, for the exits in the stream whose entry
+    /// was seen (`latency.len()` of `count`).
     pub latency: Histogram<u64>,
+    /// The same latency counted in the kernel for every exit, streamed or not
+    /// (`exit_buckets` records of a live recording; empty for imported traces). When it has
+    /// exits it is the complete figure, the stream's only a sample of it.
+    pub kernel: ExitBucketHist,
 }
 
 impl ExitStat {
@@ -55,6 +59,7 @@ impl ExitStat {
         ExitStat {
             count: 0,
             latency: latency_histogram(),
+            kernel: ExitBucketHist::default(),
         }
     }
 }
@@ -72,6 +77,10 @@ pub struct VcpuStats {
     /// Coalesced: an interrupt raised while a window was already open.
     pub coalesced: u64,
     pub state_ns: FxHashMap<Cause, u64>,
+    /// Exits were counted in the kernel (`exit_buckets` records): those outside interrupt
+    /// windows are not in the stream, so the split of `state_ns` between the guest and exit
+    /// handling is approximate there (the windows' own attribution is not).
+    pub exits_in_kernel: bool,
     pub first_ns: u64,
     pub last_ns: u64,
 }
@@ -87,6 +96,7 @@ impl VcpuStats {
             incomplete: 0,
             coalesced: 0,
             state_ns: FxHashMap::default(),
+            exits_in_kernel: false,
             first_ns: 0,
             last_ns: 0,
         }
@@ -324,6 +334,23 @@ impl Engine {
         });
         if let Some(marker) = close {
             self.close_window(e.tid, ts, marker);
+        }
+    }
+
+    /// What the kernel's exit histogram of `e.tid` gained (bookkeeping: applied as it comes,
+    /// outside the reorder buffer).
+    pub(super) fn on_exit_buckets(&mut self, e: &Event, x: &ev::ExitBuckets) {
+        let isa = (x.key >> 32) as u8;
+        let reason = x.key as u32;
+        let v = self.vcpu_entry(e.tid, e.tgid, e.ts_ns);
+        v.stats.exits_in_kernel = true;
+        let st = v
+            .stats
+            .exits
+            .entry((isa, reason))
+            .or_insert_with(ExitStat::new);
+        for b in [x.b0, x.b1, x.b2, x.b3] {
+            st.kernel.add_packed(b);
         }
     }
 

@@ -24,7 +24,9 @@ use aya::{
     },
     Btf, Ebpf, EbpfError, EbpfLoader,
 };
-use kvmtrace_common::{filter, names, BtfOffsets, Config, Kind, NTRACEPOINTS};
+use kvmtrace_common::{
+    filter, names, BtfOffsets, Config, ExitHist, ExitKey, Kind, VcpuThread, NTRACEPOINTS,
+};
 
 use self::btf::KernelBtf;
 use self::tracefs::{Tracefs, TracefsError};
@@ -85,6 +87,12 @@ pub struct ProbeOptions {
     pub ring_bytes: u32,
     /// Attach the BTF programs where the kernel allows (else classic tracepoints only).
     pub btf: bool,
+    /// Stream every exit (the in-kernel histograms count them all either way).
+    pub all_exits: bool,
+    /// Stream an exit that took at least this long.
+    pub exit_threshold_ns: u64,
+    /// How long an interrupt raise, a wake-up or a switch-in streams a vCPU's exits.
+    pub stream_hold_ns: u64,
 }
 
 impl Default for ProbeOptions {
@@ -93,6 +101,9 @@ impl Default for ProbeOptions {
             pids: Vec::new(),
             ring_bytes: kvmtrace_common::limits::DEFAULT_RING_BYTES,
             btf: true,
+            all_exits: false,
+            exit_threshold_ns: Config::zeroed().exit_threshold_ns,
+            stream_hold_ns: Config::zeroed().stream_hold_ns,
         }
     }
 }
@@ -113,9 +124,12 @@ pub struct Probes {
     pub status: Vec<ProbeStatus>,
     /// The format files used, by tracepoint name.
     pub formats: BTreeMap<String, Format>,
-    vcpu_tids: HashMap<MapData, u32, u32>,
+    vcpu_tids: HashMap<MapData, u32, VcpuThread>,
     vm_tgids: HashMap<MapData, u32, u32>,
     drops: PerCpuArray<MapData, u64>,
+    emitted: PerCpuArray<MapData, u64>,
+    agg_misses: PerCpuArray<MapData, u64>,
+    exit_hist: HashMap<MapData, ExitKey, ExitHist>,
     /// Owned here so that [`Drop`] can detach them in parallel.
     links: Vec<Link>,
 }
@@ -144,6 +158,9 @@ pub struct ConfigPlan {
 /// Builds the programs' configuration from the format files found in `tracefs`.
 pub fn build_config(tracefs: &Tracefs, opts: &ProbeOptions) -> ConfigPlan {
     let mut config = Config::zeroed();
+    config.all_exits = u32::from(opts.all_exits);
+    config.exit_threshold_ns = opts.exit_threshold_ns;
+    config.stream_hold_ns = opts.stream_hold_ns;
     config.filter_mode = if opts.pids.is_empty() {
         filter::ALL_VMS
     } else {
@@ -258,21 +275,17 @@ impl Probes {
                 source,
             })?;
         }
-        let drops_map = ebpf
-            .take_map(names::DROPS)
-            .ok_or(ProbeError::NoMap(names::DROPS))?;
-        let drops = PerCpuArray::try_from(drops_map).map_err(|source| ProbeError::Map {
-            name: names::DROPS,
-            source,
-        })?;
         Ok(Probes {
+            drops: take_per_cpu(&mut ebpf, names::DROPS)?,
+            emitted: take_per_cpu(&mut ebpf, names::EMITTED)?,
+            agg_misses: take_per_cpu(&mut ebpf, names::AGG_MISSES)?,
+            exit_hist: take_hash(&mut ebpf, names::EXIT_HIST)?,
             ebpf,
             tracefs,
             status,
             formats,
             vcpu_tids,
             vm_tgids,
-            drops,
             links,
         })
     }
@@ -292,7 +305,7 @@ impl Probes {
     /// Tells the programs that `tid` of process `tgid` is a vCPU thread.
     pub fn add_vcpu(&mut self, tid: u32, tgid: u32) -> Result<(), ProbeError> {
         self.vcpu_tids
-            .insert(tid, tgid, 0)
+            .insert(tid, VcpuThread::new(tgid), 0)
             .map_err(|source| ProbeError::Map {
                 name: names::VCPU_TIDS,
                 source,
@@ -307,12 +320,41 @@ impl Probes {
 
     /// Records lost because the ring buffer was full, summed over CPUs.
     pub fn drops(&self) -> u64 {
-        match self.drops.get(&0, 0) {
-            Ok(v) => v.iter().sum(),
-            Err(e) => {
-                log::warn!("reading the drop counter: {e}");
-                0
-            }
+        sum_per_cpu(&self.drops, names::DROPS)
+    }
+
+    /// Records the programs tried to send (sent + [`Probes::drops`]), summed over CPUs.
+    pub fn emitted(&self) -> u64 {
+        sum_per_cpu(&self.emitted, names::EMITTED)
+    }
+
+    /// Exits not counted in the kernel's histograms because their map was full (they were
+    /// streamed instead).
+    pub fn exit_agg_misses(&self) -> u64 {
+        sum_per_cpu(&self.agg_misses, names::AGG_MISSES)
+    }
+
+    /// The kernel's exit histograms, by (vCPU thread, isa, reason). A map of at most
+    /// `limits::MAX_EXIT_KEYS` small values; read key by key.
+    pub fn exit_hists(&self) -> Vec<(ExitKey, ExitHist)> {
+        self.exit_hist
+            .iter()
+            .filter_map(|r| {
+                r.map_err(|e| log::debug!("reading {}: {e}", names::EXIT_HIST))
+                    .ok()
+            })
+            .collect()
+    }
+
+    /// The VMM process of vCPU thread `tid`, if the programs know it.
+    pub fn vcpu_tgid(&self, tid: u32) -> Option<u32> {
+        self.vcpu_tids.get(&tid, 0).ok().map(|t| t.tgid)
+    }
+
+    /// Forgets the histograms of `key` (its thread is gone).
+    pub fn remove_exit_hist(&mut self, key: &ExitKey) {
+        if let Err(e) = self.exit_hist.remove(key) {
+            log::debug!("removing a key of {}: {e}", names::EXIT_HIST);
         }
     }
 
@@ -347,12 +389,31 @@ fn possible_cpus() -> u32 {
         .unwrap_or(1)
 }
 
-fn take_hash(
+fn take_hash<K: aya::Pod, V: aya::Pod>(
     ebpf: &mut Ebpf,
     name: &'static str,
-) -> Result<HashMap<MapData, u32, u32>, ProbeError> {
+) -> Result<HashMap<MapData, K, V>, ProbeError> {
     let map = ebpf.take_map(name).ok_or(ProbeError::NoMap(name))?;
     HashMap::try_from(map).map_err(|source| ProbeError::Map { name, source })
+}
+
+fn take_per_cpu(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<PerCpuArray<MapData, u64>, ProbeError> {
+    let map = ebpf.take_map(name).ok_or(ProbeError::NoMap(name))?;
+    PerCpuArray::try_from(map).map_err(|source| ProbeError::Map { name, source })
+}
+
+/// A one-slot per-CPU counter, summed over CPUs (0 with a warning if it cannot be read).
+fn sum_per_cpu(map: &PerCpuArray<MapData, u64>, name: &str) -> u64 {
+    match map.get(&0, 0) {
+        Ok(v) => v.iter().sum(),
+        Err(e) => {
+            log::warn!("reading {name}: {e}");
+            0
+        }
+    }
 }
 
 /// The kernel's BTF, parsed twice: by aya to load BTF programs against, and by us for the

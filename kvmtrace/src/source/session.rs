@@ -2,11 +2,11 @@
 //! asked for) running, and bookkeeping records (thread names, vCPU ids, demo ground truth,
 //! drop counters) merged into the one event stream that `record` and `top` consume.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use kvmtrace_common::{ev, Event, Origin};
+use kvmtrace_common::{ev, exits, Event, ExitHist, ExitKey, Origin};
 
 use super::demo::{self, DemoConfig, DemoError, DemoGuest, DemoSample, DemoStats};
 use super::live::LiveRing;
@@ -36,6 +36,11 @@ pub struct SessionOptions {
     /// Run the embedded demo guest and trace it.
     pub demo: Option<DemoConfig>,
     pub ring_bytes: Option<u32>,
+    /// Stream every exit (`--all-exits`); by default exits are counted in the kernel and
+    /// streamed only near interrupt windows or when long.
+    pub all_exits: bool,
+    /// Stream an exit that took at least this long (default: the probes' 1 ms).
+    pub exit_threshold_ns: Option<u64>,
 }
 
 /// A running session.
@@ -47,7 +52,19 @@ pub struct Session {
     known_vms: HashSet<u32>,
     last_drops: (u64, u64),
     last_drop_warning: Option<Instant>,
+    exits: ExitSnapshots,
     pub header: CaptureHeader,
+}
+
+/// How often the kernel's exit histograms are read into `exit_buckets` records.
+const EXIT_SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
+
+/// The kernel's exit histograms as last read, to turn their growth into records.
+#[derive(Default)]
+struct ExitSnapshots {
+    prev: HashMap<ExitKey, ExitHist>,
+    last: Option<Instant>,
+    warned_misses: bool,
 }
 
 /// How a session ended.
@@ -89,8 +106,12 @@ impl Session {
         }
         let mut probe_opts = ProbeOptions {
             pids: pids.clone(),
+            all_exits: opts.all_exits,
             ..Default::default()
         };
+        if let Some(ns) = opts.exit_threshold_ns {
+            probe_opts.exit_threshold_ns = ns;
+        }
         if let Some(b) = opts.ring_bytes {
             probe_opts.ring_bytes = b;
         }
@@ -119,6 +140,7 @@ impl Session {
             known_vms: HashSet::new(),
             last_drops: (0, 0),
             last_drop_warning: None,
+            exits: ExitSnapshots::default(),
             header,
         };
         if let Some(cfg) = &opts.demo {
@@ -235,9 +257,57 @@ impl Session {
             let pid = std::process::id();
             out.extend(rx.try_iter().map(|s| demo_ack(&s, tid, pid)));
         }
+        if self
+            .exits
+            .last
+            .is_none_or(|t| t.elapsed() >= EXIT_SNAPSHOT_EVERY)
+        {
+            self.push_exit_buckets(out);
+        }
         // A drop-counter checkpoint after every read: the engine holds samples until the
         // next one, and drops those that a loss since the previous one may have touched.
         self.push_drops(out);
+    }
+
+    /// Reads the kernel's exit histograms and appends what each gained since the previous
+    /// read as `exit_buckets` records; forgets the histograms of threads that are gone.
+    fn push_exit_buckets(&mut self, out: &mut Vec<Event>) {
+        self.exits.last = Some(Instant::now());
+        let current = self.probes.exit_hists();
+        for (key, hist) in &current {
+            let old = self.exits.prev.get(key);
+            let values = exit_deltas(old, hist);
+            if !values.is_empty() {
+                let tgid = self.probes.vcpu_tgid(key.tid).unwrap_or(0);
+                if tgid != 0 && !self.known_threads.contains(&key.tid) {
+                    self.note_thread(key.tid, tgid, out);
+                }
+                for chunk in values.chunks(4) {
+                    let b = |i: usize| chunk.get(i).copied().unwrap_or(0);
+                    let rec = ev::ExitBuckets {
+                        key: key.packed(),
+                        b0: b(0),
+                        b1: b(1),
+                        b2: b(2),
+                        b3: b(3),
+                    };
+                    out.push(Event::new(now(key.tid, tgid), &rec));
+                }
+            }
+            self.exits.prev.insert(*key, *hist);
+            if !std::path::Path::new(&format!("/proc/{}", key.tid)).exists() {
+                self.probes.remove_exit_hist(key);
+                self.exits.prev.remove(key);
+            }
+        }
+        if !self.exits.warned_misses && self.probes.exit_agg_misses() > 0 {
+            self.exits.warned_misses = true;
+            log::warn!(
+                "the kernel's exit histograms are full ({} keys): further exits are streamed, \
+                 not counted there",
+                kvmtrace_common::limits::MAX_EXIT_KEYS
+            );
+        }
     }
 
     fn push_drops(&mut self, out: &mut Vec<Event>) {
@@ -270,6 +340,8 @@ impl Session {
         });
         let start = out.len();
         self.ring.drain(out);
+        // The last exits of the run: read the histograms whatever the time since the last.
+        self.exits.last = None;
         self.after_read(out, start);
         let mut demo_stats = None;
         if let Some((stats, rx, tid)) = demo {
@@ -285,6 +357,13 @@ impl Session {
             detach: Detach(self.probes),
         }
     }
+}
+
+/// What a histogram gained since `old` (none: since zero), as packed record values.
+fn exit_deltas(old: Option<&ExitHist>, new: &ExitHist) -> Vec<u64> {
+    let mut values = Vec::new();
+    exits::deltas(old.unwrap_or(&ExitHist::zeroed()), new, |v| values.push(v));
+    values
 }
 
 /// A bookkeeping record's origin: now, about `tid` of process `tgid`.

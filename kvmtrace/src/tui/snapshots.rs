@@ -136,6 +136,7 @@ fn row(vcpu: u32, p99: u64, name: &str, pid: u32) -> Row {
                         p50_ns: 2_100,
                         p99_ns: 6_000,
                         max_ns: 41_000,
+                        source: "trace",
                     },
                     ExitReason {
                         reason: "EPT_VIOLATION".into(),
@@ -146,6 +147,7 @@ fn row(vcpu: u32, p99: u64, name: &str, pid: u32) -> Row {
                         p50_ns: 3_400,
                         p99_ns: 9_400,
                         max_ns: 88_000,
+                        source: "trace",
                     },
                 ],
             },

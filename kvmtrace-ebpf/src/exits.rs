@@ -1,0 +1,201 @@
+//! `kvm_exit` / `kvm_entry`: exit-handling latency aggregated in the kernel, exits streamed
+//! only when the attribution may need them (`kvmtrace_common::exits` has the scheme).
+//!
+//! Per exit, the programs do what a counting one-liner does plus a little: `kvm_exit` reads
+//! its record into the thread's `VCPU_TIDS` value (the lookup that tells a vCPU thread
+//! anyway), `kvm_entry` adds the latency to the thread's histogram (one more lookup). Only
+//! the exits of an armed thread, long exits, or every exit with `all_exits` reach the ring.
+//!
+//! Arming: an interrupt raised from a VMM's thread arms that VM (`VM_STREAM`), one raised
+//! from elsewhere arms every VM (`GLOBAL_STREAM`); a vCPU thread's wake-up, switch-in,
+//! `kvm_vcpu_wakeup` and `kvm_inj_virq` arm the thread itself. An armed thread streams its
+//! exits for `CONFIG.stream_hold_ns`: an interrupt-to-guest window stays armed as long as
+//! its events keep coming (a wake-up, a switch-in, the injection), and an exit streamed when
+//! it happened always has its entry streamed too.
+
+use aya_ebpf::programs::TracePointContext;
+use kvmtrace_common::{
+    exits::{bucket, EXIT_PENDING, EXIT_STREAMED, NBUCKETS},
+    limits, Event, ExitKey, Kind, VcpuThread,
+};
+
+use crate::{
+    filter::{register_vcpu, vcpu_thread, vm_selected},
+    record::{current_ids, emit, read_event_of, this_cpu},
+    AGG_MISSES, CONFIG, EXIT_HIST, GLOBAL_STREAM, PASS, VM_STREAM, ZERO_HIST,
+};
+
+/// `bpf_map_update_elem` flag: only insert a key that is not there.
+const BPF_NOEXIST: u64 = 1;
+
+#[inline(always)]
+fn all_exits() -> bool {
+    // SAFETY: plain read of a .rodata global the loader set before load (`CONFIG`).
+    unsafe { core::ptr::read_volatile(&CONFIG.all_exits) != 0 }
+}
+
+#[inline(always)]
+fn threshold_ns() -> u64 {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&CONFIG.exit_threshold_ns) }
+}
+
+#[inline(always)]
+fn hold_ns() -> u64 {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&CONFIG.stream_hold_ns) }
+}
+
+#[inline(always)]
+fn vm_slot(tgid: u32) -> u32 {
+    tgid % limits::VM_STREAM_SLOTS
+}
+
+/// Arms vCPU thread `t`: its exits are streamed until `now` + the hold.
+#[inline(always)]
+pub fn arm_thread(t: *mut VcpuThread, now: u64) {
+    // SAFETY: `t` points to a `VCPU_TIDS` value; an 8-byte aligned store, so a racing
+    // reader sees the old or the new deadline.
+    unsafe { (*t).stream_until = now + hold_ns() };
+}
+
+/// An interrupt was raised at `now` from process `tgid`: arms that VM if `is_vm`, else
+/// every VM (the target is not known in the kernel; the engine routes it).
+#[inline(always)]
+pub fn arm_raise(tgid: u32, is_vm: bool, now: u64) {
+    let until = now + hold_ns();
+    let p = if is_vm {
+        VM_STREAM.get_ptr_mut(vm_slot(tgid))
+    } else {
+        GLOBAL_STREAM.get_ptr_mut(0)
+    };
+    if let Some(p) = p {
+        // SAFETY: an element of an array map; see `arm_thread`.
+        unsafe { *p = until };
+    }
+}
+
+/// Is thread `t` (of its VM) armed at `now`?
+#[inline(always)]
+fn armed(t: &VcpuThread, now: u64) -> bool {
+    if all_exits() || now < t.stream_until {
+        return true;
+    }
+    let vm = VM_STREAM.get(vm_slot(t.tgid)).copied().unwrap_or(0);
+    let global = GLOBAL_STREAM.get(0).copied().unwrap_or(0);
+    now < vm || now < global
+}
+
+/// The vCPU thread state of the current task, registering it on its first exit if its VM
+/// is traced.
+#[inline(always)]
+fn current_vcpu() -> Option<((u32, u32), *mut VcpuThread)> {
+    let ids = current_ids();
+    if let Some(t) = vcpu_thread(ids.0) {
+        return Some((ids, t));
+    }
+    if !vm_selected(ids.1) {
+        return None;
+    }
+    register_vcpu(ids.0, ids.1);
+    vcpu_thread(ids.0).map(|t| (ids, t))
+}
+
+program! {
+    pub fn kvm_exit(ctx: TracePointContext) -> u32 {
+        let Some((ids, t)) = current_vcpu() else {
+            return PASS;
+        };
+        let e = read_event_of(&ctx, Kind::KvmExit, this_cpu(), ids);
+        // SAFETY: `t` points to this thread's `VCPU_TIDS` value; only the thread's own
+        // exit and entry write `exit` and `flags`, and a thread runs on one CPU at a time.
+        unsafe {
+            let mut flags = EXIT_PENDING;
+            if armed(&*t, e.ts_ns) {
+                emit(&e);
+                flags |= EXIT_STREAMED;
+            }
+            (*t).exit = e;
+            (*t).flags = flags;
+        }
+        PASS
+    }
+}
+
+program! {
+    pub fn kvm_entry(ctx: TracePointContext) -> u32 {
+        let Some((ids, t)) = current_vcpu() else {
+            return PASS;
+        };
+        let e = read_event_of(&ctx, Kind::KvmEntry, this_cpu(), ids);
+        let now = e.ts_ns;
+        // SAFETY: as in `kvm_exit`.
+        let flags = unsafe { (*t).flags };
+        let mut stream = flags & EXIT_STREAMED != 0 || armed(unsafe { &*t }, now);
+        if flags & EXIT_PENDING != 0 {
+            // SAFETY: as above; the pending exit is read in place.
+            let exit = unsafe { &(*t).exit };
+            let latency = now.saturating_sub(exit.ts_ns);
+            if !aggregate(ids.0, exit, latency) || latency >= threshold_ns() {
+                stream = true;
+            }
+            if stream && flags & EXIT_STREAMED == 0 {
+                // Late, with its own time: the reader's reorder window puts it in place
+                // when the exit was short, the engine takes it as late when it was not.
+                emit(exit);
+            }
+            // SAFETY: as above.
+            unsafe { (*t).flags = 0 };
+        }
+        if stream {
+            emit(&e);
+        }
+        PASS
+    }
+}
+
+/// Adds an exit of `latency` ns to thread `tid`'s histogram of its reason; false when the
+/// map is full (the caller streams the exit instead, and it is counted in `AGG_MISSES`).
+#[inline(always)]
+fn aggregate(tid: u32, exit: &Event, latency: u64) -> bool {
+    let key = ExitKey {
+        tid,
+        reason: exit.slots[0] as u32,
+        // Slot 1 is `isa`; absent on kernels without it (read as 0, as the engine does).
+        isa: if exit.missing & 0b10 != 0 {
+            0
+        } else {
+            exit.slots[1] as u32
+        },
+        _pad: 0,
+    };
+    let mut h = EXIT_HIST.get_ptr_mut(&key);
+    if h.is_none() {
+        if let Some(zero) = ZERO_HIST.get(0) {
+            let _ = EXIT_HIST.insert(&key, zero, BPF_NOEXIST);
+        }
+        h = EXIT_HIST.get_ptr_mut(&key);
+    }
+    let Some(h) = h else {
+        if let Some(n) = AGG_MISSES.get_ptr_mut(0) {
+            // SAFETY: a per-CPU slot: only this CPU writes it while this program runs.
+            unsafe { *n += 1 };
+        }
+        return false;
+    };
+    // `& (NBUCKETS - 1)` restates the bound for the verifier (bucket() < NBUCKETS).
+    let b = bucket(latency) & (NBUCKETS - 1);
+    // SAFETY: `h` points to this thread's histogram value; only this thread's entries
+    // update it (the thread is in the key), and a thread runs on one CPU at a time, so
+    // plain read-modify-writes do not race. Userspace reads it concurrently and may see a
+    // count one exit ahead of a bucket, which the next read settles.
+    unsafe {
+        (*h).count += 1;
+        (*h).sum_ns += latency;
+        if latency > (*h).max_ns {
+            (*h).max_ns = latency;
+        }
+        (*h).buckets[b] = (*h).buckets[b].wrapping_add(1);
+    }
+    true
+}
