@@ -5,9 +5,9 @@
 //! (`kvm_exit` -> next `kvm_entry` of the thread) to a histogram per (thread, isa, exit
 //! reason) in a map ([`ExitKey`] -> [`ExitHist`]). An exit and its entry are streamed to
 //! userspace only when the attribution needs them: the thread may have an interrupt window
-//! open (it was armed by an interrupt raise, a wake-up or a switch-in less than
-//! `Config::stream_hold_ns` ago), the exit took at least `Config::exit_threshold_ns`, or
-//! `Config::all_exits` is set. The histograms count every exit either way; userspace turns
+//! open (it was armed less than `Config::stream_hold_ns` ago by an interrupt accepted for
+//! it, a PIC raise in its VM, its wake-up, switch-in, `kvm_vcpu_wakeup` or `kvm_inj_virq`),
+//! the exit took at least `Config::exit_threshold_ns`, or `Config::all_exits` is set. The histograms count every exit either way; userspace turns
 //! their growth into [`Kind::ExitBuckets`](crate::Kind::ExitBuckets) records in the stream.
 //!
 //! Buckets are log-linear: exact below 8 ns, then 8 per power of two (each at most 1/8 of
@@ -115,6 +115,15 @@ impl ExitHist {
 pub const EXIT_PENDING: u32 = 1;
 /// `VcpuThread::flags`: the pending exit was streamed when it happened (so its entry is too).
 pub const EXIT_STREAMED: u32 = 2;
+/// `VcpuThread::flags`: the thread's vCPU id is in `VCPU_BY_ID` (kept across exits).
+pub const VCPU_ID_KNOWN: u32 = 4;
+
+/// Key of `VCPU_BY_ID`: a VM's vCPU by its id (`tgid << 32 | vcpu_id`), from `kvm_exit` and
+/// `kvm_entry`; an accepted interrupt (`kvm_apic_accept_irq.apicid` is the target's vCPU id)
+/// arms exactly its target this way.
+pub const fn vcpu_key(tgid: u32, vcpu_id: u32) -> u64 {
+    ((tgid as u64) << 32) | vcpu_id as u64
+}
 
 /// Per vCPU thread (the value of `VCPU_TIDS`): its process, and its pending exit.
 #[repr(C)]
@@ -122,7 +131,7 @@ pub const EXIT_STREAMED: u32 = 2;
 pub struct VcpuThread {
     /// The VMM's tgid (never 0 for a registered thread).
     pub tgid: u32,
-    /// [`EXIT_PENDING`], [`EXIT_STREAMED`].
+    /// [`EXIT_PENDING`], [`EXIT_STREAMED`], [`VCPU_ID_KNOWN`].
     pub flags: u32,
     /// Stream this thread's exits until this time (CLOCK_MONOTONIC ns).
     pub stream_until: u64,

@@ -844,7 +844,8 @@ pub struct Config {
     pub apic_timer_fn: u64,
     /// An exit that took at least this long is streamed ([`exits`]).
     pub exit_threshold_ns: u64,
-    /// An interrupt raise, a vCPU's wake-up or switch-in streams its exits this long.
+    /// An interrupt accepted for a vCPU, its wake-up, switch-in or injection streams its
+    /// exits this long.
     pub stream_hold_ns: u64,
     /// 1: stream every exit (`record --all-exits`); the histograms count them all anyway.
     pub all_exits: u32,
@@ -922,7 +923,7 @@ impl Config {
             wakeup_every: 1,
             apic_timer_fn: 0,
             exit_threshold_ns: 1_000_000,
-            stream_hold_ns: 200_000,
+            stream_hold_ns: 50_000,
             all_exits: 0,
             _pad: 0,
             btf: BtfOffsets {
@@ -950,6 +951,7 @@ pub mod names {
     pub const TRACED_TGIDS: &str = "TRACED_TGIDS";
     pub const CPU_STATE: &str = "CPU_STATE";
     pub const EXIT_HIST: &str = "EXIT_HIST";
+    pub const VCPU_BY_ID: &str = "VCPU_BY_ID";
     pub const EMITTED: &str = "EMITTED";
     pub const AGG_MISSES: &str = "AGG_MISSES";
 }

@@ -6,23 +6,27 @@
 //! anyway), `kvm_entry` adds the latency to the thread's histogram (one more lookup). Only
 //! the exits of an armed thread, long exits, or every exit with `all_exits` reach the ring.
 //!
-//! Arming: an interrupt raised from a VMM's thread arms that VM (`VM_STREAM`), one raised
-//! from elsewhere arms every VM (`GLOBAL_STREAM`); a vCPU thread's wake-up, switch-in,
-//! `kvm_vcpu_wakeup` and `kvm_inj_virq` arm the thread itself. An armed thread streams its
-//! exits for `CONFIG.stream_hold_ns`: an interrupt-to-guest window stays armed as long as
-//! its events keep coming (a wake-up, a switch-in, the injection), and an exit streamed when
-//! it happened always has its entry streamed too.
+//! Arming: an interrupt accepted for a vCPU (`kvm_apic_accept_irq`, `kvm_apicv_accept_irq`:
+//! their `apicid` is the target's vCPU id) arms that vCPU's thread, found in `VCPU_BY_ID`
+//! (filled from `kvm_exit`/`kvm_entry`'s `vcpu_id`); when the target's thread is not known
+//! it arms every vCPU (`GLOBAL_STREAM`). A PIC raise (`kvm_pic_set_irq`, no accept follows)
+//! arms its VM (`VM_STREAM`). A vCPU thread's wake-up, switch-in, `kvm_vcpu_wakeup` and
+//! `kvm_inj_virq` arm the thread itself. An armed thread streams its exits for
+//! `CONFIG.stream_hold_ns`: an interrupt-to-guest window stays armed as long as its events
+//! keep coming (a wake-up, a switch-in, the injection), and an exit streamed when it
+//! happened always has its entry streamed too. (`kvm_set_irq`, `kvm_msi_set_irq` and
+//! `kvm_ioapic_set_irq` arm nothing: the accept follows within a microsecond.)
 
 use aya_ebpf::programs::TracePointContext;
 use kvmtrace_common::{
-    exits::{bucket, EXIT_PENDING, EXIT_STREAMED, NBUCKETS},
+    exits::{bucket, vcpu_key, EXIT_PENDING, EXIT_STREAMED, NBUCKETS, VCPU_ID_KNOWN},
     limits, Event, ExitKey, Kind, VcpuThread,
 };
 
 use crate::{
     filter::{register_vcpu, vcpu_thread, vm_selected},
     record::{current_ids, emit, read_event_of, this_cpu},
-    AGG_MISSES, CONFIG, EXIT_HIST, GLOBAL_STREAM, PASS, VM_STREAM, ZERO_HIST,
+    AGG_MISSES, CONFIG, EXIT_HIST, GLOBAL_STREAM, PASS, VCPU_BY_ID, VM_STREAM, ZERO_HIST,
 };
 
 /// `bpf_map_update_elem` flag: only insert a key that is not there.
@@ -59,8 +63,20 @@ pub fn arm_thread(t: *mut VcpuThread, now: u64) {
     unsafe { (*t).stream_until = now + hold_ns() };
 }
 
-/// An interrupt was raised at `now` from process `tgid`: arms that VM if `is_vm`, else
-/// every VM (the target is not known in the kernel; the engine routes it).
+/// An interrupt was accepted at `now` for vCPU `vcpu_id` of the VM run by `tgid` (the
+/// current process): arms that vCPU's thread, or every vCPU when it is not known.
+#[inline(always)]
+pub fn arm_target(tgid: u32, vcpu_id: u32, now: u64) {
+    // SAFETY: a lookup in a map of plain integers; the value is copied out.
+    let tid = unsafe { VCPU_BY_ID.get(&vcpu_key(tgid, vcpu_id)).copied() };
+    match tid.and_then(vcpu_thread) {
+        Some(t) => arm_thread(t, now),
+        None => arm_raise(tgid, false, now),
+    }
+}
+
+/// An interrupt was raised at `now` from process `tgid` for no named vCPU: arms that VM if
+/// `is_vm`, else every VM (the engine routes it).
 #[inline(always)]
 pub fn arm_raise(tgid: u32, is_vm: bool, now: u64) {
     let until = now + hold_ns();
@@ -86,6 +102,22 @@ fn armed(t: &VcpuThread, now: u64) -> bool {
     now < vm || now < global
 }
 
+/// Remembers which thread runs vCPU `vcpu_id` of its VM (once per thread), for the
+/// interrupts accepted for it.
+#[inline(always)]
+fn learn_vcpu_id(t: *mut VcpuThread, ids: (u32, u32), e: &Event, slot: usize) {
+    // SAFETY: `t` points to this thread's `VCPU_TIDS` value (see `kvm_exit`).
+    let flags = unsafe { (*t).flags };
+    if flags & VCPU_ID_KNOWN != 0 || e.missing & (1 << slot) != 0 {
+        return;
+    }
+    let key = vcpu_key(ids.1, e.slots[slot] as u32);
+    if VCPU_BY_ID.insert(&key, &ids.0, 0).is_ok() {
+        // SAFETY: as above.
+        unsafe { (*t).flags = flags | VCPU_ID_KNOWN };
+    }
+}
+
 /// The vCPU thread state of the current task, registering it on its first exit if its VM
 /// is traced.
 #[inline(always)]
@@ -107,10 +139,12 @@ program! {
             return PASS;
         };
         let e = read_event_of(&ctx, Kind::KvmExit, this_cpu(), ids);
+        // Slot 2 of kvm_exit is `vcpu_id`.
+        learn_vcpu_id(t, ids, &e, 2);
         // SAFETY: `t` points to this thread's `VCPU_TIDS` value; only the thread's own
         // exit and entry write `exit` and `flags`, and a thread runs on one CPU at a time.
         unsafe {
-            let mut flags = EXIT_PENDING;
+            let mut flags = EXIT_PENDING | ((*t).flags & VCPU_ID_KNOWN);
             if armed(&*t, e.ts_ns) {
                 emit(&e);
                 flags |= EXIT_STREAMED;
@@ -128,6 +162,8 @@ program! {
             return PASS;
         };
         let e = read_event_of(&ctx, Kind::KvmEntry, this_cpu(), ids);
+        // Slot 0 of kvm_entry is `vcpu_id`.
+        learn_vcpu_id(t, ids, &e, 0);
         let now = e.ts_ns;
         // SAFETY: as in `kvm_exit`.
         let flags = unsafe { (*t).flags };
@@ -145,7 +181,7 @@ program! {
                 emit(exit);
             }
             // SAFETY: as above.
-            unsafe { (*t).flags = 0 };
+            unsafe { (*t).flags = flags & VCPU_ID_KNOWN };
         }
         if stream {
             emit(&e);

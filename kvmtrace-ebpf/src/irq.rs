@@ -6,8 +6,7 @@ use kvmtrace_common::{ev, Event, Kind};
 
 use crate::{
     btf::{arg, arg_i32, arg_ptr, arg_u32, hrtimer_expires, hrtimer_function, read_kernel},
-    exits::arm_raise,
-    filter::{apic_timer_fn, cpu_interesting, is_vcpu, is_vm},
+    filter::{apic_timer_fn, cpu_interesting, is_vcpu},
     record::{current_ids, emit, read_event, this_cpu, typed_event},
     PASS,
 };
@@ -61,16 +60,6 @@ fn is_lapic_timer(function: u64) -> bool {
     lapic != 0 && function == lapic
 }
 
-/// Emits an hrtimer expiry; a guest's LAPIC timer firing is an interrupt raised for it, so
-/// it arms exit streaming like one (the timer's VM when it fires in one of its threads).
-#[inline(always)]
-fn emit_expiry(e: &Event, function: u64) {
-    if is_lapic_timer(function) {
-        arm_raise(e.tgid, is_vm(e.tgid), e.ts_ns);
-    }
-    emit(e);
-}
-
 /// A guest arming its LAPIC timer: an hrtimer with KVM's `apic_timer_fn` started from a
 /// traced vCPU thread. Which hrtimer that is maps the timer's expiry, wherever it fires, to
 /// the vCPU (docs/kvm-source-notes.md 1.10). Every other hrtimer_start is dropped after the
@@ -87,7 +76,7 @@ program! {
         let e = read_event(&ctx, Kind::HrtimerExpireEntry, cpu);
         let function = e.get::<ev::HrtimerExpireEntry>().map_or(0, |h| h.function);
         if hrtimer_expiry_wanted(cpu, function) {
-            emit_expiry(&e, function);
+            emit(&e);
         }
         PASS
     }
@@ -156,7 +145,7 @@ btf_program! {
                 function,
                 now: read_kernel::<i64>(arg(&ctx, 1)).map(|n| n as u64),
             };
-            emit_expiry(&typed_event(cpu, current_ids(), &rec), function);
+            emit(&typed_event(cpu, current_ids(), &rec));
         }
         PASS
     }

@@ -12,7 +12,7 @@ use kvmtrace_common::{ev, Event, Kind};
 
 use crate::{
     btf::{arg, arg_i32, arg_u16, arg_u32, arg_u8, read_kernel},
-    exits::{arm_raise, arm_thread},
+    exits::{arm_raise, arm_target, arm_thread},
     filter::{cpu_interesting, is_vm, register_vcpu, vcpu_thread, vm_selected},
     record::{current_ids, emit, read_event_of, this_cpu, typed_event},
     PASS,
@@ -24,8 +24,6 @@ enum Arm {
     No,
     /// The vCPU thread itself (it is being woken or given an interrupt).
     Thread,
-    /// Every vCPU of its VM (a guest IPI: its target is not known here).
-    Vm,
 }
 
 /// An event that fires in a vCPU thread: it also identifies that thread as a vCPU.
@@ -51,25 +49,38 @@ fn vcpu_event(arm: Arm, make: impl FnOnce(u32, (u32, u32)) -> Event) -> u32 {
                 arm_thread(t, e.ts_ns);
             }
         }
-        Arm::Vm => arm_raise(tgid, true, e.ts_ns),
         Arm::No => {}
     }
     emit(&e);
     PASS
 }
 
+/// How an interrupt event arms exit streaming (`exits.rs`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Raise {
+    /// Nothing: the accept that follows names the target.
+    No,
+    /// Its VM's vCPUs: a PIC raise names no target (and no accept follows).
+    Vm,
+    /// The vCPU in slot 0 of the record (`apicid`: the target's vCPU id).
+    Target,
+}
+
 /// An interrupt being raised or accepted: it may fire in any thread (a VMM I/O thread, a
-/// vhost worker, a timer callback on another vCPU's CPU). It arms exit streaming for the
-/// raising VMM's vCPUs, or for every vCPU when it comes from no known VM.
+/// vhost worker, a timer callback on another vCPU's CPU).
 #[inline(always)]
-fn irq_event(make: impl FnOnce(u32, (u32, u32)) -> Event) -> u32 {
+fn irq_event(raise: Raise, make: impl FnOnce(u32, (u32, u32)) -> Event) -> u32 {
     let ids = current_ids();
     let cpu = this_cpu();
     if !vm_selected(ids.1) && !cpu_interesting(cpu) {
         return PASS;
     }
     let e = make(cpu, ids);
-    arm_raise(ids.1, is_vm(ids.1), e.ts_ns);
+    match raise {
+        Raise::No => {}
+        Raise::Vm => arm_raise(ids.1, is_vm(ids.1), e.ts_ns),
+        Raise::Target => arm_target(ids.1, e.slots[0] as u32, e.ts_ns),
+    }
     emit(&e);
     PASS
 }
@@ -97,10 +108,10 @@ macro_rules! arm {
 }
 
 macro_rules! irq_programs {
-    ($($name:ident => $kind:ident),* $(,)?) => {$(
+    ($($name:ident => $kind:ident, $raise:ident);* $(;)?) => {$(
         program! {
             pub fn $name(ctx: TracePointContext) -> u32 {
-                irq_event(|cpu, ids| read_event_of(&ctx, Kind::$kind, cpu, ids))
+                irq_event(Raise::$raise, |cpu, ids| read_event_of(&ctx, Kind::$kind, cpu, ids))
             }
         }
     )*};
@@ -114,19 +125,19 @@ vcpu_programs! {
     kvm_pio => KvmPio;
     kvm_mmio => KvmMmio;
     kvm_msr => KvmMsr;
-    kvm_apic_ipi => KvmApicIpi, Vm;
+    kvm_apic_ipi => KvmApicIpi;
     kvm_wait_lapic_expire => KvmWaitLapicExpire;
     kvm_page_fault => KvmPageFault;
     kvm_eoi => KvmEoi;
 }
 
 irq_programs! {
-    kvm_apic_accept_irq => KvmApicAcceptIrq,
-    kvm_set_irq => KvmSetIrq,
-    kvm_msi_set_irq => KvmMsiSetIrq,
-    kvm_pic_set_irq => KvmPicSetIrq,
-    kvm_ioapic_set_irq => KvmIoapicSetIrq,
-    kvm_apicv_accept_irq => KvmApicvAcceptIrq,
+    kvm_apic_accept_irq => KvmApicAcceptIrq, Target;
+    kvm_set_irq => KvmSetIrq, No;
+    kvm_msi_set_irq => KvmMsiSetIrq, No;
+    kvm_pic_set_irq => KvmPicSetIrq, Vm;
+    kvm_ioapic_set_irq => KvmIoapicSetIrq, No;
+    kvm_apicv_accept_irq => KvmApicvAcceptIrq, Target;
 }
 
 // BTF programs: the arguments in the order of each tracepoint's TP_PROTO
@@ -245,7 +256,7 @@ btf_program! {
 btf_program! {
     // (u32 icr_low, u32 dest_id)
     pub fn kvm_apic_ipi_btf(ctx: BtfTracePointContext) -> u32 {
-        vcpu_event(Arm::Vm, |cpu, ids| {
+        vcpu_event(Arm::No, |cpu, ids| {
             let rec = ev::KvmApicIpi {
                 icr_low: arg_u32(&ctx, 0),
                 dest_id: arg_u32(&ctx, 1),
@@ -271,7 +282,7 @@ btf_program! {
 btf_program! {
     // (u32 apicid, u16 dm, u16 tm, u8 vec)
     pub fn kvm_apic_accept_irq_btf(ctx: BtfTracePointContext) -> u32 {
-        irq_event(|cpu, ids| {
+        irq_event(Raise::Target, |cpu, ids| {
             let rec = ev::KvmApicAcceptIrq {
                 apicid: arg_u32(&ctx, 0),
                 vec: arg_u8(&ctx, 3),
@@ -286,7 +297,7 @@ btf_program! {
 btf_program! {
     // (u32 apicid, u16 dm, u16 tm, u8 vec)
     pub fn kvm_apicv_accept_irq_btf(ctx: BtfTracePointContext) -> u32 {
-        irq_event(|cpu, ids| {
+        irq_event(Raise::Target, |cpu, ids| {
             let rec = ev::KvmApicvAcceptIrq {
                 apicid: arg_u32(&ctx, 0),
                 vec: arg_u8(&ctx, 3),
@@ -301,7 +312,7 @@ btf_program! {
 btf_program! {
     // (unsigned int gsi, int level, int irq_source_id)
     pub fn kvm_set_irq_btf(ctx: BtfTracePointContext) -> u32 {
-        irq_event(|cpu, ids| {
+        irq_event(Raise::No, |cpu, ids| {
             let rec = ev::KvmSetIrq {
                 gsi: arg_u32(&ctx, 0),
                 level: arg_i32(&ctx, 1),
@@ -315,7 +326,7 @@ btf_program! {
 btf_program! {
     // (u64 address, u64 data)
     pub fn kvm_msi_set_irq_btf(ctx: BtfTracePointContext) -> u32 {
-        irq_event(|cpu, ids| {
+        irq_event(Raise::No, |cpu, ids| {
             let rec = ev::KvmMsiSetIrq {
                 address: arg(&ctx, 0),
                 data: arg(&ctx, 1),
@@ -328,7 +339,7 @@ btf_program! {
 btf_program! {
     // (u8 chip, u8 pin, u8 elcr, u8 imr, bool coalesced)
     pub fn kvm_pic_set_irq_btf(ctx: BtfTracePointContext) -> u32 {
-        irq_event(|cpu, ids| {
+        irq_event(Raise::Vm, |cpu, ids| {
             let rec = ev::KvmPicSetIrq {
                 chip: arg_u8(&ctx, 0),
                 pin: arg_u8(&ctx, 1),
@@ -343,7 +354,7 @@ btf_program! {
 btf_program! {
     // (u64 e, int pin, bool coalesced)
     pub fn kvm_ioapic_set_irq_btf(ctx: BtfTracePointContext) -> u32 {
-        irq_event(|cpu, ids| {
+        irq_event(Raise::No, |cpu, ids| {
             let rec = ev::KvmIoapicSetIrq {
                 e: arg(&ctx, 0),
                 pin: arg_i32(&ctx, 1),

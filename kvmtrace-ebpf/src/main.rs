@@ -70,6 +70,10 @@ static EMITTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static VCPU_TIDS: HashMap<u32, VcpuThread> = HashMap::with_max_entries(limits::MAX_VCPU_THREADS, 0);
 
+/// `vcpu_key(tgid, vcpu_id)` -> the vCPU's thread id (`exits.rs`).
+#[map]
+static VCPU_BY_ID: HashMap<u64, u32> = HashMap::with_max_entries(limits::MAX_VCPU_THREADS, 0);
+
 /// (vCPU thread, isa, exit reason) -> histogram of exit-handling latency (`exits.rs`).
 #[map]
 static EXIT_HIST: HashMap<ExitKey, ExitHist> = HashMap::with_max_entries(limits::MAX_EXIT_KEYS, 0);
@@ -84,12 +88,13 @@ static ZERO_HIST: Array<ExitHist> = Array::with_max_entries(1, 0);
 static AGG_MISSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per VM (slot `tgid % VM_STREAM_SLOTS`): stream its vCPUs' exits until this time; set by
-/// an interrupt raised from the VMM's process.
+/// a PIC interrupt raised from the VMM's process (the PIC path names no target vCPU).
 #[map]
 static VM_STREAM: Array<u64> = Array::with_max_entries(limits::VM_STREAM_SLOTS, 0);
 
-/// Stream every vCPU's exits until this time: set by an interrupt raised from a thread of
-/// no known VM (a kworker injecting an irqfd, a timer on another task's CPU).
+/// Stream every vCPU's exits until this time: set by an interrupt whose target thread is
+/// not known (accepted in a thread of no known VM, e.g. a LAPIC timer firing in another
+/// task, or for a vCPU whose id was not seen yet).
 #[map]
 static GLOBAL_STREAM: Array<u64> = Array::with_max_entries(1, 0);
 

@@ -54,6 +54,10 @@ pub struct TargetArgs {
     /// Stream an exit that took at least this long, in microseconds.
     #[arg(long, default_value_t = 1000, value_name = "US")]
     pub exit_threshold_us: u64,
+    /// How long an interrupt accepted for a vCPU, its wake-up, switch-in or injection
+    /// streams its exits, in microseconds.
+    #[arg(long, default_value_t = 50, value_name = "US")]
+    pub stream_hold_us: u64,
 }
 
 #[derive(Debug, Args)]

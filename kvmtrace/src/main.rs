@@ -49,6 +49,7 @@ fn session_options(t: &TargetArgs) -> anyhow::Result<SessionOptions> {
         ring_bytes: Some(t.ring_mib << 20),
         all_exits: t.all_exits,
         exit_threshold_ns: Some(t.exit_threshold_us.saturating_mul(1000)),
+        stream_hold_ns: Some(t.stream_hold_us.saturating_mul(1000)),
     })
 }
 

@@ -136,7 +136,6 @@ impl Engine {
                 let _ = self.demo_truth.record(a.latency_ns().max(1));
                 return;
             }
-            Some(Payload::ExitBuckets(x)) => return self.on_exit_buckets(ev, &x),
             Some(_) => {}
             None => return,
         }
@@ -297,10 +296,10 @@ impl Engine {
             // Drop checkpoints (window.rs).
             Payload::Drops(d) => self.on_drops(d.total()),
             Payload::KvmApicvAcceptIrq(_) | Payload::HrtimerStart(_) => {}
-            Payload::HrtimerExpireExit(_)
-            | Payload::ThreadInfo(_)
-            | Payload::DemoAck(_)
-            | Payload::ExitBuckets(_) => {}
+            // The kernel's exit histograms (vcpu.rs), in time order like the events they
+            // summarise, so a vCPU is never first seen through them.
+            Payload::ExitBuckets(x) => self.on_exit_buckets(ev, &x, ts),
+            Payload::HrtimerExpireExit(_) | Payload::ThreadInfo(_) | Payload::DemoAck(_) => {}
         }
     }
 

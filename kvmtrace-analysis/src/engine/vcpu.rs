@@ -337,12 +337,11 @@ impl Engine {
         }
     }
 
-    /// What the kernel's exit histogram of `e.tid` gained (bookkeeping: applied as it comes,
-    /// outside the reorder buffer).
-    pub(super) fn on_exit_buckets(&mut self, e: &Event, x: &ev::ExitBuckets) {
+    /// What the kernel's exit histogram of `e.tid` gained since its previous record.
+    pub(super) fn on_exit_buckets(&mut self, e: &Event, x: &ev::ExitBuckets, ts: u64) {
         let isa = (x.key >> 32) as u8;
         let reason = x.key as u32;
-        let v = self.vcpu_entry(e.tid, e.tgid, e.ts_ns);
+        let v = self.vcpu_entry(e.tid, e.tgid, ts);
         v.stats.exits_in_kernel = true;
         let st = v
             .stats

@@ -41,6 +41,9 @@ pub struct SessionOptions {
     pub all_exits: bool,
     /// Stream an exit that took at least this long (default: the probes' 1 ms).
     pub exit_threshold_ns: Option<u64>,
+    /// How long an interrupt for a vCPU (its acceptance, wake-up, switch-in, injection)
+    /// streams its exits (default: the probes' 50 us).
+    pub stream_hold_ns: Option<u64>,
 }
 
 /// A running session.
@@ -111,6 +114,9 @@ impl Session {
         };
         if let Some(ns) = opts.exit_threshold_ns {
             probe_opts.exit_threshold_ns = ns;
+        }
+        if let Some(ns) = opts.stream_hold_ns {
+            probe_opts.stream_hold_ns = ns;
         }
         if let Some(b) = opts.ring_bytes {
             probe_opts.ring_bytes = b;
