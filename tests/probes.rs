@@ -213,3 +213,68 @@ fn btf_and_classic_programs_record_the_same_fields() {
     );
     assert_eq!(a.len(), b.len());
 }
+
+/// A ring buffer far too small for the demo guest: records are lost, and the drop counter
+/// says exactly how many: every record a program tried to send was either read or counted.
+#[test]
+fn a_full_ring_counts_exactly_what_it_drops() {
+    use kvmtrace::source::demo::{DemoConfig, DemoGuest};
+    use kvmtrace_common::Event;
+    use std::time::{Duration, Instant};
+
+    if !privileged::privileged("a_full_ring_counts_exactly_what_it_drops") {
+        return;
+    }
+    let pid = std::process::id();
+    let mut probes = Probes::load(&ProbeOptions {
+        pids: vec![pid],
+        // One page: 56 records.
+        ring_bytes: 4096,
+        ..Default::default()
+    })
+    .expect("load and attach");
+    let mut ring = probes.take_ring().unwrap();
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let guest = DemoGuest::start(
+        DemoConfig {
+            work_exits_per_irq: 50,
+            ..DemoConfig::default()
+        },
+        tx,
+    )
+    .expect("demo guest");
+    probes.add_vcpu(guest.vcpu_tid(), pid).unwrap();
+    let mut received = 0u64;
+    let mut work_pio = 0u64;
+    let mut drain = |ring: &mut aya::maps::RingBuf<aya::maps::MapData>| {
+        while let Some(item) = ring.next() {
+            let e = Event::from_le_bytes(&item).expect("a whole record");
+            received += 1;
+            if e
+                .get::<kvmtrace_common::ev::KvmPio>()
+                .is_some_and(|p| p.port == u64::from(kvmtrace::source::demo::WORK_PORT))
+            {
+                work_pio += 1;
+            }
+        }
+    };
+    // Read rarely: the ring fills between reads.
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(1500) {
+        std::thread::sleep(Duration::from_millis(100));
+        drain(&mut ring);
+    }
+    let stats = guest.stop().expect("demo stop");
+    // No program runs after this: the counters are final, and what is left is drained.
+    probes.detach();
+    drain(&mut ring);
+    let (emitted, drops) = (probes.emitted(), probes.drops());
+    assert!(drops > 1000, "only {drops} drops: the ring did not overflow");
+    assert_eq!(
+        received + drops,
+        emitted,
+        "{received} read + {drops} dropped != {emitted} sent"
+    );
+    // Every work exit made a kvm_pio on the work port: each was read or dropped.
+    assert!(work_pio <= stats.work_exits && stats.work_exits <= work_pio + drops);
+}

@@ -135,14 +135,8 @@ pub struct Probes {
 }
 
 impl Drop for Probes {
-    /// Detaching a tracepoint waits for an RCU grace period (tens of ms in a VM); one at a
-    /// time, 33 of them held `record` up for seconds after Ctrl-C. Detach them in parallel.
     fn drop(&mut self) {
-        std::thread::scope(|s| {
-            for link in self.links.drain(..) {
-                s.spawn(move || drop(link));
-            }
-        });
+        self.detach();
     }
 }
 
@@ -288,6 +282,18 @@ impl Probes {
             vm_tgids,
             links,
         })
+    }
+
+    /// Detaches every program (the maps stay readable: the counters are final once this
+    /// returns). Detaching a tracepoint waits for an RCU grace period (tens of ms in a VM);
+    /// one at a time, 33 of them held `record` up for seconds after Ctrl-C, so they go in
+    /// parallel.
+    pub fn detach(&mut self) {
+        std::thread::scope(|s| {
+            for link in self.links.drain(..) {
+                s.spawn(move || drop(link));
+            }
+        });
     }
 
     /// The ring buffer the programs write to (once).
