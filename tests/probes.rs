@@ -250,8 +250,7 @@ fn a_full_ring_counts_exactly_what_it_drops() {
         while let Some(item) = ring.next() {
             let e = Event::from_le_bytes(&item).expect("a whole record");
             received += 1;
-            if e
-                .get::<kvmtrace_common::ev::KvmPio>()
+            if e.get::<kvmtrace_common::ev::KvmPio>()
                 .is_some_and(|p| p.port == u64::from(kvmtrace::source::demo::WORK_PORT))
             {
                 work_pio += 1;
@@ -269,7 +268,10 @@ fn a_full_ring_counts_exactly_what_it_drops() {
     probes.detach();
     drain(&mut ring);
     let (emitted, drops) = (probes.emitted(), probes.drops());
-    assert!(drops > 1000, "only {drops} drops: the ring did not overflow");
+    assert!(
+        drops > 1000,
+        "only {drops} drops: the ring did not overflow"
+    );
     assert_eq!(
         received + drops,
         emitted,

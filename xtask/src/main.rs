@@ -34,8 +34,17 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// Setup, then run the benchmarks whose figures go in docs/performance.md.
-    Bench,
+    /// Setup, then measure what tracing costs a guest's exits: kvmtrace beside bpftrace,
+    /// perf record and ftrace, one table (docs/performance.md keeps its figures).
+    Bench {
+        /// Also the engine and TUI benchmarks.
+        #[arg(long)]
+        all: bool,
+        /// Arguments for the probe-cost bench (`--rounds N`, `--secs S`,
+        /// `--kvmtrace LABEL=PATH[,ARG...]`, ...).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
     /// Setup, then fuzz the capture reader and the text importer.
     Fuzz {
         /// Seconds per target.
@@ -55,6 +64,11 @@ const PACKAGES: &[(&str, &str, &str)] = &[
         "bpftrace",
         "bpftrace",
         "the one-liner the probe cost is compared with",
+    ),
+    (
+        "linux-perf",
+        "perf",
+        "perf record in the probe-cost bench, and the test that perf still sees events",
     ),
     ("tmux", "tmux", "the real-terminal test"),
     (
@@ -104,10 +118,26 @@ fn main() -> anyhow::Result<()> {
             setup()?;
             fuzz(&root, secs)
         }
-        Task::Bench => {
+        Task::Bench { all, args } => {
             setup()?;
             run(Command::new("cargo").args(["build", "--release", "-p", "kvmtrace"]))?;
-            run(Command::new("cargo").args(["bench", "-p", "kvmtrace"]))
+            run(Command::new("cargo")
+                .args([
+                    "bench",
+                    "-p",
+                    "kvmtrace",
+                    "--bench",
+                    "probe_cost",
+                    "--",
+                    "--bench",
+                ])
+                .args(&args))?;
+            if all {
+                for b in ["engine", "tui"] {
+                    run(Command::new("cargo").args(["bench", "-p", "kvmtrace", "--bench", b]))?;
+                }
+            }
+            Ok(())
         }
     }
 }
