@@ -470,10 +470,14 @@ kinds! {
         guest_rip: opt @ 3 = "guest_rip",
         info1: opt @ 4 = "info1",
     }
+    /// `intr_info` (Linux 6.18+): the event injected at this entry (bit 31 valid, bits 8-10
+    /// the type, 0 = external interrupt, bits 0-7 the vector); `immediate_exit`: KVM will
+    /// force an exit right after it (the next exit is KVM's own).
     KvmEntry = 1, "kvm", "kvm_entry" {
         vcpu_id: opt @ 0 = "vcpu_id",
         rip: opt @ 1 = "rip",
         intr_info: opt @ 2 = "intr_info",
+        immediate_exit: opt @ 3 = "immediate_exit",
     }
     KvmUserspaceExit = 2, "kvm", "kvm_userspace_exit" {
         reason: opt @ 0 = "reason",
@@ -717,6 +721,10 @@ pub const THREAD_INFO_VM_NAME: u64 = 1;
 /// delayed one), even if its name looks like a vCPU thread's (another VM's).
 pub const THREAD_INFO_NAME_ONLY: u64 = 2;
 
+/// `ThreadInfo.flags` bit: the vCPU id comes from KVM itself (its debugfs), not from the
+/// thread's name (QEMU names threads by cpu_index, which is not KVM's vcpu_id).
+pub const THREAD_INFO_VCPU_FROM_KVM: u64 = 0x100;
+
 /// What a [`Kind::ThreadInfo`] record says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ThreadInfoIs {
@@ -729,13 +737,28 @@ pub enum ThreadInfoIs {
 }
 
 impl ev::ThreadInfo {
-    /// A VMM thread, with its vCPU id when known.
+    /// A VMM thread, with its vCPU id when known (from its name: see
+    /// [`ev::ThreadInfo::vcpu_thread`] for KVM's own).
     pub fn thread(vcpu: Option<u32>, comm: &str) -> Self {
         ev::ThreadInfo {
             vcpu_id: vcpu.map_or(VCPU_UNKNOWN, u64::from),
             flags: 0,
             comm: Comm::new(comm),
         }
+    }
+
+    /// A vCPU thread whose id KVM itself gave (its debugfs `vcpu<N>/pid`).
+    pub fn vcpu_thread(vcpu: u32, comm: &str) -> Self {
+        ev::ThreadInfo {
+            vcpu_id: u64::from(vcpu),
+            flags: THREAD_INFO_VCPU_FROM_KVM,
+            comm: Comm::new(comm),
+        }
+    }
+
+    /// Did KVM itself give the vCPU id (not the thread's name)?
+    pub fn vcpu_from_kvm(&self) -> bool {
+        self.flags & THREAD_INFO_VCPU_FROM_KVM != 0
     }
 
     /// The name of the VM run by the record's `tgid`.
@@ -757,7 +780,7 @@ impl ev::ThreadInfo {
     }
 
     pub fn is(&self) -> ThreadInfoIs {
-        match self.flags {
+        match self.flags & 0xff {
             THREAD_INFO_VM_NAME => ThreadInfoIs::VmName,
             THREAD_INFO_NAME_ONLY => ThreadInfoIs::NameOnly,
             _ => ThreadInfoIs::Thread {

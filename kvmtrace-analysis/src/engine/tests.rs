@@ -93,6 +93,16 @@ impl Sim {
         };
         self.ev(tid, cpu, w)
     }
+    /// `kvm_apicv_accept_irq`: APICv/AVIC posted vector 0x30 to `apicid`.
+    fn posted(&mut self, from: u32, cpu: u32, apicid: u64) -> &mut Self {
+        let p = ev::KvmApicvAcceptIrq {
+            apicid,
+            vec: 0x30,
+            dm: Some(0),
+            tm: Some(0),
+        };
+        self.ev(from, cpu, p)
+    }
     fn inj(&mut self, tid: u32, cpu: u32) -> &mut Self {
         let inj = ev::KvmInjVirq {
             vector: 0x30,
@@ -129,17 +139,20 @@ impl Sim {
         self.ev(IOT, 0, set);
         self.ev(IOT, 0, ev::KvmPicSetIrq::default())
     }
+    /// A `KVM_SIGNAL_MSI` from the VMM's I/O thread: `kvm_msi_set_irq` then the target's
+    /// `kvm_apic_accept_irq` (irq_comm.c `kvm_set_msi` → lapic.c `__apic_accept_irq`).
     fn msi(&mut self, dest: u64) -> &mut Self {
         let msi = ev::KvmMsiSetIrq {
             address: 0xfee0_0000 | (dest << 12),
-            data: 0x31,
+            data: 0x30,
         };
-        self.ev(IOT, 0, msi)
+        self.ev(IOT, 0, msi);
+        self.accept(IOT, 0, dest)
     }
     fn accept(&mut self, from: u32, cpu: u32, apicid: u64) -> &mut Self {
         let acc = ev::KvmApicAcceptIrq {
             apicid,
-            vec: 0xec,
+            vec: 0x30,
             dm: Some(0),
             tm: Some(0),
         };
@@ -259,7 +272,7 @@ fn svm_exit_reasons_are_named_by_isa() {
     let mut s = running_guest();
     s.at(5.0).exit(V0, 0, SVM, 0x7b); // io
     s.at(6.0).msi(0);
-    s.at(16.0).entry(V0, 0);
+    s.at(16.0).inj(V0, 0).entry(V0, 0);
     let e = s.run();
     expect(&e, &[("exit:io", 10.0)]);
 }
@@ -269,7 +282,7 @@ fn userspace_vmm_time_by_reason() {
     let mut s = running_guest();
     s.at(5.0).exit(V0, 0, VMX, 30).uexit(V0, 0, 2); // IO_INSTRUCTION -> KVM_EXIT_IO
     s.at(10.0).msi(0);
-    s.at(60.0).entry(V0, 0);
+    s.at(60.0).inj(V0, 0).entry(V0, 0);
     let e = s.run();
     expect(&e, &[("vmm:IO", 50.0)]);
 }
@@ -281,7 +294,7 @@ fn preemption_names_the_task_that_took_the_cpu() {
     s.at(7.0).switch(0, V0, true, BUSY, "stress-ng");
     s.at(10.0).msi(0);
     s.at(110.0).switch(0, BUSY, true, V0, "CPU 0/KVM");
-    s.at(112.0).entry(V0, 0);
+    s.at(112.0).inj(V0, 0).entry(V0, 0);
     let e = s.run();
     expect(
         &e,
@@ -390,31 +403,56 @@ fn lock_contention_in_the_vcpu_thread() {
     s.at(11.0).msi(0);
     s.at(12.0).lock(V0, 0, true);
     s.at(42.0).lock(V0, 0, false);
-    s.at(44.0).entry(V0, 0);
+    s.at(44.0).inj(V0, 0).entry(V0, 0);
     let e = s.run();
     expect(&e, &[("exit:EPT_VIOLATION", 3.0), ("lock", 30.0)]);
 }
 
 #[test]
-fn posted_into_a_running_guest_is_zero_injected_is_measured() {
-    // Posted: accepted while in guest, next entry without kvm_inj_virq.
+fn posted_into_a_running_guest_is_delivered_at_the_posting() {
+    // APICv: accepted and posted while the target runs its guest: the hardware delivers
+    // it there (vmx.c `vmx_deliver_posted_interrupt`), no exit, no injection.
     let mut s = running_guest();
     s.at(10.0).accept(IOT, 1, 0);
+    s.at(11.0).posted(IOT, 1, 0);
     s.at(500.0).exit(V0, 0, VMX, 48);
     s.at(510.0).entry(V0, 0);
     let e = s.run();
     let w = &e.worst()[0];
-    assert_eq!((w.total_ns, w.end_marker), (0, EndMarker::PostedInGuest));
-    assert!(w.causes.is_empty());
+    assert_eq!(
+        (w.total_ns, w.end_marker),
+        (us(1.0), EndMarker::PostedInGuest)
+    );
+    expect(&e, &[("guest", 1.0)]);
 
-    // Injected: accepted while handling an exit, injected at the next entry.
+    // Posted while handling an exit: delivered at the next entry.
+    let mut s = running_guest();
+    s.at(10.0).exit(V0, 0, VMX, 48);
+    s.at(12.0).accept(V1, 1, 0).posted(V1, 1, 0);
+    s.at(20.0).entry(V0, 0);
+    let e = s.run();
+    expect(&e, &[("exit:EPT_VIOLATION", 8.0)]);
+    assert_eq!(e.worst()[0].end_marker, EndMarker::PostedEntry);
+    assert_eq!(e.worst()[0].opened_by, OpenedBy::ApicAcceptIrq);
+
+    // Not posted (no APICv): an entry without kvm_inj_virq delivers nothing; the one after
+    // the injection does.
     let mut s = running_guest();
     s.at(10.0).exit(V0, 0, VMX, 48);
     s.at(12.0).accept(V1, 1, 0);
-    s.at(20.0).inj(V0, 0).entry(V0, 0);
+    s.at(20.0).entry(V0, 0);
+    s.at(50.0).exit(V0, 0, VMX, 7); // INTERRUPT_WINDOW
+    s.at(52.0).inj(V0, 0).entry(V0, 0);
     let e = s.run();
-    expect(&e, &[("exit:EPT_VIOLATION", 8.0)]);
-    assert_eq!(e.worst()[0].opened_by, OpenedBy::ApicAcceptIrq);
+    expect(
+        &e,
+        &[
+            ("exit:EPT_VIOLATION", 8.0),
+            ("guest:irqs-off", 30.0),
+            ("exit:INTERRUPT_WINDOW", 2.0),
+        ],
+    );
+    assert_eq!(e.worst()[0].end_marker, EndMarker::KvmEntry);
 }
 
 #[test]
@@ -476,6 +514,8 @@ fn reordering_within_the_window_gives_the_same_result() {
     s.at(26.0).irq(0, 24, false);
     s.at(30.0).switch(0, V0, true, BUSY, "hog");
     s.at(80.0).switch(0, BUSY, true, V0, "CPU 0/KVM");
+    // One thread's events never swap (one CPU's ring is in order): apart in time here.
+    s.at(84.0).inj(V0, 0);
     s.at(85.0).entry(V0, 0);
     let ordered = s.run();
     let mut shuffled = s.evs.clone();
@@ -494,7 +534,7 @@ fn interrupts_go_to_the_vcpu_they_name() {
     s.at(0.0).switch(1, 0, false, V1, "CPU 1/KVM").entry(V1, 1);
     s.at(10.0).msi(1);
     s.at(12.0).exit(V1, 1, VMX, 1);
-    s.at(15.0).entry(V1, 1);
+    s.at(15.0).inj(V1, 1).entry(V1, 1);
     let e = s.run();
     assert_eq!(e.worst()[0].tid, V1);
     let v0 = e.vcpus().find(|v| v.tid == V0).unwrap();
@@ -553,7 +593,8 @@ fn unknown_vcpu_ids_fall_back_to_the_only_vcpu() {
     s.at(21.0).switch(0, 0, true, V0, "vcpu-thread");
     s.at(25.0).pio(V0, 0, 0xe2);
     let e = s.run();
-    expect(&e, &[("halted", 10.0), ("wakeup", 1.0), ("kvm_run", 4.0)]);
+    // No kvm_vcpu_wakeup says the sleep was a halt (kvm_main.c `kvm_vcpu_halt`).
+    expect(&e, &[("blocked", 10.0), ("wakeup", 1.0), ("kvm_run", 4.0)]);
 }
 
 #[test]

@@ -133,7 +133,8 @@ impl Report {
                 vm_name: threads.vm_name(t.tgid).unwrap_or_default().to_string(),
                 pid: t.tgid,
                 tid,
-                vcpu: t.vcpu,
+                // The engine's id (KVM's own when the stream gave it) over the name's.
+                vcpu: engine.vcpu(tid).and_then(|v| v.vcpu_id).or(t.vcpu),
                 comm: t.comm.clone(),
                 events: t.by_kind.values().sum(),
                 events_by_kind: t
@@ -199,10 +200,7 @@ pub fn analyse_capture(
     cfg: EngineConfig,
 ) -> Result<(Report, Engine), crate::capture::CaptureError> {
     let mut reader = crate::capture::CaptureReader::open(path)?;
-    let mut engine = Engine::new(EngineConfig {
-        apic_timer_fn: reader.header.apic_timer_fn,
-        ..cfg
-    });
+    let mut engine = Engine::new(cfg.for_capture(&reader.header));
     let mut progress = Progress::new(path);
     while let Some(ev) = reader.next_event()? {
         engine.push(&ev);
@@ -268,10 +266,13 @@ pub fn analyse_text(
     cfg: EngineConfig,
 ) -> Result<(Report, Engine), crate::import::ImportError> {
     let imported = crate::import::import_text(path)?;
-    let mut engine = Engine::new(EngineConfig {
-        apic_timer_fn: crate::import::APIC_TIMER_FN_MARKER,
-        ..cfg
-    });
+    let mut engine = Engine::new(
+        EngineConfig {
+            apic_timer_fn: crate::import::APIC_TIMER_FN_MARKER,
+            ..cfg
+        }
+        .for_events(&imported.events),
+    );
     for ev in &imported.events {
         engine.push(ev);
     }

@@ -176,6 +176,22 @@ impl Report {
                 a.samples, a.incomplete, a.late_events, a.unresolved_raises
             );
         }
+        if a.wakeup_only > 0 {
+            let _ = writeln!(
+                s,
+                "coverage: {} of {} deliveries had a raise seen; {} were first seen as the wake-up of a halted vCPU (posted interrupts, IPI virtualization or AVIC: no raise tracepoint)",
+                a.with_raise,
+                a.with_raise + a.wakeup_only,
+                a.wakeup_only
+            );
+        }
+        if a.overlays_cleared + a.cpu_out_of_range > 0 {
+            let _ = writeln!(
+                s,
+                "input problems: {} host interrupt handlers whose exit was lost (their windows incomplete), {} events with an impossible CPU number skipped",
+                a.overlays_cleared, a.cpu_out_of_range
+            );
+        }
     }
 
     /// The demo VMM's own measurement.

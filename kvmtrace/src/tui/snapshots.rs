@@ -131,6 +131,7 @@ fn row(vcpu: u32, p99: u64, name: &str, pid: u32) -> Row {
                         reason: "EXTERNAL_INTERRUPT".into(),
                         isa: "VMX".into(),
                         code: 1,
+                        idle: false,
                         count: 30_000,
                         measured: 30_000,
                         p50_ns: 2_100,
@@ -141,6 +142,7 @@ fn row(vcpu: u32, p99: u64, name: &str, pid: u32) -> Row {
                         reason: "EPT_VIOLATION".into(),
                         isa: "VMX".into(),
                         code: 48,
+                        idle: false,
                         count: 12_000,
                         measured: 12_000,
                         p50_ns: 3_400,
@@ -162,6 +164,7 @@ fn row(vcpu: u32, p99: u64, name: &str, pid: u32) -> Row {
             out_of_guest_ns: states,
             wall_ns: 1_000_000_000,
             out_of_guest_pct: 6.0,
+            timer_lateness: Default::default(),
         },
         worst: vec![worst(tid, p99 * 3), worst(tid, p99 * 2)],
     }
