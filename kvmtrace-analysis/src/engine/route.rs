@@ -46,6 +46,9 @@ pub(super) struct Chain {
     accepted: bool,
     /// The PIC path opened a window on this vCPU thread (dropped if an accept follows).
     pic_window: Option<u32>,
+    /// vCPU ids accepted in this chain: one raise reaches a LAPIC once, so a second accept
+    /// for the same id is the next raise.
+    accepted_ids: Vec<u32>,
 }
 
 /// Who a raise is for.
@@ -87,6 +90,7 @@ impl Engine {
                     lowered: false,
                     accepted: false,
                     pic_window: None,
+                    accepted_ids: Vec::new(),
                 },
             );
         }
@@ -210,9 +214,19 @@ impl Engine {
                 }
             }
         }
+        let again = self
+            .chains
+            .get(&(e.tid, e.cpu))
+            .is_some_and(|c| c.accepted_ids.contains(&id));
+        if again {
+            self.chains.remove(&(e.tid, e.cpu));
+        }
         let c = self.chain(e, ts, OpenedBy::ApicAcceptIrq, false);
         c.targeted = true;
         c.accepted = true;
+        if c.accepted_ids.len() < MAX_CANDIDATES * 32 {
+            c.accepted_ids.push(id);
+        }
         let (start, by) = (c.start_ns, c.by);
         if let Some(tid) = c.pic_window.take() {
             // QEMU routes a GSI to the PIC first, then the IOAPIC: the accept says the
