@@ -80,6 +80,9 @@ pub enum Cause {
     /// Placeholder for a woken vCPU waiting for its CPU: at the switch-in it becomes
     /// `Preempted` by the task that had the CPU, or `Wakeup` when the CPU was idle.
     UnresolvedWaiting,
+    /// Placeholder for host time after the guest exited but before its `kvm_exit` was
+    /// traced (6.1 SVM): the exit's reason when it comes.
+    UnresolvedExit,
     /// Placeholder, per window, for guest time after an entry that delivered nothing:
     /// `GuestIrqsOff` or `GuestPending` when the window closes.
     GuestUndelivered,
@@ -135,6 +138,7 @@ impl Cause {
             Cause::GuestIrqsOff => "guest:irqs-off".into(),
             Cause::GuestPending => "guest:pending".into(),
             Cause::GuestUndelivered => "guest:undelivered".into(),
+            Cause::UnresolvedExit => "exit:pending".into(),
             Cause::Hardirq { irq } => format!("hardirq:{irq}"),
             Cause::Softirq { vec } => match softirq_name(u64::from(vec)) {
                 Some(n) => format!("softirq:{n}"),

@@ -66,6 +66,11 @@ pub(super) enum Ctx {
         reason: u32,
     },
     KvmRun,
+    /// Out of the guest before its `kvm_exit` was traced: a host interrupt ran in the vCPU
+    /// thread while it was "in guest". On Linux 6.1 SVM `kvm_exit` comes from
+    /// `svm_handle_exit`, after the host IRQ that caused the exit (6.1: svm.c:3446,
+    /// x86.c:10986-11019); the reason comes with that `kvm_exit`.
+    ExitPending,
     Halt,
     /// Blocked with no exit reason to say why (kernels without `kvm_exit`, or an exit not
     /// seen): a halt or another sleep, told apart by the thread's next KVM event:
@@ -249,7 +254,12 @@ impl Engine {
         let Some(v) = self.vcpus.get_mut(&tid) else {
             return;
         };
-        if v.vcpu_id == Some(id) || (v.vcpu_id.is_some() && source < v.id_source) {
+        if v.vcpu_id == Some(id) {
+            // KVM confirming a name's guess makes it KVM's.
+            v.id_source = v.id_source.max(source);
+            return;
+        }
+        if v.vcpu_id.is_some() && source < v.id_source {
             return;
         }
         if let Some(old) = v.vcpu_id {
@@ -340,6 +350,7 @@ impl Engine {
                 }
                 match v.ctx {
                     Ctx::Guest => Cause::Guest,
+                    Ctx::ExitPending => Cause::UnresolvedExit,
                     Ctx::Exit { isa, reason } => Cause::Exit { isa, reason },
                     Ctx::Vmm { reason } => Cause::Vmm { reason },
                     Ctx::KvmRun | Ctx::Halt => Cause::KvmRun,
@@ -434,6 +445,7 @@ impl Engine {
         };
         let reason = x.exit_reason as u32;
         let isa = x.isa.unwrap_or(0) as u8;
+        v.resolve(Cause::UnresolvedExit, Cause::Exit { isa, reason });
         v.ctx = Ctx::Exit { isa, reason };
         v.exit_start = Some((ts, isa, reason));
         v.stats
@@ -632,9 +644,10 @@ impl Engine {
                         Ctx::KvmRun | Ctx::Guest | Ctx::Unknown => {
                             Ctx::MaybeHalt { vmm_reason: None }
                         }
-                        // No kvm_entry to say it went back into KVM_RUN: a halt or a wait in
-                        // the VMM, decided likewise.
-                        Ctx::Vmm { reason } if !v.seen_entry => Ctx::MaybeHalt {
+                        // After a userspace exit the VMM may have called KVM_RUN again and
+                        // halted there (no event says so before kvm_vcpu_wakeup), or it
+                        // waits in the VMM: decided likewise.
+                        Ctx::Vmm { reason } => Ctx::MaybeHalt {
                             vmm_reason: Some(reason),
                         },
                         c => c,
@@ -769,6 +782,15 @@ impl Engine {
         if let Some(cause) = end {
             if let Some(i) = c.overlays.iter().rposition(|o| o.cause == cause) {
                 c.overlays.truncate(i);
+            }
+        }
+        // A host interrupt in the vCPU thread itself while it was in its guest: the guest
+        // has exited (its kvm_exit is yet to be traced).
+        if start.is_some_and(|c| !matches!(c, Cause::Softirq { .. })) {
+            if let Some(v) = self.vcpus.get_mut(&e.tid) {
+                if v.ctx == Ctx::Guest && v.cpu == Some(cpu) {
+                    v.ctx = Ctx::ExitPending;
+                }
             }
         }
     }
