@@ -1,0 +1,201 @@
+//! The scenario corpus of issue #9: one ftrace text per kernel path
+//! (tests/fixtures/scenarios/NN-name.txt), written from the Linux 6.12.117 source (each
+//! file's header cites the lines that emit its events) with the expected samples worked out
+//! by hand from docs/attribution.md in the file's header, run through import -> engine ->
+//! report.
+//!
+//! The numbers below are the hand-worked ones of the file headers, not the engine's output.
+//! A scenario the engine gets wrong stays here with its hand-worked values and is marked
+//! `#[ignore = "engine: ..."]`, saying what the engine does wrong; `cargo test -- --ignored`
+//! shows the difference.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use kvmtrace_analysis::engine::{Engine, EngineConfig};
+use kvmtrace_analysis::report::{analyse_text, Report};
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace")
+        .join("tests/fixtures/scenarios")
+}
+
+/// One expected sample, in microseconds after the file's base second.
+struct Want {
+    tid: u32,
+    open_us: u64,
+    total_us: u64,
+    opened_by: &'static str,
+    end_marker: &'static str,
+    /// Cause label -> µs; they add up to `total_us`.
+    causes: &'static [(&'static str, u64)],
+}
+
+/// A scenario file and what it must give.
+struct Scenario {
+    file: &'static str,
+    /// The second the file's timestamps count from.
+    base_s: u64,
+    /// Complete samples per vCPU thread, for every vCPU thread of the file.
+    samples: &'static [(u32, u64)],
+    want: &'static [Want],
+    /// Raises whose target could not be told.
+    unresolved: u64,
+}
+
+fn analyse(file: &str) -> (Report, Engine) {
+    let path = dir().join(file);
+    analyse_text(&path, EngineConfig::default())
+        .unwrap_or_else(|e| panic!("{file}: import failed: {e}"))
+}
+
+/// What holds of any report: every line understood, the causes of each sample add up to
+/// its total, no cause is empty, no placeholder is left, every vCPU's time by state adds
+/// up to its followed time.
+fn invariants(file: &str, r: &Report, e: &Engine) {
+    let import = r.import.as_ref().expect("imported");
+    assert_eq!(
+        import.stats.not_understood, 0,
+        "{file}: lines not understood: {:?}",
+        import.stats.first_unparsed
+    );
+    for s in &r.worst {
+        let sum: u64 = s.causes.iter().map(|c| c.ns).sum();
+        assert_eq!(sum, s.total_ns, "{file}: causes add up to the total: {s:?}");
+        for c in &s.causes {
+            assert!(c.ns > 0, "{file}: empty cause {c:?}");
+            assert!(
+                !matches!(
+                    c.cause.as_str(),
+                    "guest:undelivered" | "blocked:halt_or_vmm" | "running:halt_or_vmm"
+                ),
+                "{file}: placeholder cause left: {c:?}"
+            );
+        }
+    }
+    for v in &r.vcpus {
+        let l = &v.latency;
+        let by_state: u64 = l.out_of_guest_ns.values().sum();
+        assert_eq!(by_state, l.wall_ns, "{file}: tid {} time by state", v.tid);
+        let causes: u64 = l.irq_to_guest.causes_ns.values().sum();
+        let total = e.vcpu(v.tid).map_or(0, |x| x.stats.irq_total_ns);
+        assert_eq!(causes, total, "{file}: tid {} causes over all samples", v.tid);
+    }
+    let samples: u64 = r.vcpus.iter().map(|v| v.latency.irq_to_guest.count).sum();
+    assert_eq!(samples, r.attribution.samples, "{file}: sample count");
+    if samples <= 20 {
+        assert_eq!(r.worst.len() as u64, samples, "{file}: every sample is listed");
+    }
+}
+
+fn fmt_sample(s: &kvmtrace_analysis::report::latency::WorstSample) -> String {
+    let causes: Vec<String> = s
+        .causes
+        .iter()
+        .map(|c| format!("{} {:.3} us", c.cause, c.ns as f64 / 1000.0))
+        .collect();
+    format!(
+        "tid {} open {} ns total {:.3} us opened_by {} end {} causes [{}]",
+        s.tid,
+        s.open_ns,
+        s.total_ns as f64 / 1000.0,
+        s.opened_by,
+        s.end_marker,
+        causes.join(", ")
+    )
+}
+
+/// Runs scenario `s` and checks everything it says.
+fn check(s: &Scenario) -> (Report, Engine) {
+    let (r, e) = analyse(s.file);
+    let file = s.file;
+    invariants(file, &r, &e);
+    let all: Vec<String> = r.worst.iter().map(fmt_sample).collect();
+    let got_tids: BTreeSet<u32> = r.vcpus.iter().map(|v| v.tid).collect();
+    let want_tids: BTreeSet<u32> = s.samples.iter().map(|s| s.0).collect();
+    assert_eq!(got_tids, want_tids, "{file}: the vCPU threads");
+    for &(tid, n) in s.samples {
+        let v = r.vcpus.iter().find(|v| v.tid == tid).expect("listed");
+        assert_eq!(
+            (v.latency.irq_to_guest.count, v.latency.irq_to_guest.incomplete),
+            (n, 0),
+            "{file}: tid {tid}: (complete, incomplete) samples; all samples: {all:#?}"
+        );
+    }
+    assert_eq!(
+        r.attribution.unresolved_raises, s.unresolved,
+        "{file}: unresolved raises"
+    );
+    let base = s.base_s * 1_000_000_000;
+    for w in s.want {
+        let open_ns = base + w.open_us * 1000;
+        let got = r
+            .worst
+            .iter()
+            .find(|x| x.tid == w.tid && x.open_ns == open_ns)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{file}: no sample on tid {} opened at +{} us; samples: {all:#?}",
+                    w.tid, w.open_us
+                )
+            });
+        let want_causes: BTreeMap<String, u64> = w
+            .causes
+            .iter()
+            .map(|(c, us)| (c.to_string(), us * 1000))
+            .collect();
+        let sum: u64 = w.causes.iter().map(|c| c.1).sum();
+        assert_eq!(sum, w.total_us, "{file}: the expectation itself adds up");
+        let got_causes: BTreeMap<String, u64> =
+            got.causes.iter().map(|c| (c.cause.clone(), c.ns)).collect();
+        let msg = format!("{file}: sample at +{} us: got {}", w.open_us, fmt_sample(got));
+        assert_eq!(got.total_ns, w.total_us * 1000, "{msg}");
+        assert_eq!(got.opened_by, w.opened_by, "{msg}");
+        assert_eq!(got.end_marker, w.end_marker, "{msg}");
+        assert_eq!(got_causes, want_causes, "{msg}");
+    }
+    assert_eq!(r.worst.len(), s.want.len(), "{file}: samples: {all:#?}");
+    (r, e)
+}
+
+/// The files of the corpus, each checked by one test below.
+const FILES: &[&str] = &["01-vhost-msi-halted-apicv-off.txt"];
+
+#[test]
+fn every_file_is_a_scenario_and_keeps_the_invariants() {
+    let mut on_disk: Vec<String> = std::fs::read_dir(dir())
+        .expect("the corpus")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".txt"))
+        .collect();
+    on_disk.sort();
+    let listed: Vec<String> = FILES.iter().map(|s| s.to_string()).collect();
+    assert_eq!(on_disk, listed, "every file has its test");
+    for f in FILES {
+        let (r, e) = analyse(f);
+        invariants(f, &r, &e);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// 01: vhost-net MSI to a halted vCPU, APICv off.
+#[test]
+fn s01_vhost_msi_to_a_halted_vcpu_apicv_off() {
+    check(&Scenario {
+        file: "01-vhost-msi-halted-apicv-off.txt",
+        base_s: 2000,
+        samples: &[(4210, 1)],
+        want: &[Want {
+            tid: 4210,
+            open_us: 1020,
+            total_us: 14,
+            opened_by: "MsiSetIrq",
+            end_marker: "kvm_entry",
+            causes: &[("halted", 4), ("wakeup", 2), ("kvm_run", 8)],
+        }],
+        unresolved: 0,
+    });
+}
