@@ -167,6 +167,11 @@ const FILES: &[&str] = &[
     "03-irqfd-kworker-ioapic.txt",
     "04-vfio-msi-remapped-other-vm-cpu.txt",
     "05-vfio-msi-posted-other-vm-cpu.txt",
+    "06-ipi-without-ipiv.txt",
+    "07-ipi-with-ipiv.txt",
+    "08-lapic-timer-hrtimer.txt",
+    "09-lapic-timer-preemption-timer.txt",
+    "10-lapic-timer-nohz-full-housekeeping.txt",
 ];
 
 #[test]
@@ -300,6 +305,130 @@ fn s05_vfio_msi_posted_wakeup_on_another_vms_cpu() {
             opened_by: "Wakeup",
             end_marker: "woken_entry",
             causes: &[("preempted:CPU 1/KVM:4311", 2), ("kvm_run", 5)],
+        }],
+        unresolved: 0,
+    });
+}
+
+/// 06: guest IPIs through KVM's x2APIC ICR fastpath, to a halted and to a running target.
+#[test]
+fn s06_ipi_without_ipiv() {
+    check(&Scenario {
+        file: "06-ipi-without-ipiv.txt",
+        base_s: 2500,
+        samples: &[(4210, 2), (4211, 0)],
+        want: &[
+            Want {
+                tid: 4210,
+                open_us: 1001,
+                total_us: 13,
+                opened_by: "Ipi",
+                end_marker: "kvm_entry",
+                causes: &[("halted", 3), ("wakeup", 2), ("kvm_run", 8)],
+            },
+            Want {
+                tid: 4210,
+                open_us: 2001,
+                total_us: 9,
+                opened_by: "Ipi",
+                end_marker: "kvm_entry",
+                causes: &[
+                    ("guest", 4),
+                    ("exit:EXTERNAL_INTERRUPT", 4),
+                    ("apic:reschedule", 1),
+                ],
+            },
+        ],
+        unresolved: 0,
+    });
+}
+
+/// 07: an IPI virtualized by the CPU (only the target's wake-up shows), and a signal that
+/// wakes a halted vCPU without an interrupt.
+#[test]
+fn s07_ipi_with_ipiv_and_a_signal_wakeup() {
+    check(&Scenario {
+        file: "07-ipi-with-ipiv.txt",
+        base_s: 2600,
+        samples: &[(4210, 1), (4211, 0)],
+        want: &[Want {
+            tid: 4210,
+            open_us: 1000,
+            total_us: 8,
+            opened_by: "Wakeup",
+            end_marker: "woken_entry",
+            causes: &[("wakeup", 3), ("kvm_run", 5)],
+        }],
+        unresolved: 0,
+    });
+}
+
+/// 08: the LAPIC timer on KVM's hrtimer, firing while the vCPU is halted.
+#[test]
+fn s08_lapic_timer_by_hrtimer() {
+    let (r, _) = check(&Scenario {
+        file: "08-lapic-timer-hrtimer.txt",
+        base_s: 2700,
+        samples: &[(4210, 1)],
+        want: &[Want {
+            tid: 4210,
+            open_us: 1000,
+            total_us: 12,
+            opened_by: "LapicTimer",
+            end_marker: "kvm_entry",
+            causes: &[
+                ("halted", 1),
+                ("apic:local_timer", 2),
+                ("wakeup", 2),
+                ("kvm_run", 7),
+            ],
+        }],
+        unresolved: 0,
+    });
+    // kvm_wait_lapic_expire after the delivering entry: one late expiry.
+    let t = &r.vcpus[0].latency.timer_lateness;
+    assert_eq!((t.late, t.early), (1, 0));
+}
+
+/// 09: the LAPIC timer on the VMX preemption timer with APICv; an immediate exit's
+/// PREEMPTION_TIMER exit is KVM's own.
+#[test]
+fn s09_lapic_timer_by_preemption_timer() {
+    check(&Scenario {
+        file: "09-lapic-timer-preemption-timer.txt",
+        base_s: 2800,
+        samples: &[(4210, 1)],
+        want: &[Want {
+            tid: 4210,
+            open_us: 1000,
+            total_us: 3,
+            opened_by: "PreemptionTimer",
+            end_marker: "posted_entry",
+            causes: &[("exit:PREEMPTION_TIMER", 3)],
+        }],
+        unresolved: 0,
+    });
+}
+
+/// 10: a nohz_full vCPU's LAPIC timer expiring on a housekeeping CPU, in another vCPU's
+/// thread: the window goes to the vCPU that armed the hrtimer.
+#[test]
+fn s10_lapic_timer_on_a_nohz_full_housekeeping_cpu() {
+    check(&Scenario {
+        file: "10-lapic-timer-nohz-full-housekeeping.txt",
+        base_s: 2900,
+        samples: &[(4210, 0), (4211, 1)],
+        want: &[Want {
+            tid: 4211,
+            open_us: 1002,
+            total_us: 9,
+            opened_by: "LapicTimer",
+            end_marker: "kvm_entry",
+            causes: &[
+                ("guest", 3),
+                ("exit:interrupt", 5),
+                ("apic:reschedule", 1),
+            ],
         }],
         unresolved: 0,
     });
