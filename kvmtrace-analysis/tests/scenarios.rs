@@ -172,6 +172,11 @@ const FILES: &[&str] = &[
     "08-lapic-timer-hrtimer.txt",
     "09-lapic-timer-preemption-timer.txt",
     "10-lapic-timer-nohz-full-housekeeping.txt",
+    "11-irq-window-vmx.txt",
+    "12-irq-window-svm.txt",
+    "13-halt-poll-hit.txt",
+    "14-halt-poll-miss.txt",
+    "15-ept-violation-blocked.txt",
 ];
 
 #[test]
@@ -428,6 +433,146 @@ fn s10_lapic_timer_on_a_nohz_full_housekeeping_cpu() {
                 ("guest", 3),
                 ("exit:interrupt", 5),
                 ("apic:reschedule", 1),
+            ],
+        }],
+        unresolved: 0,
+    });
+}
+
+/// 11: VMX, the guest holds interrupts off: IF=0 (an INTERRUPT_WINDOW exit lets the
+/// interrupt in) and TPR (a TPR_BELOW_THRESHOLD exit does).
+#[test]
+fn s11_irq_window_on_vmx() {
+    check(&Scenario {
+        file: "11-irq-window-vmx.txt",
+        base_s: 3000,
+        samples: &[(4211, 2)],
+        want: &[
+            Want {
+                tid: 4211,
+                open_us: 1000,
+                total_us: 60,
+                opened_by: "SetIrq",
+                end_marker: "kvm_entry",
+                causes: &[
+                    ("guest", 4),
+                    ("exit:EXTERNAL_INTERRUPT", 3),
+                    ("apic:reschedule", 1),
+                    ("guest:irqs-off", 50),
+                    ("exit:INTERRUPT_WINDOW", 2),
+                ],
+            },
+            Want {
+                tid: 4211,
+                open_us: 2000,
+                total_us: 39,
+                opened_by: "MsiSetIrq",
+                end_marker: "kvm_entry",
+                causes: &[
+                    ("guest", 3),
+                    ("exit:EXTERNAL_INTERRUPT", 3),
+                    ("apic:reschedule", 1),
+                    ("guest:pending", 30),
+                    ("exit:TPR_BELOW_THRESHOLD", 2),
+                ],
+            },
+        ],
+        unresolved: 0,
+    });
+}
+
+/// 12: SVM, the guest has IF=0: a vintr exit lets the interrupt in.
+#[test]
+fn s12_irq_window_on_svm() {
+    check(&Scenario {
+        file: "12-irq-window-svm.txt",
+        base_s: 3100,
+        samples: &[(4210, 1)],
+        want: &[Want {
+            tid: 4210,
+            open_us: 1000,
+            total_us: 89,
+            opened_by: "MsiSetIrq",
+            end_marker: "kvm_entry",
+            causes: &[
+                ("guest", 3),
+                ("exit:interrupt", 3),
+                ("apic:reschedule", 1),
+                ("guest:irqs-off", 80),
+                ("exit:vintr", 2),
+            ],
+        }],
+        unresolved: 0,
+    });
+}
+
+/// The time-by-state entry `state` of vCPU `tid`, in µs (0 when absent).
+fn state_us(r: &Report, tid: u32, state: &str) -> u64 {
+    let v = r.vcpus.iter().find(|v| v.tid == tid).expect("the vCPU");
+    v.latency.out_of_guest_ns.get(state).copied().unwrap_or(0) / 1000
+}
+
+/// 13: halt polling hit: the interrupt arrives during the poll, no sched event at all.
+#[test]
+fn s13_halt_poll_hit() {
+    let (r, _) = check(&Scenario {
+        file: "13-halt-poll-hit.txt",
+        base_s: 3200,
+        samples: &[(4210, 1)],
+        want: &[Want {
+            tid: 4210,
+            open_us: 230,
+            total_us: 5,
+            opened_by: "MsiSetIrq",
+            end_marker: "kvm_entry",
+            causes: &[("exit:HLT", 3), ("kvm_run", 2)],
+        }],
+        unresolved: 0,
+    });
+    assert_eq!(state_us(&r, 4210, "exit:HLT"), 33, "the poll");
+    assert_eq!(state_us(&r, 4210, "halted"), 0, "never slept");
+}
+
+/// 14: halt polling miss: the poll ends, the vCPU sleeps, the interrupt wakes it.
+#[test]
+fn s14_halt_poll_miss() {
+    let (r, _) = check(&Scenario {
+        file: "14-halt-poll-miss.txt",
+        base_s: 3300,
+        samples: &[(4210, 1)],
+        want: &[Want {
+            tid: 4210,
+            open_us: 1000,
+            total_us: 10,
+            opened_by: "MsiSetIrq",
+            end_marker: "kvm_entry",
+            causes: &[("halted", 3), ("wakeup", 2), ("kvm_run", 5)],
+        }],
+        unresolved: 0,
+    });
+    assert_eq!(state_us(&r, 4210, "exit:HLT"), 20, "the poll");
+    assert_eq!(state_us(&r, 4210, "halted"), 783, "asleep");
+}
+
+/// 15: an EPT violation sleeping 2.5 ms in userfaultfd while an interrupt waits.
+#[test]
+fn s15_ept_violation_blocked_for_milliseconds() {
+    check(&Scenario {
+        file: "15-ept-violation-blocked.txt",
+        base_s: 3400,
+        samples: &[(4210, 1)],
+        want: &[Want {
+            tid: 4210,
+            open_us: 1500,
+            total_us: 2542,
+            opened_by: "MsiSetIrq",
+            end_marker: "kvm_entry",
+            causes: &[
+                ("blocked:exit:EPT_VIOLATION", 2502),
+                ("wakeup", 2),
+                ("exit:EPT_VIOLATION", 4),
+                ("guest:irqs-off", 32),
+                ("exit:INTERRUPT_WINDOW", 2),
             ],
         }],
         unresolved: 0,
