@@ -43,6 +43,8 @@ struct Scenario {
     want: &'static [Want],
     /// Raises whose target could not be told.
     unresolved: u64,
+    /// Incomplete samples per vCPU thread, where there are any.
+    incomplete: &'static [(u32, u64)],
 }
 
 fn analyse(file: &str) -> (Report, Engine) {
@@ -118,9 +120,10 @@ fn check(s: &Scenario) -> (Report, Engine) {
     assert_eq!(got_tids, want_tids, "{file}: the vCPU threads");
     for &(tid, n) in s.samples {
         let v = r.vcpus.iter().find(|v| v.tid == tid).expect("listed");
+        let incomplete = s.incomplete.iter().find(|i| i.0 == tid).map_or(0, |i| i.1);
         assert_eq!(
             (v.latency.irq_to_guest.count, v.latency.irq_to_guest.incomplete),
-            (n, 0),
+            (n, incomplete),
             "{file}: tid {tid}: (complete, incomplete) samples; all samples: {all:#?}"
         );
     }
@@ -177,6 +180,13 @@ const FILES: &[&str] = &[
     "13-halt-poll-hit.txt",
     "14-halt-poll-miss.txt",
     "15-ept-violation-blocked.txt",
+    "16-two-vms-sharing-cpus.txt",
+    "17-vcpu-migration.txt",
+    "18-logical-msi.txt",
+    "19-lowest-priority-msi.txt",
+    "20-x2apic-ids-over-255.txt",
+    "21-apic-id-gaps.txt",
+    "22-apic-id-gaps-name-only-vcpu.txt",
 ];
 
 #[test]
@@ -213,6 +223,7 @@ fn s01_vhost_msi_to_a_halted_vcpu_apicv_off() {
             causes: &[("halted", 4), ("wakeup", 2), ("kvm_run", 8)],
         }],
         unresolved: 0,
+        incomplete: &[],
     });
 }
 
@@ -243,6 +254,7 @@ fn s02_vhost_msi_to_a_halted_vcpu_apicv_on() {
             },
         ],
         unresolved: 0,
+        incomplete: &[],
     });
 }
 
@@ -268,6 +280,7 @@ fn s03_irqfd_from_a_kworker_through_the_ioapic() {
             ],
         }],
         unresolved: 0,
+        incomplete: &[],
     });
 }
 
@@ -292,6 +305,7 @@ fn s04_vfio_msi_remapped_on_another_vms_cpu() {
             causes: &[("halted", 3), ("wakeup", 2), ("kvm_run", 7)],
         }],
         unresolved: 0,
+        incomplete: &[],
     });
 }
 
@@ -312,6 +326,7 @@ fn s05_vfio_msi_posted_wakeup_on_another_vms_cpu() {
             causes: &[("preempted:CPU 1/KVM:4311", 2), ("kvm_run", 5)],
         }],
         unresolved: 0,
+        incomplete: &[],
     });
 }
 
@@ -345,6 +360,7 @@ fn s06_ipi_without_ipiv() {
             },
         ],
         unresolved: 0,
+        incomplete: &[],
     });
 }
 
@@ -365,6 +381,7 @@ fn s07_ipi_with_ipiv_and_a_signal_wakeup() {
             causes: &[("wakeup", 3), ("kvm_run", 5)],
         }],
         unresolved: 0,
+        incomplete: &[],
     });
 }
 
@@ -389,6 +406,7 @@ fn s08_lapic_timer_by_hrtimer() {
             ],
         }],
         unresolved: 0,
+        incomplete: &[],
     });
     // kvm_wait_lapic_expire after the delivering entry: one late expiry.
     let t = &r.vcpus[0].latency.timer_lateness;
@@ -412,6 +430,7 @@ fn s09_lapic_timer_by_preemption_timer() {
             causes: &[("exit:PREEMPTION_TIMER", 3)],
         }],
         unresolved: 0,
+        incomplete: &[],
     });
 }
 
@@ -436,6 +455,7 @@ fn s10_lapic_timer_on_a_nohz_full_housekeeping_cpu() {
             ],
         }],
         unresolved: 0,
+        incomplete: &[],
     });
 }
 
@@ -478,6 +498,7 @@ fn s11_irq_window_on_vmx() {
             },
         ],
         unresolved: 0,
+        incomplete: &[],
     });
 }
 
@@ -503,6 +524,7 @@ fn s12_irq_window_on_svm() {
             ],
         }],
         unresolved: 0,
+        incomplete: &[],
     });
 }
 
@@ -528,6 +550,7 @@ fn s13_halt_poll_hit() {
             causes: &[("exit:HLT", 3), ("kvm_run", 2)],
         }],
         unresolved: 0,
+        incomplete: &[],
     });
     assert_eq!(state_us(&r, 4210, "exit:HLT"), 33, "the poll");
     assert_eq!(state_us(&r, 4210, "halted"), 0, "never slept");
@@ -549,6 +572,7 @@ fn s14_halt_poll_miss() {
             causes: &[("halted", 3), ("wakeup", 2), ("kvm_run", 5)],
         }],
         unresolved: 0,
+        incomplete: &[],
     });
     assert_eq!(state_us(&r, 4210, "exit:HLT"), 20, "the poll");
     assert_eq!(state_us(&r, 4210, "halted"), 783, "asleep");
@@ -576,5 +600,248 @@ fn s15_ept_violation_blocked_for_milliseconds() {
             ],
         }],
         unresolved: 0,
+        incomplete: &[],
+    });
+}
+
+/// 16: two VMs on shared CPUs, each raising for a vcpu_id the other VM has too: every
+/// sample lands in the raiser's VM.
+#[test]
+fn s16_two_vms_sharing_cpus() {
+    let (r, _) = check(&Scenario {
+        file: "16-two-vms-sharing-cpus.txt",
+        base_s: 3500,
+        samples: &[(4210, 0), (4211, 1), (4310, 1), (4311, 0)],
+        want: &[
+            Want {
+                tid: 4310,
+                open_us: 1000,
+                total_us: 406,
+                opened_by: "MsiSetIrq",
+                end_marker: "kvm_entry",
+                causes: &[
+                    ("preempted:CPU 0/KVM:4210", 402),
+                    ("exit:EXTERNAL_INTERRUPT", 4),
+                ],
+            },
+            Want {
+                tid: 4211,
+                open_us: 1010,
+                total_us: 7,
+                opened_by: "MsiSetIrq",
+                end_marker: "kvm_entry",
+                causes: &[
+                    ("guest", 3),
+                    ("exit:EXTERNAL_INTERRUPT", 3),
+                    ("apic:reschedule", 1),
+                ],
+            },
+        ],
+        unresolved: 0,
+        incomplete: &[],
+    });
+    for s in &r.worst {
+        let want_pid = if s.tid == 4310 { 4300 } else { 4200 };
+        assert_eq!(s.pid, want_pid, "the sample is in its own VM: {s:?}");
+    }
+}
+
+/// 17: a vCPU woken onto another CPU: host interrupt work counts on the new CPU only.
+#[test]
+fn s17_vcpu_migrating() {
+    check(&Scenario {
+        file: "17-vcpu-migration.txt",
+        base_s: 3600,
+        samples: &[(4211, 1)],
+        want: &[Want {
+            tid: 4211,
+            open_us: 1000,
+            total_us: 14,
+            opened_by: "MsiSetIrq",
+            end_marker: "kvm_entry",
+            causes: &[
+                ("halted", 4),
+                ("wakeup", 3),
+                ("hardirq:45", 2),
+                ("kvm_run", 5),
+            ],
+        }],
+        unresolved: 0,
+        incomplete: &[],
+    });
+}
+
+/// 18: a Fixed logical MSI to two vCPUs: one raise, two accepts, two windows.
+#[test]
+fn s18_logical_msi() {
+    check(&Scenario {
+        file: "18-logical-msi.txt",
+        base_s: 3700,
+        samples: &[(4210, 1), (4211, 1)],
+        want: &[
+            Want {
+                tid: 4210,
+                open_us: 1000,
+                total_us: 10,
+                opened_by: "MsiSetIrq",
+                end_marker: "kvm_entry",
+                causes: &[("halted", 3), ("wakeup", 2), ("kvm_run", 5)],
+            },
+            Want {
+                tid: 4211,
+                open_us: 1000,
+                total_us: 8,
+                opened_by: "MsiSetIrq",
+                end_marker: "kvm_entry",
+                causes: &[
+                    ("guest", 4),
+                    ("exit:EXTERNAL_INTERRUPT", 3),
+                    ("apic:reschedule", 1),
+                ],
+            },
+        ],
+        unresolved: 0,
+        incomplete: &[],
+    });
+}
+
+/// 19: a lowest-priority logical MSI: the one vCPU KVM picked (its accept says which).
+#[test]
+fn s19_lowest_priority_msi() {
+    check(&Scenario {
+        file: "19-lowest-priority-msi.txt",
+        base_s: 3800,
+        samples: &[(4210, 0), (4211, 0), (4212, 1), (4213, 0)],
+        want: &[Want {
+            tid: 4212,
+            open_us: 1000,
+            total_us: 10,
+            opened_by: "MsiSetIrq",
+            end_marker: "kvm_entry",
+            causes: &[("halted", 3), ("wakeup", 2), ("kvm_run", 5)],
+        }],
+        unresolved: 0,
+        incomplete: &[],
+    });
+}
+
+/// 20: x2APIC id 300 (0x12c): an MSI and an IPI reach vCPU 300, not vCPU 44 (0x2c).
+#[test]
+fn s20_x2apic_ids_over_255() {
+    let (r, _) = check(&Scenario {
+        file: "20-x2apic-ids-over-255.txt",
+        base_s: 3900,
+        samples: &[(4254, 0), (4510, 2)],
+        want: &[
+            Want {
+                tid: 4510,
+                open_us: 1000,
+                total_us: 7,
+                opened_by: "MsiSetIrq",
+                end_marker: "kvm_entry",
+                causes: &[
+                    ("guest", 3),
+                    ("exit:EXTERNAL_INTERRUPT", 3),
+                    ("apic:reschedule", 1),
+                ],
+            },
+            Want {
+                tid: 4510,
+                open_us: 2001,
+                total_us: 8,
+                opened_by: "Ipi",
+                end_marker: "kvm_entry",
+                causes: &[
+                    ("guest", 4),
+                    ("exit:EXTERNAL_INTERRUPT", 3),
+                    ("apic:reschedule", 1),
+                ],
+            },
+        ],
+        unresolved: 0,
+        incomplete: &[],
+    });
+    let v = r.vcpus.iter().find(|v| v.tid == 4510).expect("vCPU 300");
+    assert_eq!(v.vcpu, Some(300));
+}
+
+/// 21: APIC-id gaps: the sample for APIC id 4 lands on the thread whose kvm_entry says
+/// vcpu 4 (named `CPU 3/KVM`), the one for 5 on `CPU 4/KVM`.
+#[test]
+fn s21_apic_id_gaps() {
+    let (r, _) = check(&Scenario {
+        file: "21-apic-id-gaps.txt",
+        base_s: 4000,
+        samples: &[(4212, 0), (4213, 1), (4214, 1)],
+        want: &[
+            Want {
+                tid: 4213,
+                open_us: 1000,
+                total_us: 7,
+                opened_by: "MsiSetIrq",
+                end_marker: "kvm_entry",
+                causes: &[
+                    ("guest", 3),
+                    ("exit:EXTERNAL_INTERRUPT", 3),
+                    ("apic:reschedule", 1),
+                ],
+            },
+            Want {
+                tid: 4214,
+                open_us: 2000,
+                total_us: 8,
+                opened_by: "MsiSetIrq",
+                end_marker: "kvm_entry",
+                causes: &[
+                    ("guest", 4),
+                    ("exit:EXTERNAL_INTERRUPT", 3),
+                    ("apic:reschedule", 1),
+                ],
+            },
+        ],
+        unresolved: 0,
+        incomplete: &[],
+    });
+    let ids: Vec<(u32, &str, Option<u32>)> = r
+        .vcpus
+        .iter()
+        .map(|v| (v.tid, v.comm.as_str(), v.vcpu))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            (4212, "CPU 2/KVM", Some(2)),
+            (4213, "CPU 3/KVM", Some(4)),
+            (4214, "CPU 4/KVM", Some(5)),
+        ]
+    );
+}
+
+/// 22: APIC-id gaps with a vCPU known only by its name, whose number is another thread's
+/// real vcpu_id: the raise for vcpu_id 4 is CPU 3/KVM's alone.
+#[test]
+#[ignore = "engine: a vcpu_id guessed from a thread name is a candidate on a par with one \
+            KVM gave (route.rs target_of_id): the raise for vcpu_id 4 opens tentative \
+            windows on CPU 3/KVM (kvm_entry vcpu 4) and CPU 4/KVM (name only); the \
+            latter's timer wake-up wins, CPU 3/KVM loses its sample"]
+fn s22_apic_id_gaps_with_a_vcpu_known_by_name_only() {
+    check(&Scenario {
+        file: "22-apic-id-gaps-name-only-vcpu.txt",
+        base_s: 4100,
+        samples: &[(4213, 1), (4214, 0)],
+        want: &[Want {
+            tid: 4213,
+            open_us: 1000,
+            total_us: 7,
+            opened_by: "MsiSetIrq",
+            end_marker: "kvm_entry",
+            causes: &[
+                ("guest", 3),
+                ("exit:EXTERNAL_INTERRUPT", 3),
+                ("apic:reschedule", 1),
+            ],
+        }],
+        unresolved: 0,
+        incomplete: &[(4214, 1)],
     });
 }
