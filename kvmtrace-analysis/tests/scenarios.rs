@@ -187,6 +187,7 @@ const FILES: &[&str] = &[
     "20-x2apic-ids-over-255.txt",
     "21-apic-id-gaps.txt",
     "22-apic-id-gaps-name-only-vcpu.txt",
+    "23-two-vms-vhost-kthread-6.1-svm.txt",
 ];
 
 #[test]
@@ -843,5 +844,41 @@ fn s22_apic_id_gaps_with_a_vcpu_known_by_name_only() {
         }],
         unresolved: 0,
         incomplete: &[(4214, 1)],
+    });
+}
+
+/// 23: Linux 6.1 SVM, two VMs: a pre-6.4 `vhost-PID` kernel thread names its VM; 6.1
+/// traces kvm_exit after the host interrupt that caused the exit.
+#[test]
+fn s23_two_vms_vhost_kthread_on_6_1_svm() {
+    check(&Scenario {
+        file: "23-two-vms-vhost-kthread-6.1-svm.txt",
+        base_s: 4200,
+        samples: &[(4210, 1), (4310, 1)],
+        want: &[
+            Want {
+                tid: 4310,
+                open_us: 1000,
+                total_us: 8,
+                opened_by: "MsiSetIrq",
+                end_marker: "kvm_entry",
+                causes: &[("guest", 4), ("apic:reschedule", 1), ("exit:interrupt", 3)],
+            },
+            Want {
+                tid: 4210,
+                open_us: 1002,
+                total_us: 10,
+                opened_by: "LapicTimer",
+                end_marker: "kvm_entry",
+                causes: &[
+                    ("halted", 1),
+                    ("apic:local_timer", 2),
+                    ("wakeup", 1),
+                    ("kvm_run", 6),
+                ],
+            },
+        ],
+        unresolved: 0,
+        incomplete: &[],
     });
 }
