@@ -83,12 +83,20 @@ fn invariants(file: &str, r: &Report, e: &Engine) {
         assert_eq!(by_state, l.wall_ns, "{file}: tid {} time by state", v.tid);
         let causes: u64 = l.irq_to_guest.causes_ns.values().sum();
         let total = e.vcpu(v.tid).map_or(0, |x| x.stats.irq_total_ns);
-        assert_eq!(causes, total, "{file}: tid {} causes over all samples", v.tid);
+        assert_eq!(
+            causes, total,
+            "{file}: tid {} causes over all samples",
+            v.tid
+        );
     }
     let samples: u64 = r.vcpus.iter().map(|v| v.latency.irq_to_guest.count).sum();
     assert_eq!(samples, r.attribution.samples, "{file}: sample count");
     if samples <= 20 {
-        assert_eq!(r.worst.len() as u64, samples, "{file}: every sample is listed");
+        assert_eq!(
+            r.worst.len() as u64,
+            samples,
+            "{file}: every sample is listed"
+        );
     }
 }
 
@@ -122,7 +130,10 @@ fn check(s: &Scenario) -> (Report, Engine) {
         let v = r.vcpus.iter().find(|v| v.tid == tid).expect("listed");
         let incomplete = s.incomplete.iter().find(|i| i.0 == tid).map_or(0, |i| i.1);
         assert_eq!(
-            (v.latency.irq_to_guest.count, v.latency.irq_to_guest.incomplete),
+            (
+                v.latency.irq_to_guest.count,
+                v.latency.irq_to_guest.incomplete
+            ),
             (n, incomplete),
             "{file}: tid {tid}: (complete, incomplete) samples; all samples: {all:#?}"
         );
@@ -153,7 +164,11 @@ fn check(s: &Scenario) -> (Report, Engine) {
         assert_eq!(sum, w.total_us, "{file}: the expectation itself adds up");
         let got_causes: BTreeMap<String, u64> =
             got.causes.iter().map(|c| (c.cause.clone(), c.ns)).collect();
-        let msg = format!("{file}: sample at +{} us: got {}", w.open_us, fmt_sample(got));
+        let msg = format!(
+            "{file}: sample at +{} us: got {}",
+            w.open_us,
+            fmt_sample(got)
+        );
         assert_eq!(got.total_ns, w.total_us * 1000, "{msg}");
         assert_eq!(got.opened_by, w.opened_by, "{msg}");
         assert_eq!(got.end_marker, w.end_marker, "{msg}");
@@ -449,11 +464,7 @@ fn s10_lapic_timer_on_a_nohz_full_housekeeping_cpu() {
             total_us: 9,
             opened_by: "LapicTimer",
             end_marker: "kvm_entry",
-            causes: &[
-                ("guest", 3),
-                ("exit:interrupt", 5),
-                ("apic:reschedule", 1),
-            ],
+            causes: &[("guest", 3), ("exit:interrupt", 5), ("apic:reschedule", 1)],
         }],
         unresolved: 0,
         incomplete: &[],
