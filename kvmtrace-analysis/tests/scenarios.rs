@@ -175,6 +175,13 @@ fn check(s: &Scenario) -> (Report, Engine) {
         assert_eq!(got_causes, want_causes, "{msg}");
     }
     assert_eq!(r.worst.len(), s.want.len(), "{file}: samples: {all:#?}");
+    // Coverage: the closed windows with a raise seen, and those only a wake-up opened.
+    let woken = s.want.iter().filter(|w| w.opened_by == "Wakeup").count() as u64;
+    assert_eq!(
+        (r.attribution.with_raise, r.attribution.wakeup_only),
+        (s.want.len() as u64 - woken, woken),
+        "{file}: coverage"
+    );
     (r, e)
 }
 
