@@ -309,6 +309,17 @@ fn s03_irqfd_from_a_kworker_through_the_ioapic() {
 
 /// 04: VFIO MSI-X without posting: the host IRQ interrupts VM B's vCPU 1 and raises for
 /// VM A's vCPU 1; the sample belongs to VM A's vCPU 1 only.
+///
+/// Kernel: vfio_msihandler is a hard IRQ handler (drivers/vfio/pci/vfio_pci_intrs.c:373-379,
+/// request_irq :510), run by handle_exit_irqoff (x86.c:10650) in whatever task the IRQ
+/// interrupted, here VM B's vCPU thread; irqfd_wakeup raises for irqfd->kvm, VM A
+/// (eventfd.c:203-237). docs/attribution.md names "a VFIO hard IRQ that interrupted some
+/// other task" among the raisers that say nothing about the VM (tentative windows).
+/// The engine (route.rs `raiser_vm`) takes the interrupted task's tgid, 4300: the window
+/// opens on VM B's vCPU 1 (incomplete at the end), and VM A's vCPU 1 gets a window opened
+/// by its wake-up at +1005 (9 us, `Wakeup`) instead of the raise's at +1002 (12 us,
+/// `MsiSetIrq`); the coverage counts it as wake-up only. The irq_handler_entry open on
+/// CPU 2 says the raise is in a hard IRQ.
 #[test]
 #[ignore = "engine: a raise traced in a hard IRQ (irq_handler_entry open on its CPU) is \
             given to the interrupted task's VM (route.rs raiser_vm uses e.tgid): the window \
@@ -838,6 +849,14 @@ fn s21_apic_id_gaps() {
 
 /// 22: APIC-id gaps with a vCPU known only by its name, whose number is another thread's
 /// real vcpu_id: the raise for vcpu_id 4 is CPU 3/KVM's alone.
+///
+/// Kernel: one VM cannot have two vCPUs with one vcpu_id (KVM_CREATE_VCPU returns -EEXIST,
+/// kvm_main.c:4307-4310); CPU 3/KVM's kvm_entry says vcpu 4; QEMU names threads by
+/// cpu_index. docs/attribution.md: KVM's id replaces a name's. The engine puts both threads
+/// under id 4 (by_id), opens tentative windows on both (route.rs `target_of_id`), and CPU
+/// 4/KVM's wake-up by its own timer (+1004) resolves the group in its favour: CPU 3/KVM's
+/// window is dropped (no sample although it was injected and entered at +1006/+1007) and
+/// CPU 4/KVM ends with 2 incomplete windows instead of 1.
 #[test]
 #[ignore = "engine: a vcpu_id guessed from a thread name is a candidate on a par with one \
             KVM gave (route.rs target_of_id): the raise for vcpu_id 4 opens tentative \
