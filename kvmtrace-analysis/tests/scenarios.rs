@@ -321,10 +321,6 @@ fn s03_irqfd_from_a_kworker_through_the_ioapic() {
 /// `MsiSetIrq`); the coverage counts it as wake-up only. The irq_handler_entry open on
 /// CPU 2 says the raise is in a hard IRQ.
 #[test]
-#[ignore = "engine: a raise traced in a hard IRQ (irq_handler_entry open on its CPU) is \
-            given to the interrupted task's VM (route.rs raiser_vm uses e.tgid): the window \
-            opens on VM B's vCPU 1 (left incomplete) and VM A's vCPU 1 only gets a \
-            wake-up window 3 us short"]
 fn s04_vfio_msi_remapped_on_another_vms_cpu() {
     check(&Scenario {
         file: "04-vfio-msi-remapped-other-vm-cpu.txt",
@@ -858,10 +854,6 @@ fn s21_apic_id_gaps() {
 /// window is dropped (no sample although it was injected and entered at +1006/+1007) and
 /// CPU 4/KVM ends with 2 incomplete windows instead of 1.
 #[test]
-#[ignore = "engine: a vcpu_id guessed from a thread name is a candidate on a par with one \
-            KVM gave (route.rs target_of_id): the raise for vcpu_id 4 opens tentative \
-            windows on CPU 3/KVM (kvm_entry vcpu 4) and CPU 4/KVM (name only); the \
-            latter's timer wake-up wins, CPU 3/KVM loses its sample"]
 fn s22_apic_id_gaps_with_a_vcpu_known_by_name_only() {
     check(&Scenario {
         file: "22-apic-id-gaps-name-only-vcpu.txt",
@@ -899,7 +891,7 @@ fn s23_two_vms_vhost_kthread_on_6_1_svm() {
                 total_us: 8,
                 opened_by: "MsiSetIrq",
                 end_marker: "kvm_entry",
-                causes: &[("guest", 4), ("apic:reschedule", 1), ("exit:interrupt", 3)],
+                causes: &[("guest", 3), ("apic:reschedule", 1), ("exit:interrupt", 4)],
             },
             Want {
                 tid: 4210,

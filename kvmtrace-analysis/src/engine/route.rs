@@ -403,7 +403,11 @@ impl Engine {
             let kvm: Vec<u32> = own
                 .iter()
                 .copied()
-                .filter(|t| self.vcpus.get(t).is_some_and(|v| v.id_source == IdSource::Kvm))
+                .filter(|t| {
+                    self.vcpus
+                        .get(t)
+                        .is_some_and(|v| v.id_source == IdSource::Kvm)
+                })
                 .collect();
             if let [one] = kvm.as_slice() {
                 return Target::One(*one);
@@ -417,9 +421,9 @@ impl Engine {
                 self.vcpus.get(t).is_some_and(|v| {
                     v.id_source == IdSource::Kvm
                         || !cands.iter().any(|o| {
-                            self.vcpus.get(o).is_some_and(|w| {
-                                w.tgid == v.tgid && w.id_source == IdSource::Kvm
-                            })
+                            self.vcpus
+                                .get(o)
+                                .is_some_and(|w| w.tgid == v.tgid && w.id_source == IdSource::Kvm)
                         })
                 })
             })
@@ -437,10 +441,11 @@ impl Engine {
         // A raise from inside a hard IRQ handler (VFIO's `vfio_msihandler` → irqfd, run in
         // whatever task it interrupted, maybe another VM's vCPU: eventfd.c
         // `irqfd_wakeup`) says nothing about its VM through that task.
-        let in_hardirq = self
-            .cpus
-            .get(e.cpu as usize)
-            .is_some_and(|c| c.overlays.iter().any(|o| matches!(o.cause, super::Cause::Hardirq { .. })));
+        let in_hardirq = self.cpus.get(e.cpu as usize).is_some_and(|c| {
+            c.overlays
+                .iter()
+                .any(|o| matches!(o.cause, super::Cause::Hardirq { .. }))
+        });
         if !in_hardirq {
             if let Some(vm) = self.task_vm(e) {
                 return Some(vm);
