@@ -19,6 +19,141 @@ pub struct HostFacts {
     pub cmdline: String,
     /// Clock of every timestamp: CLOCK_MONOTONIC (bpf_ktime_get_ns).
     pub clock: String,
+    /// Whether this host is itself a virtual machine, and on what (absent in captures
+    /// written before it existed: read as "nothing known").
+    #[serde(default)]
+    pub virt: VirtFacts,
+}
+
+/// What the CPU, the firmware and the kernel command line say about a hypervisor under this
+/// host. Every field is empty when nothing says so (bare metal, or not known).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VirtFacts {
+    /// The `hypervisor` flag in /proc/cpuinfo: the CPU says this is a virtual machine.
+    pub hypervisor_flag: bool,
+    /// The hypervisor's CPUID signature (leaf 0x4000_0000): `KVMKVMKVM`, `TCGTCGTCGTCG`,
+    /// `Microsoft Hv`, `VMwareVMware`, ... (read only when the flag is set).
+    pub cpuid_signature: Option<String>,
+    /// DMI (SMBIOS) strings from /sys/class/dmi/id. Under QEMU `sys_vendor` is `QEMU` and
+    /// `product_version` the machine type (`pc-q35-7.2`).
+    pub sys_vendor: Option<String>,
+    pub product_name: Option<String>,
+    pub product_version: Option<String>,
+    pub bios_version: Option<String>,
+    /// QEMU's version, when whoever started this host put `kvmtrace.qemu=VERSION` on the
+    /// kernel command line (`cargo xtask svm-host` does).
+    pub qemu_version: Option<String>,
+}
+
+impl VirtFacts {
+    /// Reads the facts (`sys_class_dmi` is normally `/sys/class/dmi/id`).
+    pub fn read(cpuinfo: &str, sys_class_dmi: &Path, cmdline: &str) -> VirtFacts {
+        let dmi = |name: &str| {
+            std::fs::read_to_string(sys_class_dmi.join(name))
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        };
+        let hypervisor_flag = cpuinfo
+            .lines()
+            .filter(|l| l.starts_with("flags"))
+            .any(|l| l.split_whitespace().any(|f| f == "hypervisor"));
+        VirtFacts {
+            hypervisor_flag,
+            cpuid_signature: if hypervisor_flag {
+                cpuid_hypervisor_signature()
+            } else {
+                None
+            },
+            sys_vendor: dmi("sys_vendor"),
+            product_name: dmi("product_name"),
+            product_version: dmi("product_version"),
+            bios_version: dmi("bios_version"),
+            qemu_version: qemu_version_from_cmdline(cmdline),
+        }
+    }
+
+    /// One phrase for the report's host line (`VM on QEMU 7.2.22 (TCG, pc-q35-7.2)`), or None
+    /// when nothing says this host is a virtual machine.
+    pub fn summary(&self) -> Option<String> {
+        let dmi_qemu = self.sys_vendor.as_deref() == Some("QEMU");
+        if !self.hypervisor_flag && self.cpuid_signature.is_none() && !dmi_qemu {
+            return None;
+        }
+        let by_cpuid = self.cpuid_signature.as_deref().map(hypervisor_name);
+        let mut on = match (&self.qemu_version, by_cpuid, dmi_qemu) {
+            (Some(v), _, _) => format!("QEMU {v}"),
+            (None, _, true) => "QEMU".to_string(),
+            (None, Some(h), false) => h.to_string(),
+            (None, None, false) => match &self.sys_vendor {
+                Some(v) => v.clone(),
+                None => "an unidentified hypervisor".to_string(),
+            },
+        };
+        let mut details = Vec::new();
+        if let Some(h) = by_cpuid {
+            if !on.starts_with(h) {
+                details.push(h.to_string());
+            }
+        }
+        if let Some(m) = &self.product_version {
+            details.push(m.clone());
+        }
+        if !details.is_empty() {
+            on = format!("{on} ({})", details.join(", "));
+        }
+        Some(format!("VM on {on}"))
+    }
+}
+
+/// The hypervisor a CPUID signature names (the signature itself when unknown).
+pub fn hypervisor_name(signature: &str) -> &str {
+    match signature {
+        "KVMKVMKVM" => "KVM",
+        "TCGTCGTCGTCG" => "TCG",
+        "Microsoft Hv" => "Hyper-V",
+        "VMwareVMware" => "VMware",
+        "XenVMMXenVMM" => "Xen",
+        "bhyve bhyve" => "bhyve",
+        "ACRNACRNACRN" => "ACRN",
+        "QNXQVMBSQG" => "QNX",
+        "VBoxVBoxVBox" => "VirtualBox",
+        other => other,
+    }
+}
+
+/// `kvmtrace.qemu=7.2.22` on a kernel command line.
+pub fn qemu_version_from_cmdline(cmdline: &str) -> Option<String> {
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("kvmtrace.qemu="))
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+/// The hypervisor's CPUID signature (leaf 0x4000_0000, EBX ECX EDX), NULs trimmed.
+#[cfg(target_arch = "x86_64")]
+fn cpuid_hypervisor_signature() -> Option<String> {
+    // Leaf 0x4000_0000 is reserved for hypervisors: callers ask only when the CPU's
+    // hypervisor flag is set (on bare metal it returns another leaf's data).
+    let r = std::arch::x86_64::__cpuid(0x4000_0000);
+    let mut bytes = Vec::with_capacity(12);
+    for w in [r.ebx, r.ecx, r.edx] {
+        bytes.extend_from_slice(&w.to_le_bytes());
+    }
+    let s: String = bytes
+        .iter()
+        .take_while(|&&b| b != 0)
+        .map(|&b| b as char)
+        .collect();
+    let s = s.trim().to_string();
+    (!s.is_empty() && s.chars().all(|c| c.is_ascii_graphic() || c == ' ')).then_some(s)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn cpuid_hypervisor_signature() -> Option<String> {
+    None
 }
 
 impl HostFacts {
@@ -28,15 +163,14 @@ impl HostFacts {
                 .map(|s| s.trim().to_string())
                 .unwrap_or_default()
         };
-        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("model name"))
-                    .and_then(|l| l.split_once(':'))
-                    .map(|(_, v)| v.trim().to_string())
-            })
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
             .unwrap_or_default();
+        let cmdline = read("/proc/cmdline");
         HostFacts {
             hostname: read("/proc/sys/kernel/hostname"),
             kernel: read("/proc/sys/kernel/osrelease"),
@@ -46,7 +180,8 @@ impl HostFacts {
             ncpus: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
-            cmdline: read("/proc/cmdline"),
+            virt: VirtFacts::read(&cpuinfo, Path::new("/sys/class/dmi/id"), &cmdline),
+            cmdline,
             clock: "CLOCK_MONOTONIC".to_string(),
         }
     }
@@ -338,6 +473,72 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("CAP_BPF, CAP_PERFMON"));
+    }
+
+    #[test]
+    fn virtual_machine_facts() {
+        let dir = std::env::temp_dir().join(format!("kvmtrace-dmi-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cpuinfo = "processor\t: 0\nflags\t\t: fpu vme hypervisor lahf_lm svm\n";
+        // Nothing at all: bare metal as far as anyone can tell.
+        let bare = VirtFacts::read("flags\t: fpu svm\n", &dir, "quiet");
+        assert_eq!(bare, VirtFacts::default());
+        assert_eq!(bare.summary(), None);
+        // QEMU's SMBIOS strings and the version xtask passes on the command line.
+        for (f, v) in [
+            ("sys_vendor", "QEMU\n"),
+            ("product_name", "Standard PC (Q35 + ICH9, 2009)\n"),
+            ("product_version", "pc-q35-7.2\n"),
+            ("bios_version", "1.16.2-debian-1.16.2-1\n"),
+        ] {
+            std::fs::write(dir.join(f), v).unwrap();
+        }
+        let mut v = VirtFacts::read(
+            cpuinfo,
+            &dir,
+            "console=ttyS0 kvmtrace.qemu=7.2.22 kvmtrace.accel=tcg",
+        );
+        assert!(v.hypervisor_flag);
+        assert_eq!(v.sys_vendor.as_deref(), Some("QEMU"));
+        assert_eq!(v.product_version.as_deref(), Some("pc-q35-7.2"));
+        assert_eq!(v.bios_version.as_deref(), Some("1.16.2-debian-1.16.2-1"));
+        assert_eq!(v.qemu_version.as_deref(), Some("7.2.22"));
+        v.cpuid_signature = Some("TCGTCGTCGTCG".into());
+        assert_eq!(
+            v.summary().as_deref(),
+            Some("VM on QEMU 7.2.22 (TCG, pc-q35-7.2)")
+        );
+        // A KVM guest without DMI (Firecracker): the CPUID signature names the hypervisor.
+        let fc = VirtFacts {
+            hypervisor_flag: true,
+            cpuid_signature: Some("KVMKVMKVM".into()),
+            ..VirtFacts::default()
+        };
+        assert_eq!(fc.summary().as_deref(), Some("VM on KVM"));
+        let unknown = VirtFacts {
+            hypervisor_flag: true,
+            ..VirtFacts::default()
+        };
+        assert_eq!(
+            unknown.summary().as_deref(),
+            Some("VM on an unidentified hypervisor")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(qemu_version_from_cmdline("kvmtrace.qemu= x"), None);
+    }
+
+    #[test]
+    fn old_host_facts_without_virt_still_load() {
+        let old = r#"{"hostname":"h","kernel":"6.1","kvm_backend":"kvm_amd","kvm_device":true,
+            "cpu_model":"AMD EPYC","ncpus":2,"cmdline":"quiet","clock":"CLOCK_MONOTONIC"}"#;
+        let h: HostFacts = serde_json::from_str(old).unwrap();
+        assert_eq!(h.virt, VirtFacts::default());
+        assert_eq!(h.kvm_backend.as_deref(), Some("kvm_amd"));
+        // And a newer capture with fields this version does not know.
+        let newer = r#"{"hypervisor_flag":true,"qemu_version":"9.0","future":1}"#;
+        let v: VirtFacts = serde_json::from_str(newer).unwrap();
+        assert_eq!(v.qemu_version.as_deref(), Some("9.0"));
     }
 
     #[test]

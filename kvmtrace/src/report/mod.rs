@@ -523,12 +523,15 @@ impl Report {
         if self.import.is_none() {
             let _ = writeln!(
                 s,
-                "host: {} | kernel {} | KVM {} | {} CPUs | {}",
+                "host: {} | kernel {} | KVM {} | {} CPUs | {}{}",
                 h.hostname,
                 h.kernel,
                 h.kvm_backend.as_deref().unwrap_or("not loaded"),
                 h.ncpus,
-                h.cpu_model
+                h.cpu_model,
+                h.virt
+                    .summary()
+                    .map_or(String::new(), |v| format!(" | {v}"))
             );
             let _ = writeln!(
                 s,
