@@ -174,7 +174,7 @@ kinds! {
     ContentionEnd = 32, "lock", "contention_end", ["lock_addr", "ret"];
     // Records made by userspace (never by the eBPF programs).
     ThreadInfo = 64, "kvmtrace", "thread_info", ["vcpu_id", "", "", "comm", ""];
-    DemoAck = 65, "kvmtrace", "demo_ack", ["seq", "raised_ns", "acked_ns"];
+    DemoAck = 65, "kvmtrace", "demo_ack", ["seq", "raised_ns", "acked_ns", "path", "irqoff_ns"];
     Drops = 66, "kvmtrace", "drops", ["kernel", "userspace"];
 }
 
@@ -203,6 +203,31 @@ pub const THREAD_INFO_VM_NAME: u64 = 1;
 /// `ThreadInfo.slots[1]` flag: only the name of a thread that is not a traced vCPU (a task
 /// that delayed one), even if its name looks like a vCPU thread's (another VM's).
 pub const THREAD_INFO_NAME_ONLY: u64 = 2;
+
+/// `DemoAck.slots[3]`: which of the demo guest's interrupt paths was acknowledged
+/// (captures written before paths existed hold 0 there: the PIC, then the only one).
+pub mod demo_path {
+    /// A device interrupt through the in-kernel PIC (`KVM_IRQ_LINE`).
+    pub const PIC: u64 = 0;
+    /// An MSI into the guest's LAPIC (`KVM_SIGNAL_MSI`).
+    pub const MSI: u64 = 1;
+    /// The guest's own periodic LAPIC timer.
+    pub const TIMER: u64 = 2;
+    /// An MSI raised while the guest runs with interrupts disabled (`slots[4]`: for how
+    /// long, in ns).
+    pub const IRQOFF: u64 = 3;
+    /// Names by value.
+    pub const NAMES: [&str; 4] = ["pic", "msi", "timer", "irqoff"];
+
+    /// The path's name, or `unknown` for a value from a newer kvmtrace.
+    pub fn name(path: u64) -> &'static str {
+        usize::try_from(path)
+            .ok()
+            .and_then(|i| NAMES.get(i))
+            .copied()
+            .unwrap_or("unknown")
+    }
+}
 
 /// The eBPF programs copy this many bytes of each raw tracepoint record in one read and
 /// take their fields from the copy; a field must end within it.

@@ -104,6 +104,11 @@ pub struct DemoReport {
     /// Interrupt raised (KVM_IRQ_LINE) -> the guest's handler acknowledged it (port write
     /// seen by the demo VMM): the ground truth the tracer is checked against.
     pub irq_ack_latency_ns: LatencySummary,
+    /// The same by interrupt path (`pic`, `msi`, `timer`, `irqoff`), for the paths that ran.
+    pub by_path: BTreeMap<String, LatencySummary>,
+    /// How long the guest kept interrupts disabled after each `irqoff` raise (0: no such
+    /// phase).
+    pub irqoff_ns: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -210,6 +215,9 @@ pub struct ReportBuilder {
     first_ns: Option<u64>,
     last_ns: u64,
     demo: Histogram<u64>,
+    /// By `DemoAck` path code.
+    demo_paths: BTreeMap<u64, Histogram<u64>>,
+    demo_irqoff_ns: u64,
 }
 
 impl Default for ReportBuilder {
@@ -224,6 +232,8 @@ impl Default for ReportBuilder {
             first_ns: None,
             last_ns: 0,
             demo: latency_histogram(),
+            demo_paths: BTreeMap::new(),
+            demo_irqoff_ns: 0,
         }
     }
 }
@@ -255,8 +265,16 @@ impl ReportBuilder {
                 return;
             }
             Kind::DemoAck => {
-                let lat = ev.slots[2].saturating_sub(ev.slots[1]);
-                let _ = self.demo.record(lat.max(1));
+                let lat = ev.slots[2].saturating_sub(ev.slots[1]).max(1);
+                let _ = self.demo.record(lat);
+                let _ = self
+                    .demo_paths
+                    .entry(ev.slots[3])
+                    .or_insert_with(latency_histogram)
+                    .record(lat);
+                if ev.slots[3] == kvmtrace_common::demo_path::IRQOFF {
+                    self.demo_irqoff_ns = self.demo_irqoff_ns.max(ev.slots[4]);
+                }
                 return;
             }
             Kind::Drops => {
@@ -324,6 +342,15 @@ impl ReportBuilder {
         vcpus.sort_by_key(|v| (v.pid, v.vcpu.unwrap_or(u32::MAX), v.tid));
         let demo = (header.demo || !self.demo.is_empty()).then(|| DemoReport {
             irq_ack_latency_ns: LatencySummary::from_histogram(&self.demo),
+            by_path: self
+                .demo_paths
+                .iter()
+                .map(|(p, h)| {
+                    let name = kvmtrace_common::demo_path::name(*p).to_string();
+                    (name, LatencySummary::from_histogram(h))
+                })
+                .collect(),
+            irqoff_ns: self.demo_irqoff_ns,
         });
         Report {
             schema: SCHEMA,
@@ -631,6 +658,28 @@ impl Report {
                 us(l.p99),
                 us(l.max)
             );
+            // By path, once there is more than the PIC (older captures have only it).
+            if d.by_path.keys().any(|p| p != "pic") {
+                for (path, l) in &d.by_path {
+                    let note = match path.as_str() {
+                        "timer" => " (from when the tick was due)".to_string(),
+                        "irqoff" => format!(
+                            " (interrupts disabled {} us after each raise)",
+                            us(d.irqoff_ns)
+                        ),
+                        _ => String::new(),
+                    };
+                    let _ = writeln!(
+                        s,
+                        "  {path:<7} count {}  min {} us  p50 {} us  p99 {} us  max {} us{note}",
+                        l.count,
+                        us(l.min),
+                        us(l.p50),
+                        us(l.p99),
+                        us(l.max)
+                    );
+                }
+            }
         }
         s
     }
@@ -697,13 +746,81 @@ mod tests {
         assert_eq!(v0.events_by_kind["sched_wakeup"], 1);
         assert!(!v0.events_by_kind.contains_key("irq_handler_entry"));
         assert_eq!(r.vcpus[1].vcpu, Some(1), "from kvm_exit's vcpu_id");
-        let d = r.demo.clone().unwrap().irq_ack_latency_ns;
+        let demo = r.demo.clone().unwrap();
+        let d = demo.irq_ack_latency_ns;
         assert_eq!(d.count, 2);
         assert!(d.max >= 35_000 && d.max <= 35_100, "{}", d.max);
+        // Records from before paths existed read as the PIC's.
+        assert_eq!(demo.by_path.keys().collect::<Vec<_>>(), ["pic"]);
+        assert_eq!(demo.by_path["pic"].count, 2);
         let text = r.to_text();
+        assert!(
+            !text.contains("  pic "),
+            "one path: no per-path lines\n{text}"
+        );
         assert!(text.contains("vCPU 0  pid 100 () tid 101"), "{text}");
         assert!(text.contains("<-- DROPS"));
         assert!(!r.capture.complete);
+    }
+
+    #[test]
+    fn demo_ground_truth_by_path() {
+        use kvmtrace_common::demo_path;
+        let ack = |seq, raised, acked, path, irqoff| {
+            ev(
+                acked,
+                101,
+                Kind::DemoAck,
+                [seq, raised, acked, path, irqoff],
+            )
+        };
+        let stream = [
+            ack(1, 1_000, 31_000, demo_path::PIC, 0),
+            ack(1, 2_000, 12_000, demo_path::MSI, 0),
+            ack(2, 3_000, 15_000, demo_path::MSI, 0),
+            ack(1, 4_000, 54_000, demo_path::TIMER, 0),
+            ack(1, 5_000, 260_000, demo_path::IRQOFF, 200_000),
+            ack(1, 6_000, 7_000, 9, 0),
+        ];
+        let mut b = ReportBuilder::default();
+        let mut engine = Engine::new(EngineConfig::default());
+        for e in &stream {
+            b.push(e);
+            engine.push(e);
+        }
+        engine.flush();
+        let r = b.finish("x", &CaptureHeader::default(), None, None, &engine);
+        let d = r.demo.clone().unwrap();
+        assert_eq!(d.irq_ack_latency_ns.count, 6);
+        let counts: Vec<(&str, u64)> = d
+            .by_path
+            .iter()
+            .map(|(p, l)| (p.as_str(), l.count))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                ("irqoff", 1),
+                ("msi", 2),
+                ("pic", 1),
+                ("timer", 1),
+                ("unknown", 1)
+            ]
+        );
+        assert!(d.by_path["irqoff"].p50 >= 254_000 && d.by_path["irqoff"].p50 <= 256_000);
+        assert_eq!(d.irqoff_ns, 200_000);
+        let text = r.to_text();
+        for want in [
+            "  msi     count 2",
+            "  timer   count 1",
+            "(from when the tick was due)",
+            "(interrupts disabled 200.0 us after each raise)",
+        ] {
+            assert!(text.contains(want), "{want:?} missing:\n{text}");
+        }
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["demo"]["by_path"]["timer"]["count"], 1);
+        assert_eq!(json["demo"]["irqoff_ns"], 200_000);
     }
 
     #[test]

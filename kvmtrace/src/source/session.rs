@@ -254,19 +254,7 @@ impl Session {
         }
         if let Some((guest, rx)) = &self.demo {
             let tid = guest.vcpu_tid();
-            let pid = std::process::id();
-            for s in rx.try_iter() {
-                out.push(Event {
-                    ts_ns: s.acked_ns,
-                    tid,
-                    tgid: pid,
-                    cpu: 0,
-                    kind: Kind::DemoAck as u16,
-                    missing: 0,
-                    _pad: 0,
-                    slots: [s.seq, s.raised_ns, s.acked_ns, 0, 0],
-                });
-            }
+            out.extend(rx.try_iter().map(|s| demo_ack(&s, tid)));
         }
         // A drop-counter checkpoint after every read: the engine holds samples until the
         // next one, and drops those that a loss since the previous one may have touched.
@@ -307,16 +295,7 @@ impl Session {
         self.after_read(out, start);
         let mut demo_stats = None;
         if let Some((stats, rx, tid)) = demo {
-            for s in rx.try_iter() {
-                out.push(Event {
-                    ts_ns: s.acked_ns,
-                    tid,
-                    tgid: std::process::id(),
-                    kind: Kind::DemoAck as u16,
-                    slots: [s.seq, s.raised_ns, s.acked_ns, 0, 0],
-                    ..Default::default()
-                });
-            }
+            out.extend(rx.try_iter().map(|s| demo_ack(&s, tid)));
             demo_stats = Some(stats);
         }
         self.push_drops(out);
@@ -326,5 +305,17 @@ impl Session {
             demo: demo_stats,
             detach: Detach(self.probes),
         }
+    }
+}
+
+/// The record of one demo ground-truth sample (`tid`: the demo's vCPU thread).
+fn demo_ack(s: &DemoSample, tid: u32) -> Event {
+    Event {
+        ts_ns: s.acked_ns,
+        tid,
+        tgid: std::process::id(),
+        kind: Kind::DemoAck as u16,
+        slots: [s.seq, s.raised_ns, s.acked_ns, s.path.code(), s.irqoff_ns],
+        ..Default::default()
     }
 }
