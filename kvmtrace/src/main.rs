@@ -140,12 +140,6 @@ fn run_record(args: RecordArgs) -> anyhow::Result<()> {
                 );
             }
         }
-        if d.path(kvmtrace::source::demo::DemoPath::Timer).acked > 0 {
-            eprintln!(
-                "kvmtrace:   timer ground truth within +-{:.1} us (half the arming bracket)",
-                d.timer_phase_error_ns as f64 / 1e3
-            );
-        }
         if d.msi_blocked > 0 {
             eprintln!(
                 "kvmtrace:   {} MSIs refused by the guest's LAPIC",
