@@ -1,0 +1,875 @@
+//! Privileged and slow (one boot, about 40 s): a real AMD SVM KVM inside QEMU's software
+//! emulation (`cargo xtask svm-host`, docs/svm-host.md), where `kvm_exit`, `kvm_entry`,
+//! `kvm_inj_virq` and `kvm_apic_accept_irq` fire, unlike on the PVM backend of the
+//! development machines. Inside, kvmtrace records the demo guest for 3 s per interrupt path
+//! (pic, msi, timer, irqoff); the captures come back here and are checked: every probe
+//! attached, the SVM-only events come from the demo's vCPU thread and VM, exit reasons carry
+//! SVM's names, exit->entry latencies are measured, and per path the interrupt-to-guest
+//! samples agree with the demo VMM's ground truth in count and median (tolerances justified
+//! in docs/attribution.md, "Checked against ground truth on the SVM host").
+//!
+//! Needs root and what `cargo xtask setup` installs (qemu-system-x86, linux-image-amd64,
+//! busybox-static, cpio). Without those the tests say so and pass, except with CI=true, where
+//! they fail. `KVMTRACE_SVM_CAPTURES=DIR` checks the captures `DIR/{pic,msi,timer,irqoff}.kvmtrace`
+//! instead of booting (e.g. tests/fixtures/svm).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use kvmtrace::capture::CaptureReader;
+use kvmtrace::engine::EngineConfig;
+use kvmtrace::report::analyse_capture;
+use kvmtrace_common::{demo_path, Event, Kind, NTRACEPOINTS};
+use serde_json::Value;
+
+const PATHS: [&str; 4] = ["pic", "msi", "timer", "irqoff"];
+const RECORD_SECS: u32 = 3;
+/// Per boot attempt (xtask retries a failed boot once). A run takes about 40 s.
+const BOOT_TIMEOUT_SECS: u32 = 150;
+const BIN: &str = env!("CARGO_BIN_EXE_kvmtrace");
+
+/// One demo ground-truth sample (a `DemoAck` record).
+#[derive(Clone, Copy, Debug)]
+struct Truth {
+    path: u64,
+    raised: u64,
+    acked: u64,
+}
+
+impl Truth {
+    fn latency(&self) -> u64 {
+        self.acked.saturating_sub(self.raised)
+    }
+}
+
+/// One interrupt-to-guest sample of the attribution engine.
+#[derive(Clone, Debug)]
+struct Window {
+    open: u64,
+    total: u64,
+    opened_by: String,
+    end_marker: String,
+}
+
+impl Window {
+    fn end(&self) -> u64 {
+        self.open + self.total
+    }
+}
+
+struct Capture {
+    name: &'static str,
+    file: PathBuf,
+    report: Value,
+    events: Vec<Event>,
+    truth: Vec<Truth>,
+    windows: Vec<Window>,
+}
+
+impl Capture {
+    fn vcpu(&self) -> &Value {
+        &self.report["vcpus"][0]
+    }
+
+    fn count(&self, kind: Kind) -> usize {
+        self.events.iter().filter(|e| e.kind == kind as u16).count()
+    }
+
+    /// p50 of exit -> entry for one SVM exit reason, in ns.
+    fn exit_p50(&self, reason: &str) -> Option<u64> {
+        self.vcpu()["exits"]["by_reason"]
+            .as_array()?
+            .iter()
+            .find(|r| r["reason"] == reason)?["p50_ns"]
+            .as_u64()
+    }
+
+    /// p50 of how long the guest ran, from an entry to its next exit for `code` (as in
+    /// `kvm_exit`'s `exit_reason`), in ns: a handler's run to its port write, under TCG.
+    fn guest_run_p50(&self, code: u64) -> u64 {
+        let mut last_entry = None;
+        let mut runs = Vec::new();
+        for e in &self.events {
+            if e.kind == Kind::KvmEntry as u16 {
+                last_entry = Some(e.ts_ns);
+            } else if e.kind == Kind::KvmExit as u16 {
+                if let (Some(t), true) = (last_entry.take(), e.slots[0] == code) {
+                    runs.push(e.ts_ns.saturating_sub(t));
+                }
+            }
+        }
+        p50(runs)
+    }
+}
+
+struct Svm {
+    captures: Vec<Capture>,
+    /// What xtask said it booted (absent when checking existing captures).
+    booted: Option<(String, String)>,
+}
+
+impl Svm {
+    fn capture(&self, name: &str) -> &Capture {
+        self.captures
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no {name} capture"))
+    }
+}
+
+/// The SVM host run shared by every test here; None when skipped.
+fn svm() -> Option<&'static Svm> {
+    static RUN: OnceLock<Result<Option<Svm>, String>> = OnceLock::new();
+    match RUN.get_or_init(setup) {
+        Ok(s) => s.as_ref(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn have(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+}
+
+fn kernel_with_kvm_amd() -> bool {
+    std::fs::read_dir("/lib/modules").is_ok_and(|d| {
+        d.filter_map(|e| e.ok()).any(|e| {
+            let v = e.file_name();
+            let ko = e.path().join("kernel/arch/x86/kvm/kvm-amd.ko");
+            Path::new("/boot")
+                .join(format!("vmlinuz-{}", v.to_string_lossy()))
+                .is_file()
+                && ["", ".xz", ".zst"]
+                    .iter()
+                    .any(|ext| PathBuf::from(format!("{}{ext}", ko.display())).is_file())
+        })
+    })
+}
+
+fn setup() -> Result<Option<Svm>, String> {
+    if let Some(dir) = std::env::var_os("KVMTRACE_SVM_CAPTURES") {
+        return load(Path::new(&dir), None).map(Some);
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(
+            "the SVM host tests need root (QEMU boots a kernel that loads kvm_amd, \
+                    and kvmtrace inside attaches eBPF programs): run them as root"
+                .into(),
+        );
+    }
+    let mut missing = Vec::new();
+    if !have("qemu-system-x86_64") {
+        missing.push("qemu-system-x86");
+    }
+    if !have("busybox") {
+        missing.push("busybox-static");
+    }
+    if !have("cpio") {
+        missing.push("cpio");
+    }
+    if !kernel_with_kvm_amd() {
+        missing.push("linux-image-amd64");
+    }
+    if !missing.is_empty() {
+        let msg = format!(
+            "the SVM host needs {} (run `cargo xtask setup`)",
+            missing.join(", ")
+        );
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            return Err(format!("{msg}; CI=true, so this is a failure"));
+        }
+        eprintln!("SKIPPED: {msg}");
+        return Ok(None);
+    }
+    let dir = std::env::temp_dir().join(format!("kvmtrace-svm-host-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let script = format!(
+        "for p in {}; do kvmtrace record --demo --demo-path $p --duration {RECORD_SECS} \
+         -o /tmp/$p.kvmtrace 2>&1 | grep -v WARN || exit 1; done",
+        PATHS.join(" ")
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("no workspace root")?;
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root)
+        .args(["xtask", "svm-host", "--quiet", "--timeout"])
+        .arg(BOOT_TIMEOUT_SECS.to_string())
+        .arg("--keep-dir")
+        .arg(&dir);
+    for p in PATHS {
+        cmd.arg("--copy-out").arg(format!("/tmp/{p}.kvmtrace"));
+    }
+    cmd.args(["--", "sh", "-c", &script]);
+    let t = std::time::Instant::now();
+    let out = cmd
+        .output()
+        .map_err(|e| format!("running cargo xtask svm-host: {e}"))?;
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("svm-host run took {:.1} s", t.elapsed().as_secs_f64());
+    if !out.status.success() {
+        let tail: Vec<&str> = log.lines().rev().take(60).collect();
+        return Err(format!(
+            "cargo xtask svm-host failed ({}):\n{}",
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ));
+    }
+    // "xtask: svm-host: kernel 6.1.0-57-amd64, QEMU 7.2.22, 1 attempt(s); ..."
+    let booted = log.lines().find_map(|l| {
+        let rest = l.strip_prefix("xtask: svm-host: kernel ")?;
+        let (kernel, rest) = rest.split_once(", QEMU ")?;
+        let (qemu, _) = rest.split_once(',')?;
+        Some((kernel.to_string(), qemu.to_string()))
+    });
+    let svm = load(&dir, booted)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Some(svm))
+}
+
+fn load(dir: &Path, booted: Option<(String, String)>) -> Result<Svm, String> {
+    let mut captures = Vec::new();
+    for name in PATHS {
+        let file = dir.join(format!("{name}.kvmtrace"));
+        let out = Command::new(BIN)
+            .args(["report", "--json"])
+            .arg(&file)
+            .output()
+            .map_err(|e| format!("kvmtrace report: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "kvmtrace report --json {}: {}",
+                file.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let report: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        let mut reader = CaptureReader::open(&file).map_err(|e| e.to_string())?;
+        let mut events = Vec::new();
+        while let Some(e) = reader.next_event().map_err(|e| e.to_string())? {
+            events.push(e);
+        }
+        let truth = events
+            .iter()
+            .filter(|e| e.kind == Kind::DemoAck as u16)
+            .map(|e| Truth {
+                path: e.slots[3],
+                raised: e.slots[1],
+                acked: e.slots[2],
+            })
+            .collect();
+        // Every sample of the engine: keep them all as "worst".
+        let (full, _) = analyse_capture(
+            &file,
+            EngineConfig {
+                worst: 1_000_000,
+                timeline_events: 16,
+                ..EngineConfig::default()
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let mut windows: Vec<Window> = full
+            .worst
+            .iter()
+            .map(|w| Window {
+                open: w.open_ns,
+                total: w.total_ns,
+                opened_by: w.opened_by.clone(),
+                end_marker: w.end_marker.clone(),
+            })
+            .collect();
+        windows.sort_by_key(|w| w.open);
+        captures.push(Capture {
+            name,
+            file,
+            report,
+            events,
+            truth,
+            windows,
+        });
+    }
+    Ok(Svm { captures, booted })
+}
+
+fn p50(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+fn us(ns: i64) -> String {
+    format!("{:.1} us", ns as f64 / 1000.0)
+}
+
+#[test]
+fn captures_are_complete_with_every_probe_attached() {
+    let Some(svm) = svm() else { return };
+    for c in &svm.captures {
+        let cap = &c.report["capture"];
+        assert_eq!(cap["complete"], true, "{}", c.file.display());
+        assert_eq!(
+            cap["probes_attached"].as_u64(),
+            Some(NTRACEPOINTS as u64),
+            "{}: {}",
+            c.name,
+            cap["probes_unavailable"]
+        );
+        assert_eq!(cap["probes_unavailable"].as_array().map(Vec::len), Some(0));
+        assert_eq!(c.report["events"]["dropped"], 0, "{}", c.name);
+        assert!(
+            c.events.len() > 10_000,
+            "{}: {} events",
+            c.name,
+            c.events.len()
+        );
+    }
+}
+
+#[test]
+fn host_facts_say_svm_kvm_in_a_qemu_tcg_vm() {
+    let Some(svm) = svm() else { return };
+    for c in &svm.captures {
+        let h = &c.report["capture"]["host"];
+        assert_eq!(h["kvm_backend"], "kvm_amd", "{}", c.name);
+        assert_eq!(h["kvm_device"], true);
+        let kernel = h["kernel"].as_str().unwrap_or_default();
+        let v = &h["virt"];
+        assert_eq!(v["hypervisor_flag"], true);
+        assert_eq!(v["cpuid_signature"], "TCGTCGTCGTCG", "{v}");
+        assert_eq!(v["sys_vendor"], "QEMU");
+        assert!(
+            v["product_version"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("pc-q35-")),
+            "{v}"
+        );
+        if let Some((booted_kernel, qemu)) = &svm.booted {
+            assert_eq!(kernel, booted_kernel);
+            assert_eq!(v["qemu_version"].as_str(), Some(qemu.as_str()));
+        } else {
+            assert!(v["qemu_version"].as_str().is_some_and(|q| !q.is_empty()));
+        }
+    }
+}
+
+/// The vectors each path's capture may accept at the LAPIC.
+fn lapic_vectors(path: &str) -> &'static [u64] {
+    match path {
+        "msi" => &[0x40],
+        "timer" => &[0x50],
+        "irqoff" => &[0x40, 0x41],
+        _ => &[],
+    }
+}
+
+#[test]
+fn svm_only_events_come_from_the_demo_vcpu_of_the_demo_vm() {
+    let Some(svm) = svm() else { return };
+    for c in &svm.captures {
+        let vcpus = c.report["vcpus"].as_array().expect("vcpus");
+        assert_eq!(vcpus.len(), 1, "{}: {vcpus:#?}", c.name);
+        let v = c.vcpu();
+        assert_eq!(v["comm"], "CPU 0/KVM");
+        assert_eq!(v["vm_name"], "kvmtrace", "the demo VMM is kvmtrace itself");
+        assert_eq!(v["vcpu"], 0);
+        let (pid, tid) = (
+            v["pid"].as_u64().unwrap_or(0) as u32,
+            v["tid"].as_u64().unwrap_or(0) as u32,
+        );
+        for kind in [Kind::KvmExit, Kind::KvmEntry, Kind::KvmInjVirq] {
+            let n = c.count(kind);
+            assert!(n > 1000, "{}: {} {}", c.name, n, kind.name());
+            for e in c.events.iter().filter(|e| e.kind == kind as u16) {
+                assert_eq!((e.tid, e.tgid), (tid, pid), "{}: {e:?}", c.name);
+            }
+            assert_eq!(
+                v["events_by_kind"][kind.name()].as_u64(),
+                Some(n as u64),
+                "{}: {}",
+                c.name,
+                kind.name()
+            );
+        }
+        // vcpu_id: kvm_exit's slot 2, kvm_entry's slot 0.
+        for e in &c.events {
+            if e.kind == Kind::KvmExit as u16 {
+                assert_eq!(e.slots[2], 0, "{e:?}");
+            } else if e.kind == Kind::KvmEntry as u16 {
+                assert_eq!(e.slots[0], 0, "{e:?}");
+            }
+        }
+        // Acceptance at the LAPIC: APIC id 0 of this VM, the path's vectors. The PIC path
+        // never gets there (ExtINT straight from the PIC; the IOAPIC pin stays masked).
+        let accepted: Vec<&Event> = c
+            .events
+            .iter()
+            .filter(|e| e.kind == Kind::KvmApicAcceptIrq as u16)
+            .collect();
+        let acked = c.truth.len();
+        if c.name == "pic" {
+            assert!(accepted.is_empty(), "{} accepted", accepted.len());
+        } else {
+            assert!(
+                accepted.len() * 10 >= acked * 9,
+                "{}: {} accepted for {acked} acks",
+                c.name,
+                accepted.len()
+            );
+        }
+        for e in accepted {
+            assert_eq!(e.tgid, pid, "{}: {e:?}", c.name);
+            assert_eq!(e.slots[0], 0, "apicid: {e:?}");
+            assert!(
+                lapic_vectors(c.name).contains(&e.slots[1]),
+                "{}: {e:?}",
+                c.name
+            );
+        }
+    }
+}
+
+/// SVM exit codes (arch/x86/include/uapi/asm/svm.h) and the names the kernel prints.
+const SVM_EXITS: &[(u64, &str)] = &[
+    (0x060, "interrupt"),
+    (0x064, "vintr"),
+    (0x078, "hlt"),
+    (0x07b, "io"),
+    (0x07c, "msr"),
+    (0x400, "npf"),
+];
+
+#[test]
+fn exit_reasons_carry_svm_names_and_exit_latencies() {
+    let Some(svm) = svm() else { return };
+    let mut seen: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for c in &svm.captures {
+        for r in c.vcpu()["exits"]["by_reason"].as_array().expect("exits") {
+            assert_eq!(r["isa"], "SVM", "{}: {r}", c.name);
+            let reason = r["reason"].as_str().unwrap_or_default().to_string();
+            assert!(
+                !reason.is_empty() && !reason.chars().all(|ch| ch.is_ascii_digit()),
+                "{}: unnamed exit reason {r}",
+                c.name
+            );
+            let e = seen.entry(reason).or_default();
+            e.0 += r["count"].as_u64().unwrap_or(0);
+            e.1 = e.1.max(r["p50_ns"].as_u64().unwrap_or(0));
+            if let Some((code, name)) = SVM_EXITS.iter().find(|(_, n)| r["reason"] == *n) {
+                assert_eq!(r["code"].as_u64(), Some(*code), "{name}");
+            }
+        }
+        // Every exit of the capture has its latency measured (bar one cut by its end).
+        let measured: u64 = c.vcpu()["exits"]["by_reason"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|r| r["count"].as_u64()).sum())
+            .unwrap_or(0);
+        let exits = c.count(Kind::KvmExit) as u64;
+        assert!(
+            measured + 2 >= exits && measured <= exits,
+            "{measured} of {exits}"
+        );
+    }
+    eprintln!("exit reasons: {seen:?}");
+    for (_, name) in SVM_EXITS {
+        let (count, p50) = seen.get(*name).copied().unwrap_or_default();
+        assert!(count > 0 && p50 > 0, "{name}: {count} exits, p50 {p50} ns");
+    }
+}
+
+/// How one path's engine samples compare with its ground truth.
+#[derive(Debug)]
+struct Agreement {
+    truth: usize,
+    matched: usize,
+    /// Engine windows in the capture no ground-truth sample claimed.
+    unclaimed: usize,
+    windows: usize,
+    truth_p50: u64,
+    engine_p50: u64,
+    /// The matched windows' latencies.
+    totals: Vec<u64>,
+    /// open - raised and acked - end, medians over matched pairs.
+    head_p50: i64,
+    tail_p50: i64,
+    /// The tail split at the ack's io exit: window end -> that `kvm_exit`, and that exit
+    /// -> the VMM's ack timestamp (medians).
+    end_to_ack_exit_p50: i64,
+    ack_exit_to_vmm_p50: i64,
+    /// Windows that end exactly at the `kvm_entry` following the `kvm_inj_virq` of the
+    /// path's vector (the entry that injects it), of those matched.
+    end_at_injection: usize,
+    /// Timer only, from the `kvm_mmio` read of the current count (its time and value):
+    /// the tick's exact due time -> the window's opening (the emulated host's hrtimer
+    /// delay), and the window's end -> that read (medians).
+    due_to_open_p50: Option<i64>,
+    end_to_read_p50: Option<i64>,
+    end_markers: BTreeMap<String, usize>,
+    opened_by: BTreeMap<String, usize>,
+}
+
+/// The vector each path's interrupt is injected with.
+fn vector(path: u64) -> u64 {
+    match path {
+        demo_path::PIC => 0x20,
+        demo_path::MSI => 0x40,
+        demo_path::TIMER => 0x50,
+        _ => 0x41,
+    }
+}
+
+/// How long before a ground-truth sample's `raised` its window may open. The demo pairs
+/// an ack with the latest raise before it, so when the PIC or the LAPIC merged two raises
+/// the window opened at the earlier one, up to a period before (README); the timer's
+/// `raised` is later than the due time by the count read -> ack delay. Irqs-off MSIs are
+/// one per phase: their windows open at their raise.
+fn slack_before(path: u64) -> u64 {
+    if path == demo_path::IRQOFF {
+        20_000
+    } else {
+        TIMER_PERIOD_NS
+    }
+}
+
+/// Pairs each ground-truth sample of `path` with the engine window that opened nearest its
+/// raise, no earlier than `slack_before`, and ended before its ack (a window that ends
+/// after the ack pairs with nothing: the engine closed it too late). Marks the windows
+/// taken in `used`.
+fn pair_up<'a>(c: &'a Capture, path: u64, used: &mut [bool]) -> Vec<(Truth, &'a Window)> {
+    let mut truth: Vec<&Truth> = c.truth.iter().filter(|t| t.path == path).collect();
+    truth.sort_by_key(|t| t.raised);
+    let mut pairs = Vec::new();
+    for t in truth {
+        let from = t.raised.saturating_sub(slack_before(path));
+        let start = c.windows.partition_point(|w| w.open < from);
+        let best = (start..c.windows.len())
+            .take_while(|&i| c.windows[i].open <= t.acked)
+            .filter(|&i| !used[i] && c.windows[i].end() <= t.acked)
+            .min_by_key(|&i| c.windows[i].open.abs_diff(t.raised));
+        if let Some(i) = best {
+            used[i] = true;
+            pairs.push((*t, &c.windows[i]));
+        }
+    }
+    pairs
+}
+
+/// How `path`'s ground truth and the engine's windows in capture `c` agree.
+fn agreement(c: &Capture, path: u64) -> Agreement {
+    let truth: Vec<&Truth> = c.truth.iter().filter(|t| t.path == path).collect();
+    let mut used = vec![false; c.windows.len()];
+    let pairs = pair_up(c, path, &mut used);
+    // Windows the other paths' ground truth claims do not count against this one.
+    let others: BTreeMap<u64, ()> = c
+        .truth
+        .iter()
+        .filter(|t| t.path != path)
+        .map(|t| (t.path, ()))
+        .collect();
+    let mut all_used = used.clone();
+    for other in others.keys() {
+        pair_up(c, *other, &mut all_used);
+    }
+    let totals = pairs.iter().map(|(_, w)| w.total).collect();
+    let mut end_markers = BTreeMap::new();
+    let mut opened_by = BTreeMap::new();
+    for (_, w) in &pairs {
+        *end_markers.entry(w.end_marker.clone()).or_default() += 1;
+        *opened_by.entry(w.opened_by.clone()).or_default() += 1;
+    }
+    let signed_p50 = |mut v: Vec<i64>| {
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0)
+    };
+    // From the raw events: the ack's io exit (the last kvm_exit before the VMM's ack
+    // timestamp) and the entry that injected the path's vector (the first kvm_entry after
+    // the last kvm_inj_virq of that vector before the ack exit).
+    let exits: Vec<u64> = c
+        .events
+        .iter()
+        .filter(|e| e.kind == Kind::KvmExit as u16)
+        .map(|e| e.ts_ns)
+        .collect();
+    let entries: Vec<u64> = c
+        .events
+        .iter()
+        .filter(|e| e.kind == Kind::KvmEntry as u16)
+        .map(|e| e.ts_ns)
+        .collect();
+    let injections: Vec<u64> = c
+        .events
+        .iter()
+        .filter(|e| e.kind == Kind::KvmInjVirq as u16 && e.slots[0] == vector(path))
+        .map(|e| e.ts_ns)
+        .collect();
+    let before = |v: &[u64], t: u64| v[..v.partition_point(|&x| x <= t)].last().copied();
+    let after = |v: &[u64], t: u64| v.get(v.partition_point(|&x| x < t)).copied();
+    // kvm_mmio reads (type 1) of the LAPIC timer's current count: (time, value).
+    let count_reads: Vec<(u64, u64)> = c
+        .events
+        .iter()
+        .filter(|e| e.kind == Kind::KvmMmio as u16 && e.slots[0] == 1 && e.slots[2] == TMCCT_GPA)
+        .map(|e| (e.ts_ns, e.slots[3]))
+        .collect();
+    let mut due_to_open = Vec::new();
+    let mut end_to_read = Vec::new();
+    let mut end_to_exit = Vec::new();
+    let mut exit_to_vmm = Vec::new();
+    let mut end_at_injection = 0;
+    for (t, w) in &pairs {
+        if path == demo_path::TIMER {
+            let i = count_reads.partition_point(|&(ts, _)| ts <= t.acked);
+            if let Some(&(read, left)) = i.checked_sub(1).and_then(|i| count_reads.get(i)) {
+                let due = read as i64 - (TIMER_PERIOD_NS as i64 - left as i64);
+                due_to_open.push(w.open as i64 - due);
+                end_to_read.push(read as i64 - w.end() as i64);
+            }
+        }
+        let Some(ack_exit) = before(&exits, t.acked) else {
+            continue;
+        };
+        end_to_exit.push(ack_exit as i64 - w.end() as i64);
+        exit_to_vmm.push(t.acked as i64 - ack_exit as i64);
+        let injecting = before(&injections, ack_exit)
+            .filter(|&i| i >= w.open)
+            .and_then(|i| after(&entries, i));
+        end_at_injection += usize::from(injecting == Some(w.end()));
+    }
+    Agreement {
+        truth: truth.len(),
+        matched: pairs.len(),
+        unclaimed: all_used.iter().filter(|u| !**u).count(),
+        windows: c.windows.len(),
+        truth_p50: p50(truth.iter().map(|t| t.latency()).collect()),
+        totals,
+        engine_p50: p50(pairs.iter().map(|(_, w)| w.total).collect()),
+        head_p50: signed_p50(
+            pairs
+                .iter()
+                .map(|(t, w)| w.open as i64 - t.raised as i64)
+                .collect(),
+        ),
+        tail_p50: signed_p50(
+            pairs
+                .iter()
+                .map(|(t, w)| t.acked as i64 - w.end() as i64)
+                .collect(),
+        ),
+        end_to_ack_exit_p50: signed_p50(end_to_exit),
+        ack_exit_to_vmm_p50: signed_p50(exit_to_vmm),
+        end_at_injection,
+        due_to_open_p50: (!due_to_open.is_empty()).then(|| signed_p50(due_to_open)),
+        end_to_read_p50: (!end_to_read.is_empty()).then(|| signed_p50(end_to_read)),
+        end_markers,
+        opened_by,
+    }
+}
+
+/// The demo's period (its default), and the LAPIC timer's current-count register.
+const TIMER_PERIOD_NS: u64 = 1_000_000;
+const TMCCT_GPA: u64 = 0xFEE0_0390;
+
+/// The SVM exit code of the io exits that end a handler's run.
+const SVM_EXIT_IO: u64 = 0x07b;
+
+/// The checks of docs/attribution.md ("on the SVM host") for one path, all reported
+/// before any fails.
+fn check_path(name: &'static str, path: u64) {
+    let Some(svm) = svm() else { return };
+    let c = svm.capture(name);
+    let a = agreement(c, path);
+    let diff = a.truth_p50 as i64 - a.engine_p50 as i64;
+    // Tolerances (docs/attribution.md), measured in the same capture so that they follow
+    // the emulator's speed. The truth's interval contains the engine's window. After the
+    // window ends (the entry that injects) the guest takes the interrupt and runs its
+    // handler: a run that starts with the event's delivery, at most two plain runs to an
+    // io exit (`delivery_run`); then its ack, an io exit, reaches the VMM (at most one io
+    // exit -> entry). The timer's truth ends earlier, when KVM emulates the handler's read
+    // of its count: the delivery run plus one npf exit -> entry. Before the window opens:
+    // the raise ioctl's entry (50 us under TCG); for the timer, the emulated host's
+    // hrtimer expiry delay (about 90 us here: 300 us).
+    let delivery_run = 2 * c.guest_run_p50(SVM_EXIT_IO) as i64;
+    let io_exit = c.exit_p50("io").unwrap_or(0) as i64;
+    let npf_exit = c.exit_p50("npf").unwrap_or(0) as i64;
+    let tail_max = if path == demo_path::TIMER {
+        delivery_run + npf_exit
+    } else {
+        delivery_run + io_exit
+    };
+    let head_max: i64 = if path == demo_path::TIMER {
+        300_000
+    } else {
+        50_000
+    };
+    let truth_all = c.truth.len() as u64;
+    let engine_all = c.vcpu()["irq_to_guest"]["count"].as_u64().unwrap_or(0);
+    let summary = format!(
+        "{name}: engine {engine_all} samples for {truth_all} acks in the capture | \
+         truth {} samples p50 {} | engine matched {} of them (of {} windows, {} unclaimed) \
+         p50 {} | truth - engine p50 {} (allowed 0..{}) | head p50 {} (allowed ..{}) | \
+         tail p50 {} (allowed 0..{}) = end -> ack exit {} + ack exit -> VMM {} | \
+         {} end at the injecting entry | end markers {:?} | opened by {:?}",
+        a.truth,
+        us(a.truth_p50 as i64),
+        a.matched,
+        a.windows,
+        a.unclaimed,
+        us(a.engine_p50 as i64),
+        us(diff),
+        us(head_max + tail_max),
+        us(a.head_p50),
+        us(head_max),
+        us(a.tail_p50),
+        us(tail_max),
+        us(a.end_to_ack_exit_p50),
+        us(a.ack_exit_to_vmm_p50),
+        a.end_at_injection,
+        a.end_markers,
+        a.opened_by
+    );
+    eprintln!("{summary}");
+    let mut failed = Vec::new();
+    if a.truth < 500 {
+        failed.push(format!("only {} ground-truth samples", a.truth));
+    }
+    // Count: one engine sample per acknowledged interrupt (5 % slack for the run's edges
+    // and for interrupts merged while one was pending, which the two sides may split
+    // differently), and no engine samples nobody raised.
+    if a.matched * 100 < a.truth * 95 {
+        failed.push(format!(
+            "count: engine matched {} of {}",
+            a.matched, a.truth
+        ));
+    }
+    if a.unclaimed * 100 > a.windows * 5 + 500 {
+        failed.push(format!(
+            "count: {} engine samples match no raise",
+            a.unclaimed
+        ));
+    }
+    if engine_all.abs_diff(truth_all) * 100 > truth_all * 5 {
+        failed.push(format!(
+            "count: the engine has {engine_all} samples for {truth_all} acks"
+        ));
+    }
+    // The window closes at the entry that injects the interrupt (docs/attribution.md);
+    // 5 % slack for reinjections and the run's edges.
+    if a.end_at_injection * 100 < a.matched * 95 {
+        failed.push(format!(
+            "end: {} of {} windows end at the injecting entry",
+            a.end_at_injection, a.matched
+        ));
+    }
+    // Median: the engine's window is the truth's interval minus its two ends.
+    if !(0..=head_max + tail_max).contains(&diff) {
+        failed.push(format!("median: truth - engine = {}", us(diff)));
+    }
+    // The two ends apart. The timer's `raised` is shifted by the count read -> ack delay,
+    // so its ends come from the count read's own event instead: the due time is the
+    // read's time minus (period - count), and its latency ends at the read.
+    if let (Some(head), Some(tail)) = (a.due_to_open_p50, a.end_to_read_p50) {
+        eprintln!(
+            "timer: from the count reads: due -> window open p50 {} (allowed 0..{}), \
+             window end -> count read p50 {} (allowed 0..{})",
+            us(head),
+            us(head_max),
+            us(tail),
+            us(tail_max)
+        );
+        if !(0..=head_max).contains(&head) {
+            failed.push(format!(
+                "head: window opens {} after the tick was due",
+                us(head)
+            ));
+        }
+        if !(0..=tail_max).contains(&tail) {
+            failed.push(format!(
+                "tail: window ends {} before the count read",
+                us(tail)
+            ));
+        }
+    } else if path == demo_path::TIMER {
+        failed.push("no kvm_mmio reads of the timer's count".into());
+    } else {
+        if a.head_p50 < -20_000 || a.head_p50 > head_max {
+            failed.push(format!(
+                "head: window opens {} after the raise",
+                us(a.head_p50)
+            ));
+        }
+        if !(0..=tail_max).contains(&a.tail_p50) {
+            failed.push(format!(
+                "tail: window ends {} before the ack",
+                us(a.tail_p50)
+            ));
+        }
+    }
+    assert!(failed.is_empty(), "{}\n{summary}", failed.join("; "));
+}
+
+#[test]
+fn pic_interrupt_to_guest_agrees_with_ground_truth() {
+    check_path("pic", demo_path::PIC);
+}
+
+#[test]
+fn msi_interrupt_to_guest_agrees_with_ground_truth() {
+    check_path("msi", demo_path::MSI);
+}
+
+#[test]
+fn timer_interrupt_to_guest_agrees_with_ground_truth() {
+    check_path("timer", demo_path::TIMER);
+}
+
+#[test]
+fn irqoff_interrupt_to_guest_agrees_with_ground_truth() {
+    check_path("irqoff", demo_path::IRQOFF);
+}
+
+/// The irqs-off phase itself: the MSI raised at its start cannot be injected before the
+/// guest's sti, so every such sample lasts at least the phase, and the window must close
+/// at the entry that injects it (after a `vintr` exit), not at the first entry.
+#[test]
+fn irqoff_windows_last_the_irqs_off_phase() {
+    let Some(svm) = svm() else { return };
+    let c = svm.capture("irqoff");
+    let off_ns = c.report["demo"]["irqoff_ns"].as_u64().unwrap_or(0);
+    assert!(off_ns > 0, "{}", c.report["demo"]);
+    let truth: Vec<&Truth> = c
+        .truth
+        .iter()
+        .filter(|t| t.path == demo_path::IRQOFF)
+        .collect();
+    let short_truth = truth.iter().filter(|t| t.latency() < off_ns).count();
+    assert_eq!(
+        short_truth, 0,
+        "the VMM saw irqs-off samples below {off_ns} ns"
+    );
+    let a = agreement(c, demo_path::IRQOFF);
+    eprintln!("irqoff: {a:?}");
+    let vintr = c
+        .events
+        .iter()
+        .filter(|e| e.kind == Kind::KvmExit as u16 && e.slots[0] == 0x64)
+        .count();
+    assert!(
+        vintr * 10 >= truth.len() * 9,
+        "{vintr} vintr exits for {} irqs-off phases",
+        truth.len()
+    );
+    // Engine samples of this path shorter than the phase closed too early.
+    let pairs_short = a.totals.iter().filter(|&&t| t < off_ns).count();
+    assert!(
+        pairs_short * 100 <= a.totals.len() * 5,
+        "{pairs_short} of {} engine samples for irqs-off MSIs are shorter than the {} us \
+         the guest kept interrupts disabled",
+        a.totals.len(),
+        off_ns / 1000
+    );
+}
