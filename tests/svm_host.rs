@@ -509,6 +509,9 @@ struct Agreement {
     /// delay), and the window's end -> that read (medians).
     due_to_open_p50: Option<i64>,
     end_to_read_p50: Option<i64>,
+    /// Timer only: ground-truth samples whose latency is exactly period - the count that
+    /// `kvm_mmio` shows the handler read (the guest relayed it faithfully).
+    count_confirmed: usize,
     end_markers: BTreeMap<String, usize>,
     opened_by: BTreeMap<String, usize>,
 }
@@ -621,6 +624,15 @@ fn agreement(c: &Capture, path: u64) -> Agreement {
     let mut end_to_exit = Vec::new();
     let mut exit_to_vmm = Vec::new();
     let mut end_at_injection = 0;
+    let mut count_confirmed = 0;
+    if path == demo_path::TIMER {
+        for t in &truth {
+            let i = count_reads.partition_point(|&(ts, _)| ts <= t.acked);
+            if let Some(&(_, left)) = i.checked_sub(1).and_then(|i| count_reads.get(i)) {
+                count_confirmed += usize::from(t.latency() + left == TIMER_PERIOD_NS);
+            }
+        }
+    }
     for (t, w) in &pairs {
         if path == demo_path::TIMER {
             let i = count_reads.partition_point(|&(ts, _)| ts <= t.acked);
@@ -665,6 +677,7 @@ fn agreement(c: &Capture, path: u64) -> Agreement {
         end_at_injection,
         due_to_open_p50: (!due_to_open.is_empty()).then(|| signed_p50(due_to_open)),
         end_to_read_p50: (!end_to_read.is_empty()).then(|| signed_p50(end_to_read)),
+        count_confirmed,
         end_markers,
         opened_by,
     }
@@ -775,11 +788,14 @@ fn check_path(name: &'static str, path: u64) {
     if let (Some(head), Some(tail)) = (a.due_to_open_p50, a.end_to_read_p50) {
         eprintln!(
             "timer: from the count reads: due -> window open p50 {} (allowed 0..{}), \
-             window end -> count read p50 {} (allowed 0..{})",
+             window end -> count read p50 {} (allowed 0..{}); {} of {} samples match \
+             the count kvm_mmio shows",
             us(head),
             us(head_max),
             us(tail),
-            us(tail_max)
+            us(tail_max),
+            a.count_confirmed,
+            a.truth
         );
         if !(0..=head_max).contains(&head) {
             failed.push(format!(
@@ -791,6 +807,13 @@ fn check_path(name: &'static str, path: u64) {
             failed.push(format!(
                 "tail: window ends {} before the count read",
                 us(tail)
+            ));
+        }
+        // The ground truth itself: the count the VMM got is the one KVM gave the guest.
+        if a.count_confirmed * 100 < a.truth * 99 {
+            failed.push(format!(
+                "truth: only {} of {} timer samples match the kvm_mmio count read",
+                a.count_confirmed, a.truth
             ));
         }
     } else if path == demo_path::TIMER {
