@@ -13,7 +13,7 @@
 //! they fail. `KVMTRACE_SVM_CAPTURES=DIR` checks the captures `DIR/{pic,msi,timer,irqoff}.kvmtrace`
 //! instead of booting (e.g. tests/fixtures/svm).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -62,6 +62,8 @@ impl Window {
 struct Capture {
     name: &'static str,
     file: PathBuf,
+    /// KVM's LAPIC timer callback in the recording kernel (capture header).
+    apic_timer_fn: u64,
     report: Value,
     events: Vec<Event>,
     truth: Vec<Truth>,
@@ -75,32 +77,6 @@ impl Capture {
 
     fn count(&self, kind: Kind) -> usize {
         self.events.iter().filter(|e| e.kind == kind as u16).count()
-    }
-
-    /// p50 of exit -> entry for one SVM exit reason, in ns.
-    fn exit_p50(&self, reason: &str) -> Option<u64> {
-        self.vcpu()["exits"]["by_reason"]
-            .as_array()?
-            .iter()
-            .find(|r| r["reason"] == reason)?["p50_ns"]
-            .as_u64()
-    }
-
-    /// p50 of how long the guest ran, from an entry to its next exit for `code` (as in
-    /// `kvm_exit`'s `exit_reason`), in ns: a handler's run to its port write, under TCG.
-    fn guest_run_p50(&self, code: u64) -> u64 {
-        let mut last_entry = None;
-        let mut runs = Vec::new();
-        for e in &self.events {
-            if e.kind == Kind::KvmEntry as u16 {
-                last_entry = Some(e.ts_ns);
-            } else if e.kind == Kind::KvmExit as u16 {
-                if let (Some(t), true) = (last_entry.take(), e.slots[0] == code) {
-                    runs.push(e.ts_ns.saturating_sub(t));
-                }
-            }
-        }
-        p50(runs)
     }
 }
 
@@ -150,7 +126,9 @@ fn kernel_with_kvm_amd() -> bool {
 
 fn setup() -> Result<Option<Svm>, String> {
     if let Some(dir) = std::env::var_os("KVMTRACE_SVM_CAPTURES") {
-        return load(Path::new(&dir), None).map(Some);
+        // Relative to the workspace (tests run in kvmtrace/).
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
+        return load(&dir, None).map(Some);
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
@@ -252,6 +230,7 @@ fn load(dir: &Path, booted: Option<(String, String)>) -> Result<Svm, String> {
         }
         let report: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
         let mut reader = CaptureReader::open(&file).map_err(|e| e.to_string())?;
+        let apic_timer_fn = reader.header.apic_timer_fn;
         let mut events = Vec::new();
         while let Some(e) = reader.next_event().map_err(|e| e.to_string())? {
             events.push(e);
@@ -289,6 +268,7 @@ fn load(dir: &Path, booted: Option<(String, String)>) -> Result<Svm, String> {
         captures.push(Capture {
             name,
             file,
+            apic_timer_fn,
             report,
             events,
             truth,
@@ -382,9 +362,19 @@ fn svm_only_events_come_from_the_demo_vcpu_of_the_demo_vm() {
             v["pid"].as_u64().unwrap_or(0) as u32,
             v["tid"].as_u64().unwrap_or(0) as u32,
         );
+        // At least one of each per acknowledged interrupt (its injection, and the ack's
+        // exit and the entry after it).
+        let acked = c.truth.len();
+        assert!(acked >= 300, "{}: {acked} acks", c.name);
         for kind in [Kind::KvmExit, Kind::KvmEntry, Kind::KvmInjVirq] {
             let n = c.count(kind);
-            assert!(n > 1000, "{}: {} {}", c.name, n, kind.name());
+            assert!(
+                n >= acked,
+                "{}: {} {} for {acked} acks",
+                c.name,
+                n,
+                kind.name()
+            );
             for e in c.events.iter().filter(|e| e.kind == kind as u16) {
                 assert_eq!((e.tid, e.tgid), (tid, pid), "{}: {e:?}", c.name);
             }
@@ -411,7 +401,6 @@ fn svm_only_events_come_from_the_demo_vcpu_of_the_demo_vm() {
             .iter()
             .filter(|e| e.kind == Kind::KvmApicAcceptIrq as u16)
             .collect();
-        let acked = c.truth.len();
         if c.name == "pic" {
             assert!(accepted.is_empty(), "{} accepted", accepted.len());
         } else {
@@ -482,39 +471,9 @@ fn exit_reasons_carry_svm_names_and_exit_latencies() {
     }
 }
 
-/// How one path's engine samples compare with its ground truth.
-#[derive(Debug)]
-struct Agreement {
-    truth: usize,
-    matched: usize,
-    /// Engine windows in the capture no ground-truth sample claimed.
-    unclaimed: usize,
-    windows: usize,
-    truth_p50: u64,
-    engine_p50: u64,
-    /// The matched windows' latencies.
-    totals: Vec<u64>,
-    /// open - raised and acked - end, medians over matched pairs.
-    head_p50: i64,
-    tail_p50: i64,
-    /// The tail split at the ack's io exit: window end -> that `kvm_exit`, and that exit
-    /// -> the VMM's ack timestamp (medians).
-    end_to_ack_exit_p50: i64,
-    ack_exit_to_vmm_p50: i64,
-    /// Windows that end exactly at the `kvm_entry` following the `kvm_inj_virq` of the
-    /// path's vector (the entry that injects it), of those matched.
-    end_at_injection: usize,
-    /// Timer only, from the `kvm_mmio` read of the current count (its time and value):
-    /// the tick's exact due time -> the window's opening (the emulated host's hrtimer
-    /// delay), and the window's end -> that read (medians).
-    due_to_open_p50: Option<i64>,
-    end_to_read_p50: Option<i64>,
-    /// Timer only: ground-truth samples whose latency is exactly period - the count that
-    /// `kvm_mmio` shows the handler read (the guest relayed it faithfully).
-    count_confirmed: usize,
-    end_markers: BTreeMap<String, usize>,
-    opened_by: BTreeMap<String, usize>,
-}
+/// The demo's period (its default), and the LAPIC timer's current-count register.
+const TIMER_PERIOD_NS: u64 = 1_000_000;
+const TMCCT_GPA: u64 = 0xFEE0_0390;
 
 /// The vector each path's interrupt is injected with.
 fn vector(path: u64) -> u64 {
@@ -527,15 +486,16 @@ fn vector(path: u64) -> u64 {
 }
 
 /// How long before a ground-truth sample's `raised` its window may open. The demo pairs
-/// an ack with the latest raise before it, so when the PIC or the LAPIC merged two raises
-/// the window opened at the earlier one, up to a period before (README); the timer's
-/// `raised` is later than the due time by the count read -> ack delay. Irqs-off MSIs are
-/// one per phase: their windows open at their raise.
+/// an ack with the latest raise before it, so when the guest acked an interrupt after the
+/// next raise (the PIC or the LAPIC merged them, or the ack came late) the window opened
+/// at the earlier raise, a period (and the raising thread's jitter) before (README); the
+/// timer's `raised` is later than the due time by the count read -> ack delay. Irqs-off
+/// MSIs are one per phase: their windows open at their raise.
 fn slack_before(path: u64) -> u64 {
     if path == demo_path::IRQOFF {
         20_000
     } else {
-        TIMER_PERIOD_NS
+        TIMER_PERIOD_NS * 3 / 2
     }
 }
 
@@ -562,56 +522,99 @@ fn pair_up<'a>(c: &'a Capture, path: u64, used: &mut [bool]) -> Vec<(Truth, &'a 
     pairs
 }
 
+/// Times of the capture's events of one kind that pass `keep`, in order.
+fn times(c: &Capture, kind: Kind, keep: impl Fn(&Event) -> bool) -> Vec<u64> {
+    c.events
+        .iter()
+        .filter(|e| e.kind == kind as u16 && keep(e))
+        .map(|e| e.ts_ns)
+        .collect()
+}
+
+/// The last time in `v` at or before `t`, and the first at or after it.
+fn last_until(v: &[u64], t: u64) -> Option<u64> {
+    v[..v.partition_point(|&x| x <= t)].last().copied()
+}
+fn first_from(v: &[u64], t: u64) -> Option<u64> {
+    v.get(v.partition_point(|&x| x < t)).copied()
+}
+
+fn signed_p50(mut v: Vec<i64>) -> i64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+/// One ground-truth sample taken apart with the capture's raw events. The VMM's interval
+/// is `head` + the window the model defines + `tail`:
+/// - the window: from the raise's tracepoint (`kvm_set_irq` level 1 on GSI 0,
+///   `kvm_msi_set_irq` of the vector, or `hrtimer_expire_entry` of KVM's `apic_timer_fn`)
+///   to the `kvm_entry` that follows the last `kvm_inj_virq` of the vector before the ack's
+///   exit (the entry that injects it);
+/// - head: the VMM's raise timestamp (for the timer: the due time, from the count read's
+///   `kvm_mmio` time and value) to that tracepoint;
+/// - tail: that entry to the VMM's ack timestamp (for the timer: to the count read).
+#[derive(Debug, Clone, Copy)]
+struct Anatomy {
+    head: i64,
+    window: i64,
+    tail: i64,
+    injecting_entry: u64,
+}
+
+/// How one path's engine samples compare with its ground truth.
+#[derive(Debug)]
+struct Agreement {
+    truth: usize,
+    matched: usize,
+    /// Engine windows in the capture no ground-truth sample (of any path) claimed.
+    unclaimed: usize,
+    windows: usize,
+    truth_p50: u64,
+    engine_p50: u64,
+    /// The matched windows' latencies.
+    totals: Vec<u64>,
+    /// Medians over the truth samples taken apart (`Anatomy`), and how many could be.
+    head_p50: i64,
+    window_p50: i64,
+    tail_p50: i64,
+    taken_apart: usize,
+    /// Matched windows that end exactly at the injecting entry.
+    end_at_injection: usize,
+    /// Timer only: samples whose latency is exactly period - the count that `kvm_mmio`
+    /// shows the handler read (the guest relayed it faithfully).
+    count_confirmed: usize,
+    end_markers: BTreeMap<String, usize>,
+    opened_by: BTreeMap<String, usize>,
+}
+
 /// How `path`'s ground truth and the engine's windows in capture `c` agree.
 fn agreement(c: &Capture, path: u64) -> Agreement {
     let truth: Vec<&Truth> = c.truth.iter().filter(|t| t.path == path).collect();
     let mut used = vec![false; c.windows.len()];
     let pairs = pair_up(c, path, &mut used);
     // Windows the other paths' ground truth claims do not count against this one.
-    let others: BTreeMap<u64, ()> = c
+    let others: BTreeSet<u64> = c
         .truth
         .iter()
         .filter(|t| t.path != path)
-        .map(|t| (t.path, ()))
+        .map(|t| t.path)
         .collect();
     let mut all_used = used.clone();
-    for other in others.keys() {
-        pair_up(c, *other, &mut all_used);
+    for other in others {
+        pair_up(c, other, &mut all_used);
     }
-    let totals = pairs.iter().map(|(_, w)| w.total).collect();
-    let mut end_markers = BTreeMap::new();
-    let mut opened_by = BTreeMap::new();
-    for (_, w) in &pairs {
-        *end_markers.entry(w.end_marker.clone()).or_default() += 1;
-        *opened_by.entry(w.opened_by.clone()).or_default() += 1;
-    }
-    let signed_p50 = |mut v: Vec<i64>| {
-        v.sort_unstable();
-        v.get(v.len() / 2).copied().unwrap_or(0)
+
+    let v = vector(path);
+    let exits = times(c, Kind::KvmExit, |_| true);
+    let entries = times(c, Kind::KvmEntry, |_| true);
+    let injections = times(c, Kind::KvmInjVirq, |e| e.slots[0] == v);
+    let raises = match path {
+        demo_path::PIC => times(c, Kind::KvmSetIrq, |e| e.slots[0] == 0 && e.slots[1] == 1),
+        demo_path::TIMER => times(c, Kind::HrtimerExpireEntry, |e| {
+            c.apic_timer_fn != 0 && e.slots[1] == c.apic_timer_fn
+        }),
+        _ => times(c, Kind::KvmMsiSetIrq, |e| e.slots[1] & 0xff == v),
     };
-    // From the raw events: the ack's io exit (the last kvm_exit before the VMM's ack
-    // timestamp) and the entry that injected the path's vector (the first kvm_entry after
-    // the last kvm_inj_virq of that vector before the ack exit).
-    let exits: Vec<u64> = c
-        .events
-        .iter()
-        .filter(|e| e.kind == Kind::KvmExit as u16)
-        .map(|e| e.ts_ns)
-        .collect();
-    let entries: Vec<u64> = c
-        .events
-        .iter()
-        .filter(|e| e.kind == Kind::KvmEntry as u16)
-        .map(|e| e.ts_ns)
-        .collect();
-    let injections: Vec<u64> = c
-        .events
-        .iter()
-        .filter(|e| e.kind == Kind::KvmInjVirq as u16 && e.slots[0] == vector(path))
-        .map(|e| e.ts_ns)
-        .collect();
-    let before = |v: &[u64], t: u64| v[..v.partition_point(|&x| x <= t)].last().copied();
-    let after = |v: &[u64], t: u64| v.get(v.partition_point(|&x| x < t)).copied();
     // kvm_mmio reads (type 1) of the LAPIC timer's current count: (time, value).
     let count_reads: Vec<(u64, u64)> = c
         .events
@@ -619,38 +622,52 @@ fn agreement(c: &Capture, path: u64) -> Agreement {
         .filter(|e| e.kind == Kind::KvmMmio as u16 && e.slots[0] == 1 && e.slots[2] == TMCCT_GPA)
         .map(|e| (e.ts_ns, e.slots[3]))
         .collect();
-    let mut due_to_open = Vec::new();
-    let mut end_to_read = Vec::new();
-    let mut end_to_exit = Vec::new();
-    let mut exit_to_vmm = Vec::new();
-    let mut end_at_injection = 0;
     let mut count_confirmed = 0;
-    if path == demo_path::TIMER {
-        for t in &truth {
+    let mut anatomy = Vec::new();
+    for t in &truth {
+        // Where the VMM's interval starts and ends on the kernel's clock.
+        let (start, end) = if path == demo_path::TIMER {
             let i = count_reads.partition_point(|&(ts, _)| ts <= t.acked);
-            if let Some(&(_, left)) = i.checked_sub(1).and_then(|i| count_reads.get(i)) {
-                count_confirmed += usize::from(t.latency() + left == TIMER_PERIOD_NS);
-            }
-        }
-    }
-    for (t, w) in &pairs {
-        if path == demo_path::TIMER {
-            let i = count_reads.partition_point(|&(ts, _)| ts <= t.acked);
-            if let Some(&(read, left)) = i.checked_sub(1).and_then(|i| count_reads.get(i)) {
-                let due = read as i64 - (TIMER_PERIOD_NS as i64 - left as i64);
-                due_to_open.push(w.open as i64 - due);
-                end_to_read.push(read as i64 - w.end() as i64);
-            }
-        }
-        let Some(ack_exit) = before(&exits, t.acked) else {
+            let Some(&(read, left)) = i.checked_sub(1).and_then(|i| count_reads.get(i)) else {
+                continue;
+            };
+            count_confirmed += usize::from(t.latency() + left == TIMER_PERIOD_NS);
+            (
+                read.saturating_sub(TIMER_PERIOD_NS - left.min(TIMER_PERIOD_NS)),
+                read,
+            )
+        } else {
+            (t.raised, t.acked)
+        };
+        let Some(raise_tp) = first_from(&raises, start.saturating_sub(5_000)) else {
             continue;
         };
-        end_to_exit.push(ack_exit as i64 - w.end() as i64);
-        exit_to_vmm.push(t.acked as i64 - ack_exit as i64);
-        let injecting = before(&injections, ack_exit)
-            .filter(|&i| i >= w.open)
-            .and_then(|i| after(&entries, i));
-        end_at_injection += usize::from(injecting == Some(w.end()));
+        let Some(injecting) = last_until(&exits, t.acked)
+            .and_then(|ack_exit| last_until(&injections, ack_exit))
+            .filter(|&i| i >= raise_tp)
+            .and_then(|i| first_from(&entries, i))
+        else {
+            continue;
+        };
+        anatomy.push(Anatomy {
+            head: raise_tp as i64 - start as i64,
+            window: injecting as i64 - raise_tp as i64,
+            tail: end as i64 - injecting as i64,
+            injecting_entry: injecting,
+        });
+    }
+    let injecting: BTreeSet<u64> = anatomy.iter().map(|a| a.injecting_entry).collect();
+    let mut end_at_injection = 0;
+    let mut end_markers = BTreeMap::new();
+    let mut opened_by = BTreeMap::new();
+    for (t, w) in &pairs {
+        if injecting.contains(&w.end()) {
+            end_at_injection += 1;
+        } else if debug_examples(c, t, w) {
+            eprintln!("  (not an injecting entry)");
+        }
+        *end_markers.entry(w.end_marker.clone()).or_default() += 1;
+        *opened_by.entry(w.opened_by.clone()).or_default() += 1;
     }
     Agreement {
         truth: truth.len(),
@@ -658,62 +675,73 @@ fn agreement(c: &Capture, path: u64) -> Agreement {
         unclaimed: all_used.iter().filter(|u| !**u).count(),
         windows: c.windows.len(),
         truth_p50: p50(truth.iter().map(|t| t.latency()).collect()),
-        totals,
         engine_p50: p50(pairs.iter().map(|(_, w)| w.total).collect()),
-        head_p50: signed_p50(
-            pairs
-                .iter()
-                .map(|(t, w)| w.open as i64 - t.raised as i64)
-                .collect(),
-        ),
-        tail_p50: signed_p50(
-            pairs
-                .iter()
-                .map(|(t, w)| t.acked as i64 - w.end() as i64)
-                .collect(),
-        ),
-        end_to_ack_exit_p50: signed_p50(end_to_exit),
-        ack_exit_to_vmm_p50: signed_p50(exit_to_vmm),
+        totals: pairs.iter().map(|(_, w)| w.total).collect(),
+        head_p50: signed_p50(anatomy.iter().map(|a| a.head).collect()),
+        window_p50: signed_p50(anatomy.iter().map(|a| a.window).collect()),
+        tail_p50: signed_p50(anatomy.iter().map(|a| a.tail).collect()),
+        taken_apart: anatomy.len(),
         end_at_injection,
-        due_to_open_p50: (!due_to_open.is_empty()).then(|| signed_p50(due_to_open)),
-        end_to_read_p50: (!end_to_read.is_empty()).then(|| signed_p50(end_to_read)),
         count_confirmed,
         end_markers,
         opened_by,
     }
 }
 
-/// The demo's period (its default), and the LAPIC timer's current-count register.
-const TIMER_PERIOD_NS: u64 = 1_000_000;
-const TMCCT_GPA: u64 = 0xFEE0_0390;
+/// With `KVMTRACE_SVM_DEBUG=N`, prints the raw events of the first N windows that do not
+/// end where the check expects; returns whether it printed.
+fn debug_examples(c: &Capture, t: &Truth, w: &Window) -> bool {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static SHOWN: AtomicUsize = AtomicUsize::new(0);
+    let limit: usize = std::env::var("KVMTRACE_SVM_DEBUG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if SHOWN.fetch_add(1, Ordering::Relaxed) >= limit {
+        return false;
+    }
+    eprintln!(
+        "{}: truth raised {} acked {}; window {}..{} opened by {} closed at {}",
+        c.name,
+        t.raised,
+        t.acked,
+        w.open,
+        w.end(),
+        w.opened_by,
+        w.end_marker
+    );
+    let from = t.raised.min(w.open).saturating_sub(5_000);
+    for e in c
+        .events
+        .iter()
+        .filter(|e| e.ts_ns >= from && e.ts_ns <= t.acked + 1_000)
+    {
+        let name = Kind::try_from(e.kind).map_or("?", |k| k.name());
+        eprintln!(
+            "  {:>10} {:>6} {:<22} {:x?}",
+            e.ts_ns as i64 - t.raised as i64,
+            e.tid,
+            name,
+            &e.slots[..4]
+        );
+    }
+    true
+}
 
-/// The SVM exit code of the io exits that end a handler's run.
-const SVM_EXIT_IO: u64 = 0x07b;
-
-/// The checks of docs/attribution.md ("on the SVM host") for one path, all reported
-/// before any fails.
+/// The checks of docs/attribution.md ("Checked against ground truth on the SVM host") for
+/// one path, all reported before any fails.
 fn check_path(name: &'static str, path: u64) {
     let Some(svm) = svm() else { return };
     let c = svm.capture(name);
     let a = agreement(c, path);
-    let diff = a.truth_p50 as i64 - a.engine_p50 as i64;
-    // Tolerances (docs/attribution.md), measured in the same capture so that they follow
-    // the emulator's speed. The truth's interval contains the engine's window. After the
-    // window ends (the entry that injects) the guest takes the interrupt and runs its
-    // handler: a run that starts with the event's delivery, at most two plain runs to an
-    // io exit (`delivery_run`); then its ack, an io exit, reaches the VMM (at most one io
-    // exit -> entry). The timer's truth ends earlier, when KVM emulates the handler's read
-    // of its count: the delivery run plus one npf exit -> entry. Before the window opens:
-    // the raise ioctl's entry (50 us under TCG); for the timer, the emulated host's
-    // hrtimer expiry delay (about 90 us here: 300 us).
-    let delivery_run = 2 * c.guest_run_p50(SVM_EXIT_IO) as i64;
-    let io_exit = c.exit_p50("io").unwrap_or(0) as i64;
-    let npf_exit = c.exit_p50("npf").unwrap_or(0) as i64;
-    let tail_max = if path == demo_path::TIMER {
-        delivery_run + npf_exit
-    } else {
-        delivery_run + io_exit
-    };
+    // What the engine's median should be: the VMM's, less the head and the tail measured
+    // per sample from the raw events (docs/attribution.md). What may remain: sample sets
+    // that differ at the edges and merged raises (a few percent), the engine's 1 %
+    // histogram buckets: 10 % of the median, at least 20 us.
+    let expected_p50 = a.window_p50;
+    let tolerance = (expected_p50 / 10).max(20_000);
+    // The head is short: the raise ioctl's entry under TCG (50 us), or for the timer the
+    // emulated host's hrtimer expiry delay (about 90 us here: 300 us).
     let head_max: i64 = if path == demo_path::TIMER {
         300_000
     } else {
@@ -722,33 +750,64 @@ fn check_path(name: &'static str, path: u64) {
     let truth_all = c.truth.len() as u64;
     let engine_all = c.vcpu()["irq_to_guest"]["count"].as_u64().unwrap_or(0);
     let summary = format!(
-        "{name}: engine {engine_all} samples for {truth_all} acks in the capture | \
-         truth {} samples p50 {} | engine matched {} of them (of {} windows, {} unclaimed) \
-         p50 {} | truth - engine p50 {} (allowed 0..{}) | head p50 {} (allowed ..{}) | \
-         tail p50 {} (allowed 0..{}) = end -> ack exit {} + ack exit -> VMM {} | \
-         {} end at the injecting entry | end markers {:?} | opened by {:?}",
+        "{name}: engine {engine_all} samples for {truth_all} acks in the capture | truth {} \
+         p50 {} = head {} + window {} + tail {} (p50s over {} taken apart) | engine matched {} \
+         (of {} windows, {} unclaimed) p50 {} (expected {} +- {}) | {} end at the injecting \
+         entry | end markers {:?} | opened by {:?}{}",
         a.truth,
         us(a.truth_p50 as i64),
+        us(a.head_p50),
+        us(a.window_p50),
+        us(a.tail_p50),
+        a.taken_apart,
         a.matched,
         a.windows,
         a.unclaimed,
         us(a.engine_p50 as i64),
-        us(diff),
-        us(head_max + tail_max),
-        us(a.head_p50),
-        us(head_max),
-        us(a.tail_p50),
-        us(tail_max),
-        us(a.end_to_ack_exit_p50),
-        us(a.ack_exit_to_vmm_p50),
+        us(expected_p50),
+        us(tolerance),
         a.end_at_injection,
         a.end_markers,
-        a.opened_by
+        a.opened_by,
+        if path == demo_path::TIMER {
+            format!(
+                " | {} of {} timer samples match the count kvm_mmio shows",
+                a.count_confirmed, a.truth
+            )
+        } else {
+            String::new()
+        }
     );
     eprintln!("{summary}");
     let mut failed = Vec::new();
-    if a.truth < 500 {
+    // Enough samples for medians (a 3 s run gives 1500-3000; fewer when the machine
+    // running QEMU is busy), and most of them taken apart: not those acked after the next
+    // raise, which the VMM pairs with the later raise while the guest took the earlier
+    // one's interrupt (a few percent; more when the machine is busy).
+    if a.truth < 300 {
         failed.push(format!("only {} ground-truth samples", a.truth));
+    }
+    if a.taken_apart * 100 < a.truth * 80 {
+        failed.push(format!(
+            "truth: only {} of {} samples found in the raw events",
+            a.taken_apart, a.truth
+        ));
+    }
+    // The ground truth is what it claims: the raise's tracepoint follows the VMM's raise
+    // timestamp (or the due time) closely, the ack follows the injection.
+    if !(-5_000..=head_max).contains(&a.head_p50) || a.tail_p50 < 0 {
+        failed.push(format!(
+            "truth: head {} (allowed -5 us..{}), tail {}",
+            us(a.head_p50),
+            us(head_max),
+            us(a.tail_p50)
+        ));
+    }
+    if path == demo_path::TIMER && a.count_confirmed * 100 < a.truth * 99 {
+        failed.push(format!(
+            "truth: only {} of {} timer samples match the kvm_mmio count read",
+            a.count_confirmed, a.truth
+        ));
     }
     // Count: one engine sample per acknowledged interrupt (5 % slack for the run's edges
     // and for interrupts merged while one was pending, which the two sides may split
@@ -770,67 +829,23 @@ fn check_path(name: &'static str, path: u64) {
             "count: the engine has {engine_all} samples for {truth_all} acks"
         ));
     }
-    // The window closes at the entry that injects the interrupt (docs/attribution.md);
-    // 5 % slack for reinjections and the run's edges.
+    // Median.
+    let diff = a.engine_p50 as i64 - expected_p50;
+    if diff.abs() > tolerance {
+        failed.push(format!(
+            "median: engine {} vs {} (VMM {} less head and tail)",
+            us(a.engine_p50 as i64),
+            us(expected_p50),
+            us(a.truth_p50 as i64)
+        ));
+    }
+    // Each window closes at the entry that injects (docs/attribution.md); 5 % slack for
+    // reinjections and the run's edges.
     if a.end_at_injection * 100 < a.matched * 95 {
         failed.push(format!(
             "end: {} of {} windows end at the injecting entry",
             a.end_at_injection, a.matched
         ));
-    }
-    // Median: the engine's window is the truth's interval minus its two ends.
-    if !(0..=head_max + tail_max).contains(&diff) {
-        failed.push(format!("median: truth - engine = {}", us(diff)));
-    }
-    // The two ends apart. The timer's `raised` is shifted by the count read -> ack delay,
-    // so its ends come from the count read's own event instead: the due time is the
-    // read's time minus (period - count), and its latency ends at the read.
-    if let (Some(head), Some(tail)) = (a.due_to_open_p50, a.end_to_read_p50) {
-        eprintln!(
-            "timer: from the count reads: due -> window open p50 {} (allowed 0..{}), \
-             window end -> count read p50 {} (allowed 0..{}); {} of {} samples match \
-             the count kvm_mmio shows",
-            us(head),
-            us(head_max),
-            us(tail),
-            us(tail_max),
-            a.count_confirmed,
-            a.truth
-        );
-        if !(0..=head_max).contains(&head) {
-            failed.push(format!(
-                "head: window opens {} after the tick was due",
-                us(head)
-            ));
-        }
-        if !(0..=tail_max).contains(&tail) {
-            failed.push(format!(
-                "tail: window ends {} before the count read",
-                us(tail)
-            ));
-        }
-        // The ground truth itself: the count the VMM got is the one KVM gave the guest.
-        if a.count_confirmed * 100 < a.truth * 99 {
-            failed.push(format!(
-                "truth: only {} of {} timer samples match the kvm_mmio count read",
-                a.count_confirmed, a.truth
-            ));
-        }
-    } else if path == demo_path::TIMER {
-        failed.push("no kvm_mmio reads of the timer's count".into());
-    } else {
-        if a.head_p50 < -20_000 || a.head_p50 > head_max {
-            failed.push(format!(
-                "head: window opens {} after the raise",
-                us(a.head_p50)
-            ));
-        }
-        if !(0..=tail_max).contains(&a.tail_p50) {
-            failed.push(format!(
-                "tail: window ends {} before the ack",
-                us(a.tail_p50)
-            ));
-        }
     }
     assert!(failed.is_empty(), "{}\n{summary}", failed.join("; "));
 }

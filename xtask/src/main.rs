@@ -85,7 +85,7 @@ enum Task {
         /// Also write the raw ftrace text (tracefs `trace`) of the same run here.
         #[arg(long, value_name = "FILE")]
         ftrace: Option<PathBuf>,
-        /// Keep the first N lines of the ftrace text.
+        /// Keep N lines of the ftrace text, from the middle of the run.
         #[arg(long, default_value_t = 4000, value_name = "N")]
         ftrace_lines: u32,
         /// Overwrite OUTPUT (and the ftrace file) if they exist.
@@ -331,10 +331,14 @@ fn svm_demo(root: &Path, a: SvmDemo) -> anyhow::Result<()> {
             .map(|e| format!("echo 1 > $T/events/{e}/enable"))
             .collect::<Vec<_>>()
             .join("; ");
+        // The excerpt: ftrace's header, then N lines from the middle of the run (its
+        // start is the host before the demo runs).
         format!(
             "set -e; T=/sys/kernel/tracing; echo 0 > $T/tracing_on; echo > $T/trace; \
              echo 4096 > $T/buffer_size_kb; {enable}; echo 1 > $T/tracing_on; {record}; \
-             echo 0 > $T/tracing_on; head -n {} $T/trace > {FTRACE}",
+             echo 0 > $T/tracing_on; total=$(wc -l < $T/trace); \
+             {{ grep '^#' $T/trace; tail -n +$((total / 2)) $T/trace | grep -v '^#' | head -n {}; }} \
+             > {FTRACE}",
             a.ftrace_lines
         )
     } else {
