@@ -1447,9 +1447,9 @@ impl GuestPlan {
 fn tsc_hz() -> u64 {
     fn read() -> (u64, u64) {
         let ns = monotonic_ns();
-        // SAFETY: RDTSC has no preconditions on x86_64 (CR4.TSD is clear for
-        // user space on Linux unless a seccomp-like prctl set it, which would
-        // fault loudly, not corrupt anything).
+        // SAFETY: RDTSC reads a register and touches no memory. It exists on every
+        // x86_64 CPU; if the process disabled it (prctl PR_SET_TSC) it faults
+        // (SIGSEGV), which is loud, not unsound.
         let tsc = unsafe { std::arch::x86_64::_rdtsc() };
         (ns, tsc)
     }
