@@ -665,6 +665,8 @@ kinds! {
         seq: u64 @ 0 = "seq",
         raised_ns: u64 @ 1 = "raised_ns",
         acked_ns: u64 @ 2 = "acked_ns",
+        path: u64 @ 3 = "path",
+        irqoff_ns: u64 @ 4 = "irqoff_ns",
     }
     /// Made by userspace after each ring-buffer read: the cumulative drop counters.
     Drops = 66, "kvmtrace", "drops" {
@@ -801,6 +803,31 @@ impl ev::DemoAck {
     /// Raise to acknowledgement, as the demo VMM measured it.
     pub fn latency_ns(&self) -> u64 {
         self.acked_ns.saturating_sub(self.raised_ns)
+    }
+}
+
+/// `DemoAck.path`: which of the demo guest's interrupt paths was acknowledged (captures
+/// written before paths existed hold 0 there: the PIC, then the only one).
+pub mod demo_path {
+    /// A device interrupt through the in-kernel PIC (`KVM_IRQ_LINE`).
+    pub const PIC: u64 = 0;
+    /// An MSI into the guest's LAPIC (`KVM_SIGNAL_MSI`).
+    pub const MSI: u64 = 1;
+    /// The guest's own periodic LAPIC timer.
+    pub const TIMER: u64 = 2;
+    /// An MSI raised while the guest runs with interrupts disabled (`DemoAck.irqoff_ns`:
+    /// for how long).
+    pub const IRQOFF: u64 = 3;
+    /// Names by value.
+    pub const NAMES: [&str; 4] = ["pic", "msi", "timer", "irqoff"];
+
+    /// The path's name, or `unknown` for a value from a newer kvmtrace.
+    pub fn name(path: u64) -> &'static str {
+        usize::try_from(path)
+            .ok()
+            .and_then(|i| NAMES.get(i))
+            .copied()
+            .unwrap_or("unknown")
     }
 }
 

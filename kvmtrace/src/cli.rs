@@ -43,6 +43,14 @@ pub struct TargetArgs {
     /// Pin the demo's vCPU thread to this host CPU.
     #[arg(long, value_name = "CPU", requires = "demo")]
     pub demo_cpu: Option<usize>,
+    /// The demo's interrupt paths, comma-separated: pic (KVM_IRQ_LINE through the PIC), msi
+    /// (KVM_SIGNAL_MSI into the LAPIC), timer (the guest's LAPIC timer), irqoff (an MSI while
+    /// the guest has interrupts disabled), or all.
+    #[arg(long, default_value = "pic", value_name = "PATHS", requires = "demo")]
+    pub demo_path: crate::source::demo::DemoPaths,
+    /// How long each irqs-off phase of the demo guest lasts, in microseconds.
+    #[arg(long, default_value_t = 200, value_name = "US", requires = "demo")]
+    pub demo_irqoff_us: u64,
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, default_value_t = 8, value_name = "MIB")]
     pub ring_mib: u32,

@@ -44,6 +44,8 @@ fn session_options(t: &TargetArgs) -> anyhow::Result<SessionOptions> {
             irq_period: Duration::from_micros(t.demo_period_us),
             slow_io: Duration::from_micros(t.demo_slow_io_us),
             vcpu_cpu: t.demo_cpu,
+            paths: t.demo_path,
+            irqoff: Duration::from_micros(t.demo_irqoff_us),
             ..DemoConfig::default()
         }),
         ring_bytes: Some(t.ring_mib << 20),
@@ -122,6 +124,28 @@ fn run_record(args: RecordArgs) -> anyhow::Result<()> {
             "kvmtrace: demo guest: {} interrupts raised, {} acknowledged, {} port I/O exits",
             d.raised, d.acked, d.work_exits
         );
+        for p in kvmtrace::source::demo::DemoPath::ALL {
+            let c = d.path(p);
+            if c.raised + c.acked > 0 {
+                eprintln!(
+                    "kvmtrace:   {:<7} {} {}, {} acknowledged",
+                    p.name(),
+                    c.raised,
+                    if p == kvmtrace::source::demo::DemoPath::Timer {
+                        "periods"
+                    } else {
+                        "raised"
+                    },
+                    c.acked
+                );
+            }
+        }
+        if d.msi_blocked > 0 {
+            eprintln!(
+                "kvmtrace:   {} MSIs refused by the guest's LAPIC",
+                d.msi_blocked
+            );
+        }
     }
     eprintln!("kvmtrace: see `kvmtrace report {}`", opts.output.display());
     Ok(())

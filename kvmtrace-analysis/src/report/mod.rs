@@ -105,6 +105,11 @@ pub struct DemoReport {
     /// Interrupt raised (KVM_IRQ_LINE) -> the guest's handler acknowledged it (port write
     /// seen by the demo VMM): the ground truth the tracer is checked against.
     pub irq_ack_latency_ns: LatencySummary,
+    /// The same by interrupt path (`pic`, `msi`, `timer`, `irqoff`), for the paths that ran.
+    pub by_path: BTreeMap<String, LatencySummary>,
+    /// How long the guest kept interrupts disabled after each `irqoff` raise (0: no such
+    /// phase).
+    pub irqoff_ns: u64,
 }
 
 impl Report {
@@ -146,8 +151,17 @@ impl Report {
             .collect();
         vcpus.sort_by_key(|v| (v.pid, v.vcpu.unwrap_or(u32::MAX), v.tid));
         let truth = engine.demo_truth();
+        let (paths, irqoff_ns) = engine.demo_truth_by_path();
         let demo = (header.demo || !truth.is_empty()).then(|| DemoReport {
             irq_ack_latency_ns: LatencySummary::from_histogram(truth),
+            by_path: paths
+                .iter()
+                .map(|(p, h)| {
+                    let name = kvmtrace_common::demo_path::name(*p).to_string();
+                    (name, LatencySummary::from_histogram(h))
+                })
+                .collect(),
+            irqoff_ns,
         });
         Report {
             schema: SCHEMA,
@@ -363,6 +377,7 @@ mod tests {
                     seq: 1,
                     raised_ns: 1000,
                     acked_ns: 36_000,
+                    ..Default::default()
                 },
             ),
             at(
@@ -372,6 +387,7 @@ mod tests {
                     seq: 2,
                     raised_ns: 2000,
                     acked_ns: 12_000,
+                    ..Default::default()
                 },
             ),
             at(
@@ -422,5 +438,72 @@ mod tests {
         assert!(text.contains("vCPU 0  pid 100 () tid 101"), "{text}");
         assert!(text.contains("<-- DROPS"));
         assert!(!r.capture.complete);
+        // Records from before paths existed read as the PIC's; one path: no per-path lines.
+        let demo = r.demo.clone().unwrap();
+        assert_eq!(demo.by_path.keys().collect::<Vec<_>>(), ["pic"]);
+        assert!(!text.contains("  pic "), "{text}");
+    }
+
+    #[test]
+    fn demo_ground_truth_by_path() {
+        use kvmtrace_common::demo_path;
+        let ack = |seq, raised, acked, path, irqoff| {
+            at(
+                acked,
+                101,
+                ev::DemoAck {
+                    seq,
+                    raised_ns: raised,
+                    acked_ns: acked,
+                    path,
+                    irqoff_ns: irqoff,
+                },
+            )
+        };
+        let stream = [
+            ack(1, 1_000, 31_000, demo_path::PIC, 0),
+            ack(1, 2_000, 12_000, demo_path::MSI, 0),
+            ack(2, 3_000, 15_000, demo_path::MSI, 0),
+            ack(1, 4_000, 54_000, demo_path::TIMER, 0),
+            ack(1, 5_000, 260_000, demo_path::IRQOFF, 200_000),
+            ack(1, 6_000, 7_000, 9, 0),
+        ];
+        let mut engine = Engine::new(EngineConfig::default());
+        for e in &stream {
+            engine.push(e);
+        }
+        engine.flush();
+        let r = Report::build("x", &CaptureHeader::default(), None, None, &engine);
+        let d = r.demo.clone().unwrap();
+        assert_eq!(d.irq_ack_latency_ns.count, 6);
+        let counts: Vec<(&str, u64)> = d
+            .by_path
+            .iter()
+            .map(|(p, l)| (p.as_str(), l.count))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                ("irqoff", 1),
+                ("msi", 2),
+                ("pic", 1),
+                ("timer", 1),
+                ("unknown", 1)
+            ]
+        );
+        assert!(d.by_path["irqoff"].p50 >= 254_000 && d.by_path["irqoff"].p50 <= 256_000);
+        assert_eq!(d.irqoff_ns, 200_000);
+        let text = r.to_text();
+        for want in [
+            "  msi     count 2",
+            "  timer   count 1",
+            "(from when the tick was due)",
+            "(interrupts disabled 200.0 us after each raise)",
+        ] {
+            assert!(text.contains(want), "{want:?} missing:\n{text}");
+        }
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["demo"]["by_path"]["timer"]["count"], 1);
+        assert_eq!(json["demo"]["irqoff_ns"], 200_000);
     }
 }

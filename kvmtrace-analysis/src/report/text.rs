@@ -70,12 +70,15 @@ impl Report {
         if self.import.is_none() {
             let _ = writeln!(
                 s,
-                "host: {} | kernel {} | KVM {} | {} CPUs | {}",
+                "host: {} | kernel {} | KVM {} | {} CPUs | {}{}",
                 h.hostname,
                 h.kernel,
                 h.kvm_backend.as_deref().unwrap_or("not loaded"),
                 h.ncpus,
-                h.cpu_model
+                h.cpu_model,
+                h.virt
+                    .summary()
+                    .map_or(String::new(), |v| format!(" | {v}"))
             );
             let _ = writeln!(
                 s,
@@ -211,6 +214,28 @@ impl Report {
                 us(l.p99),
                 us(l.max)
             );
+            // By path, once there is more than the PIC (older captures have only it).
+            if d.by_path.keys().any(|p| p != "pic") {
+                for (path, l) in &d.by_path {
+                    let note = match path.as_str() {
+                        "timer" => " (from when the tick was due)".to_string(),
+                        "irqoff" => format!(
+                            " (interrupts disabled {} us after each raise)",
+                            us(d.irqoff_ns)
+                        ),
+                        _ => String::new(),
+                    };
+                    let _ = writeln!(
+                        s,
+                        "  {path:<7} count {}  min {} us  p50 {} us  p99 {} us  max {} us{note}",
+                        l.count,
+                        us(l.min),
+                        us(l.p50),
+                        us(l.p99),
+                        us(l.max)
+                    );
+                }
+            }
         }
     }
 }

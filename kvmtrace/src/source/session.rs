@@ -309,6 +309,8 @@ fn demo_ack(s: &DemoSample, vcpu_tid: u32, pid: u32) -> Event {
         seq: s.seq,
         raised_ns: s.raised_ns,
         acked_ns: s.acked_ns,
+        path: s.path.code(),
+        irqoff_ns: s.irqoff_ns,
     };
     Event::new(at, &ack)
 }
