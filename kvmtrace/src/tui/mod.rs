@@ -7,7 +7,9 @@
 
 pub mod app;
 pub mod model;
-pub mod ui;
+pub mod theme;
+pub mod view;
+pub mod widgets;
 
 #[cfg(test)]
 mod snapshots;
@@ -267,7 +269,7 @@ pub async fn run_live(opts: &TopOptions) -> anyhow::Result<()> {
     let mut dirty = true;
     while !app.quit {
         if dirty {
-            terminal.draw(|f| ui::render(&app, f))?;
+            terminal.draw(|f| view::render(&app, f))?;
             dirty = false;
         }
         tokio::select! {
@@ -435,7 +437,7 @@ pub async fn run_replay(path: &Path, interval: Duration) -> anyhow::Result<()> {
     let mut dirty = true;
     while !app.quit {
         if dirty {
-            terminal.draw(|f| ui::render(&app, f))?;
+            terminal.draw(|f| view::render(&app, f))?;
             dirty = false;
         }
         let steps = tokio::select! {

@@ -9,7 +9,7 @@ use ratatui::Terminal;
 
 use super::app::App;
 use super::model::{Header, Row, TopModel};
-use super::ui;
+use super::view;
 use kvmtrace_analysis::report::latency::{
     CauseNs, ExitReason, Exits, IrqToGuest, TimelineEvent, VcpuLatency, WorstSample,
 };
@@ -180,7 +180,7 @@ fn model() -> TopModel {
 
 fn draw(app: &App, w: u16, h: u16) -> String {
     let mut t = Terminal::new(TestBackend::new(w, h)).expect("test terminal");
-    t.draw(|f| ui::render(app, f)).expect("draw");
+    t.draw(|f| view::render(app, f)).expect("draw");
     format!("{}", t.backend())
 }
 
