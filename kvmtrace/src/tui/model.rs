@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use kvmtrace_analysis::engine::Engine;
-use kvmtrace_analysis::report::latency::{vcpu_latency, worst_samples, VcpuLatency, WorstSample};
+use kvmtrace_analysis::report::latency::{
+    vcpu_latency, worst_samples, IrqToGuest, VcpuLatency, WorstSample,
+};
 
 /// Facts for the header line.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -25,7 +27,8 @@ pub struct Header {
     pub source: String,
 }
 
-/// One vCPU's row, and what its detail view shows.
+/// One vCPU's row, and what its detail view shows. The numbers are the report's
+/// [`VcpuLatency`]; the accessors below read them for the table.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Row {
     pub vm_pid: u32,
@@ -34,21 +37,49 @@ pub struct Row {
     pub vcpu: Option<u32>,
     pub tid: u32,
     pub cpu: Option<u32>,
+    /// Exits per second over the model's span (the one figure not in `latency`).
     pub exits_per_s: f64,
-    pub exit_p99_ns: u64,
-    pub exit_max_ns: u64,
-    pub irq_count: u64,
-    pub irq_p50_ns: u64,
-    pub irq_p99_ns: u64,
-    pub irq_max_ns: u64,
-    pub out_of_guest_pct: f64,
-    /// The largest cause of interrupt-to-guest latency and its share (%).
-    pub top_cause: Option<(String, f64)>,
     /// Interrupt-to-guest histogram: (upper bound ns, count) per power-of-two bucket.
     pub irq_buckets: Vec<(u64, u64)>,
+    /// The report's model of this vCPU: the table's numbers are read from it, not copied.
     pub latency: VcpuLatency,
     /// This vCPU's worst samples, largest first.
     pub worst: Vec<WorstSample>,
+}
+
+impl Row {
+    /// Interrupt-to-guest latency: count, percentiles, causes.
+    pub fn irq(&self) -> &IrqToGuest {
+        &self.latency.irq_to_guest
+    }
+
+    /// The largest p99 exit-handling latency over the exit reasons.
+    pub fn exit_p99_ns(&self) -> u64 {
+        let reasons = self.latency.exits.by_reason.iter();
+        reasons.map(|e| e.p99_ns).max().unwrap_or(0)
+    }
+
+    /// The longest exit handled, any reason.
+    pub fn exit_max_ns(&self) -> u64 {
+        let reasons = self.latency.exits.by_reason.iter();
+        reasons.map(|e| e.max_ns).max().unwrap_or(0)
+    }
+
+    /// Share of the time outside the guest (%).
+    pub fn out_of_guest_pct(&self) -> f64 {
+        self.latency.out_of_guest_pct
+    }
+
+    /// The largest cause of interrupt-to-guest latency and its share (%), when there is any.
+    pub fn top_cause(&self) -> Option<(&str, f64)> {
+        let causes = &self.irq().causes_ns;
+        let total: u64 = causes.values().sum();
+        causes
+            .iter()
+            .max_by_key(|(_, ns)| **ns)
+            .filter(|_| total > 0)
+            .map(|(c, ns)| (c.as_str(), 100.0 * *ns as f64 / total as f64))
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -97,20 +128,6 @@ impl TopModel {
             .filter_map(|v| {
                 let latency = vcpu_latency(engine, v.tid)?;
                 let exits: u64 = latency.exits.by_reason.iter().map(|e| e.count).sum();
-                let mut p99 = 0;
-                let mut max = 0;
-                for st in v.stats.exits.values().filter(|st| !st.latency.is_empty()) {
-                    p99 = p99.max(st.latency.value_at_quantile(0.99));
-                    max = max.max(st.latency.max());
-                }
-                let i = &latency.irq_to_guest;
-                let total: u64 = i.causes_ns.values().sum();
-                let top_cause = i
-                    .causes_ns
-                    .iter()
-                    .max_by_key(|(_, ns)| **ns)
-                    .filter(|_| total > 0)
-                    .map(|(c, ns)| (c.clone(), 100.0 * *ns as f64 / total as f64));
                 Some(Row {
                     vm_pid: v.tgid,
                     vm_name: names.get(&v.tgid).cloned().unwrap_or_default(),
@@ -118,14 +135,6 @@ impl TopModel {
                     tid: v.tid,
                     cpu: v.cpu(),
                     exits_per_s: exits as f64 / secs,
-                    exit_p99_ns: p99,
-                    exit_max_ns: max,
-                    irq_count: i.count,
-                    irq_p50_ns: i.p50_ns,
-                    irq_p99_ns: i.p99_ns,
-                    irq_max_ns: i.max_ns,
-                    out_of_guest_pct: latency.out_of_guest_pct,
-                    top_cause,
                     irq_buckets: buckets(&v.stats.irq_to_guest),
                     worst: worst.iter().filter(|w| w.tid == v.tid).cloned().collect(),
                     latency,

@@ -87,18 +87,18 @@ fn row_cells(r: &Row, wide: bool, threshold_us: u64) -> TRow<'static> {
     cells.push(Cell::from(r.cpu.map_or("-".into(), |c| c.to_string())));
     cells.push(Cell::from(rate(r.exits_per_s)));
     if wide {
-        cells.push(lat(r.exit_p99_ns));
-        cells.push(lat(r.exit_max_ns));
+        cells.push(lat(r.exit_p99_ns()));
+        cells.push(lat(r.exit_max_ns()));
     }
+    let irq = r.irq();
     cells.extend([
-        Cell::from(r.irq_count.to_string()),
-        lat(r.irq_p50_ns),
-        lat(r.irq_p99_ns),
-        lat(r.irq_max_ns),
-        Cell::from(format!("{:.0}", r.out_of_guest_pct)),
+        Cell::from(irq.count.to_string()),
+        lat(irq.p50_ns),
+        lat(irq.p99_ns),
+        lat(irq.max_ns),
+        Cell::from(format!("{:.0}", r.out_of_guest_pct())),
         Cell::from(
-            r.top_cause
-                .as_ref()
+            r.top_cause()
                 .map_or("-".into(), |(c, pct)| format!("{c} {pct:.0}%")),
         ),
     ]);
