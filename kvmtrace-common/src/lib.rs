@@ -717,6 +717,10 @@ pub const THREAD_INFO_VM_NAME: u64 = 1;
 /// delayed one), even if its name looks like a vCPU thread's (another VM's).
 pub const THREAD_INFO_NAME_ONLY: u64 = 2;
 
+/// `ThreadInfo.flags`: one of kvmtrace's own threads (the reader, the writer, the TUI, ...).
+/// Time a vCPU waits behind it is the `tracer` cause (the observer effect), not `preempted`.
+pub const THREAD_INFO_TRACER: u64 = 4;
+
 /// What a [`Kind::ThreadInfo`] record says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ThreadInfoIs {
@@ -726,6 +730,8 @@ pub enum ThreadInfoIs {
     VmName,
     /// Only the name of a task that is not a traced vCPU.
     NameOnly,
+    /// The name of one of kvmtrace's own threads.
+    Tracer,
 }
 
 impl ev::ThreadInfo {
@@ -756,10 +762,20 @@ impl ev::ThreadInfo {
         }
     }
 
+    /// One of kvmtrace's own threads (the record's `tid`).
+    pub fn tracer(comm: &str) -> Self {
+        ev::ThreadInfo {
+            vcpu_id: VCPU_UNKNOWN,
+            flags: THREAD_INFO_TRACER,
+            comm: Comm::new(comm),
+        }
+    }
+
     pub fn is(&self) -> ThreadInfoIs {
         match self.flags {
             THREAD_INFO_VM_NAME => ThreadInfoIs::VmName,
             THREAD_INFO_NAME_ONLY => ThreadInfoIs::NameOnly,
+            THREAD_INFO_TRACER => ThreadInfoIs::Tracer,
             _ => ThreadInfoIs::Thread {
                 vcpu: (self.vcpu_id != VCPU_UNKNOWN).then_some(self.vcpu_id as u32),
             },
@@ -1000,5 +1016,9 @@ mod tests {
         );
         assert_eq!(ev::ThreadInfo::vm_name("vm").is(), ThreadInfoIs::VmName);
         assert_eq!(ev::ThreadInfo::name_only("x").is(), ThreadInfoIs::NameOnly);
+        assert_eq!(
+            ev::ThreadInfo::tracer("kvmtrace").is(),
+            ThreadInfoIs::Tracer
+        );
     }
 }

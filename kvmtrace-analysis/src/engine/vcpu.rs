@@ -7,7 +7,7 @@ use kvmtrace_common::{ev, switch_prev_runnable, Event, ThreadInfoIs};
 
 use super::fxhash::FxHashMap;
 use super::window::{EndMarker, Window};
-use super::{Cause, Engine};
+use super::{Cause, Engine, Threads};
 use crate::hist::latency_histogram;
 use crate::threads::vcpu_from_comm;
 
@@ -187,7 +187,7 @@ impl Engine {
     }
 
     /// The cause of the vCPU's current segment.
-    fn cause_of(v: &Vcpu, cpus: &[CpuState]) -> Cause {
+    fn cause_of(v: &Vcpu, cpus: &[CpuState], threads: &Threads) -> Cause {
         let overlay = v
             .cpu
             .and_then(|c| cpus.get(c as usize))
@@ -199,7 +199,7 @@ impl Engine {
                 Ctx::Vmm { reason } => Cause::Vmm { reason },
                 _ => Cause::Blocked,
             },
-            Sched::Preempted { by } => overlay.unwrap_or(Cause::Preempted { pid: by }),
+            Sched::Preempted { by } => overlay.unwrap_or(threads.preempted_by(by)),
             Sched::Waking => overlay.unwrap_or(Cause::UnresolvedWaiting),
             Sched::OnCpu | Sched::Unknown => {
                 if let Some(o) = overlay {
@@ -228,7 +228,7 @@ impl Engine {
         let now = ts.max(v.seg_start);
         let ns = now - v.seg_start;
         if ns > 0 {
-            let cause = Self::cause_of(v, &self.cpus);
+            let cause = Self::cause_of(v, &self.cpus, &self.threads);
             *v.stats.state_ns.entry(cause).or_default() += ns;
             if let Some(w) = &mut v.window {
                 w.add_segment(v.seg_start, now, cause, self.cfg.timeline_events);
@@ -402,12 +402,12 @@ impl Engine {
         if self.known(next, ts) {
             self.account(next, ts);
             // Time spent waiting for this CPU while another task ran is that task's doing.
+            let waited = if prev != 0 {
+                self.threads.preempted_by(prev)
+            } else {
+                Cause::Wakeup
+            };
             if let Some(v) = self.vcpus.get_mut(&next) {
-                let waited = if prev != 0 {
-                    Cause::Preempted { pid: prev }
-                } else {
-                    Cause::Wakeup
-                };
                 v.resolve(Cause::UnresolvedWaiting, waited);
             }
             self.note_in_window(next, e);
