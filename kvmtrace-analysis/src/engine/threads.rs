@@ -60,6 +60,8 @@ pub struct Threads {
     vm_names: HashMap<u32, String>,
     /// kvmtrace's own threads: a vCPU waiting behind one of them waits for the tracer.
     tracers: HashSet<u32>,
+    /// VMM pid -> when the recorder saw it exit.
+    vm_gone: HashMap<u32, u64>,
     counts: StreamCounts,
 }
 
@@ -133,6 +135,9 @@ impl Threads {
         match t.is() {
             ThreadInfoIs::VmName => {
                 self.vm_names.insert(e.tgid, comm);
+            }
+            ThreadInfoIs::VmGone => {
+                self.vm_gone.entry(e.tgid).or_insert(e.ts_ns);
             }
             ThreadInfoIs::NameOnly | ThreadInfoIs::Tracer => {
                 if t.is() == ThreadInfoIs::Tracer {
@@ -215,6 +220,11 @@ impl Threads {
     /// Every VM name, by VMM pid.
     pub fn vm_names(&self) -> impl Iterator<Item = (u32, &str)> {
         self.vm_names.iter().map(|(p, n)| (*p, n.as_str()))
+    }
+
+    /// VMs that exited during the stream: (VMM pid, when the recorder saw it gone).
+    pub fn vms_gone(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.vm_gone.iter().map(|(p, t)| (*p, *t))
     }
 
     /// The VM run by process `tgid`: QEMU's `-name guest=`, or the VMM's program name.

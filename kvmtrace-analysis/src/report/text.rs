@@ -8,6 +8,28 @@ fn us(ns: u64) -> String {
     format!("{:.1}", ns as f64 / 1000.0)
 }
 
+/// CPUs as a cpulist: `0-3,6`.
+fn cpu_list(cpus: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if j > i {
+            out.push_str(&format!("{}-{}", cpus[i], cpus[j]));
+        } else {
+            out.push_str(&cpus[i].to_string());
+        }
+        i = j + 1;
+    }
+    out
+}
+
 impl Report {
     /// The human-readable report: where it comes from, the events, a table of the vCPUs,
     /// each vCPU's breakdowns, the worst samples, and the demo's ground truth.
@@ -87,6 +109,62 @@ impl Report {
         for u in &c.probes_unavailable {
             let _ = writeln!(s, "  unavailable {}: {}", u.tracepoint, u.reason);
         }
+        self.targets_text(s);
+        self.tracer_text(s);
+    }
+
+    /// `-p` pids that ran no vCPU, VMs that exited.
+    fn targets_text(&self, s: &mut String) {
+        for pid in &self.targets.without_vcpu {
+            let _ = writeln!(s, "warning: pid {pid} ran no vCPU during the capture");
+        }
+        for e in &self.targets.exited {
+            let at = e.at_ns.saturating_sub(self.capture.first_event_ns);
+            let _ = writeln!(
+                s,
+                "VM pid {} ({}) exited at +{:.3} s; its samples are kept",
+                e.pid,
+                e.vm_name,
+                at as f64 / 1e9
+            );
+        }
+    }
+
+    /// kvmtrace's own cost: its CPU time, where it ran, what it took from the vCPUs.
+    fn tracer_text(&self, s: &mut String) {
+        let Some(t) = &self.tracer else {
+            return;
+        };
+        let cpu = match (t.cpu_ns, t.cpu_pct) {
+            (Some(ns), Some(p)) => format!(
+                "{:.3} s of CPU over {:.1} s ({p:.1} % of one CPU)",
+                ns as f64 / 1e9,
+                t.wall_ns as f64 / 1e9
+            ),
+            (Some(ns), None) => format!("{:.3} s of CPU", ns as f64 / 1e9),
+            _ => "CPU time not recorded".to_string(),
+        };
+        let place = match &t.placement {
+            Some(p) if p.cpus.is_empty() => format!(", threads not placed ({})", p.how),
+            Some(p) => {
+                let vcpus = if p.vcpu_cpus.is_empty() {
+                    String::new()
+                } else {
+                    format!("; vCPUs on {}", cpu_list(&p.vcpu_cpus))
+                };
+                format!(", threads on CPU {} ({}{vcpus})", cpu_list(&p.cpus), p.how)
+            }
+            None => String::new(),
+        };
+        let _ = writeln!(s, "kvmtrace itself: {cpu}{place}");
+        if let Some(note) = t.placement.as_ref().and_then(|p| p.note.as_ref()) {
+            let _ = writeln!(s, "  {note}");
+        }
+        let _ = writeln!(
+            s,
+            "  interrupt-to-guest time it took from the vCPUs (tracer): {} us",
+            us(t.irq_to_guest_ns)
+        );
     }
 
     /// Event counts and drops.
