@@ -46,6 +46,11 @@ pub struct TargetArgs {
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, default_value_t = 8, value_name = "MIB")]
     pub ring_mib: u32,
+    /// CPUs for kvmtrace's own threads (a cpulist such as 0 or 0-3,8). `auto`: those that
+    /// host no traced vCPU and are not isolated (isolcpus, nohz_full); `off`: wherever the
+    /// scheduler puts them.
+    #[arg(long, default_value = "auto", value_name = "CPUS")]
+    pub housekeeping: String,
 }
 
 #[derive(Debug, Args)]

@@ -47,6 +47,7 @@ fn session_options(t: &TargetArgs) -> anyhow::Result<SessionOptions> {
             ..DemoConfig::default()
         }),
         ring_bytes: Some(t.ring_mib << 20),
+        housekeeping: t.housekeeping.parse()?,
     })
 }
 
@@ -117,6 +118,11 @@ fn run_record(args: RecordArgs) -> anyhow::Result<()> {
             );
         }
     }
+    eprintln!(
+        "kvmtrace: its own CPU time: {:.3} s ({:.1} % of one CPU)",
+        summary.tracer_cpu_ns as f64 / 1e9,
+        100.0 * summary.tracer_cpu_ns as f64 / summary.elapsed.as_nanos().max(1) as f64
+    );
     if let Some(d) = summary.demo {
         eprintln!(
             "kvmtrace: demo guest: {} interrupts raised, {} acknowledged, {} port I/O exits",

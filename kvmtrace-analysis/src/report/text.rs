@@ -3,31 +3,10 @@
 use std::fmt::Write as _;
 
 use super::{latency, Report};
+use crate::host::cpu_list;
 
 fn us(ns: u64) -> String {
     format!("{:.1}", ns as f64 / 1000.0)
-}
-
-/// CPUs as a cpulist: `0-3,6`.
-fn cpu_list(cpus: &[u32]) -> String {
-    let mut out = String::new();
-    let mut i = 0;
-    while i < cpus.len() {
-        let mut j = i;
-        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
-            j += 1;
-        }
-        if !out.is_empty() {
-            out.push(',');
-        }
-        if j > i {
-            out.push_str(&format!("{}-{}", cpus[i], cpus[j]));
-        } else {
-            out.push_str(&cpus[i].to_string());
-        }
-        i = j + 1;
-    }
-    out
 }
 
 impl Report {

@@ -27,7 +27,7 @@ use kvmtrace_common::{ev, Event, Kind};
 use tokio::sync::mpsc;
 
 use self::app::{App, Command};
-use self::model::{Header, TopModel};
+use self::model::{Header, TopModel, TracerLoad};
 use crate::source::session::{Session, SessionOptions};
 use kvmtrace_analysis::capture::{CaptureHeader, CaptureReader};
 use kvmtrace_analysis::engine::{Engine, EngineConfig};
@@ -88,6 +88,10 @@ impl Collector {
                     .collect(),
                 interval_ms,
                 source,
+                tracer: capture.placement.as_ref().map(|p| TracerLoad {
+                    cpu_pct: None,
+                    cpus: kvmtrace_analysis::host::cpu_list(&p.cpus),
+                }),
                 ..Header::default()
             },
             start_ns: None,
@@ -149,6 +153,15 @@ impl Collector {
         self.interval_events = 0;
         self.interval_start_ns = now_ns;
         (interval, total)
+    }
+
+    /// kvmtrace's own CPU time since tracing started (`wall_ns` ago), for the header.
+    pub fn tracer_cpu(&mut self, cpu_ns: u64, wall_ns: u64) {
+        let pct = 100.0 * cpu_ns as f64 / wall_ns.max(1) as f64;
+        self.header
+            .tracer
+            .get_or_insert_with(TracerLoad::default)
+            .cpu_pct = Some(pct);
     }
 
     /// Forget everything gathered so far (the `r` key).
@@ -261,6 +274,7 @@ pub async fn run_live(opts: &TopOptions) -> anyhow::Result<()> {
     buf.clear();
 
     let (mut terminal, guard, mut rx) = start_terminal()?;
+    let started = monotonic_ns();
     let mut app = App::new(false);
     let (i, t) = collector.refresh(monotonic_ns());
     app.update(i, t);
@@ -288,7 +302,9 @@ pub async fn run_live(opts: &TopOptions) -> anyhow::Result<()> {
                 dirty = true;
             }
             _ = tick.tick() => {
-                let (i, t) = collector.refresh(monotonic_ns());
+                let now = monotonic_ns();
+                collector.tracer_cpu(session.tracer_cpu_ns(), now.saturating_sub(started));
+                let (i, t) = collector.refresh(now);
                 app.update(i, t);
                 dirty = true;
             }

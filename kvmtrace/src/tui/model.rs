@@ -25,6 +25,17 @@ pub struct Header {
     pub interval_ms: u64,
     /// `live`, or `replay FILE` with its position.
     pub source: String,
+    /// kvmtrace's own cost: where its threads run, and (live) its CPU use since it started.
+    pub tracer: Option<TracerLoad>,
+}
+
+/// kvmtrace's own threads, for the header.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TracerLoad {
+    /// CPU time of kvmtrace's threads as a share of one CPU since tracing started (live).
+    pub cpu_pct: Option<f64>,
+    /// The housekeeping CPUs its threads are confined to (a cpulist; empty: not placed).
+    pub cpus: String,
 }
 
 /// One vCPU's row, and what its detail view shows. The numbers are the report's

@@ -8,7 +8,7 @@ use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
 use super::app::App;
-use super::model::{Header, Row, TopModel};
+use super::model::{Header, Row, TopModel, TracerLoad};
 use super::view;
 use kvmtrace_analysis::report::latency::{
     CauseNs, ExitReason, Exits, IrqToGuest, TimelineEvent, VcpuLatency, WorstSample,
@@ -26,6 +26,10 @@ fn header() -> Header {
         traced_ns: 3_723_000_000_000,
         interval_ms: 1000,
         source: "live".into(),
+        tracer: Some(TracerLoad {
+            cpu_pct: Some(2.1),
+            cpus: "0-1".into(),
+        }),
     }
 }
 

@@ -16,6 +16,7 @@ use ratatui::widgets::{Block, Borders, Paragraph, Widget, Wrap};
 use ratatui::Frame;
 
 use super::app::{App, Prompt, Span as Window, View};
+use super::model::TracerLoad;
 use super::theme::THEME;
 use super::widgets::rate;
 
@@ -68,8 +69,11 @@ impl Widget for Header<'_> {
             Line::from(vec![
                 Span::styled("kvmtrace top", THEME.title),
                 Span::raw(format!(
-                    "  {} | {} | KVM {} | {probes}",
-                    h.host, h.kernel, h.kvm_backend
+                    "  {} | {} | KVM {} | {probes}{}",
+                    h.host,
+                    h.kernel,
+                    h.kvm_backend,
+                    tracer_text(h.tracer.as_ref(), area.width >= 100)
                 )),
             ])
         };
@@ -120,6 +124,22 @@ impl Widget for Header<'_> {
             )),
         ]);
         Paragraph::new(vec![line1, line2]).render(area, buf);
+    }
+}
+
+/// kvmtrace's own CPU use and CPUs, short below 100 cells: ` | self 2.1% CPU`.
+fn tracer_text(t: Option<&TracerLoad>, wide: bool) -> String {
+    let Some(t) = t else {
+        return String::new();
+    };
+    let cpu = t.cpu_pct.map(|p| format!("{p:.1}% CPU"));
+    let on = (!t.cpus.is_empty()).then(|| format!("on CPU {}", t.cpus));
+    match (cpu, on, wide) {
+        (Some(c), Some(o), true) => format!(" | kvmtrace itself {c} {o}"),
+        (Some(c), None, true) => format!(" | kvmtrace itself {c}"),
+        (Some(c), _, false) => format!(" | self {c}"),
+        (None, Some(o), _) => format!(" | kvmtrace {o}"),
+        (None, None, _) => String::new(),
     }
 }
 
