@@ -1,4 +1,6 @@
-//! Command-line interface.
+// Command-line interface: clap definitions only (std and clap, nothing of this crate), so
+// that build.rs can include this file to generate the shell completions and man pages.
+// The module's documentation is on `pub mod cli` in lib.rs.
 
 use std::path::PathBuf;
 
@@ -7,7 +9,12 @@ use clap::{Args, Parser, Subcommand};
 /// Explains why interrupts reach KVM guests late: eBPF probes on KVM, scheduler, IRQ and
 /// lock tracepoints, attributed per vCPU.
 #[derive(Debug, Parser)]
-#[command(name = "kvmtrace", version, propagate_version = true)]
+#[command(
+    name = "kvmtrace",
+    version,
+    propagate_version = true,
+    after_long_help = EXAMPLES
+)]
 pub struct Cli {
     /// More log output (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -15,6 +22,26 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+const EXAMPLES: &str = "\
+Examples:
+  kvmtrace top --demo
+      the live view, on the embedded demo guest
+  kvmtrace top -p $(pidof qemu-system-x86_64)
+      the live view of one VM
+  kvmtrace record -p 4242 --duration 60 -o vm.kvmtrace
+      a minute of one VM to a capture file
+  kvmtrace record --trigger-us 200 -o slow.kvmtrace
+      keep only the windows around samples of 200 us or more
+  kvmtrace report vm.kvmtrace --hdr-log vm.hlog
+      the report, and HdrHistogram logs per vCPU
+  kvmtrace report --from-text trace.txt
+      the same report from ftrace, trace-cmd or perf script text
+
+kvmtrace's own threads run on CPUs that host no traced vCPU and are
+not isolated (--housekeeping); what they still take from a vCPU is
+reported as the `tracer` cause. Documentation: README.md and docs/
+in the source tree.";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

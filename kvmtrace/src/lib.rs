@@ -9,6 +9,8 @@
 //! - [`record`]: `kvmtrace record`, with the flight recorder.
 //! - [`tui`]: `kvmtrace top`.
 //! - [`cli`]: the command line.
+/// The command line (clap definitions; build.rs generates completions and man pages from
+/// them).
 pub mod cli;
 pub mod host;
 pub mod housekeeping;

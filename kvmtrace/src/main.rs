@@ -2,13 +2,30 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 use kvmtrace::cli::{Cli, Command, RecordArgs, ReportArgs, TargetArgs, TopArgs};
 use kvmtrace::record::{record, RecordOptions};
 use kvmtrace::source::{demo::DemoConfig, session::SessionOptions};
 
+/// `-V`: the version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("KVMTRACE_GIT"),
+    ")"
+);
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cmd = Cli::command().version(VERSION);
+    // `--version` also says what the kernel offers; looked up only when asked for.
+    if std::env::args_os().any(|a| a == "--version") {
+        let kernel = kvmtrace::probes::features::KernelFeatures::detect();
+        cmd = cmd.long_version(format!("{VERSION}\n{kernel}"));
+    }
+    let cli = match Cli::from_arg_matches(&cmd.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",
