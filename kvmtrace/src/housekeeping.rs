@@ -203,6 +203,7 @@ pub fn choose(
         vcpu_cpus: vcpu_cpus.to_vec(),
         isolated: facts.isolated.clone(),
         note: None,
+        since_ns: 0,
     };
     match wanted {
         Housekeeping::Off => placement.how = "off".into(),
@@ -297,20 +298,34 @@ pub fn least_busy(candidates: &[u32]) -> Option<u32> {
     })
 }
 
-/// kvmtrace's threads now (every task of this process).
+/// `PF_KTHREAD` and `PF_USER_WORKER` (linux/sched.h): tasks the kernel made. KVM runs its
+/// per-VM worker (`kvm-nx-lpage-recovery`) as a user worker inside the VMM's process: with
+/// the demo, inside kvmtrace's. It belongs to the VM, not to the tracer.
+const PF_KERNEL_MADE: u64 = 0x0020_0000 | 0x0000_4000;
+
+/// Is task `tid` of this process one the kernel made (its stat `flags`, field 9)?
+fn kernel_made(tid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+        .ok()
+        .and_then(|s| stat_fields(&s).get(6)?.parse::<u64>().ok())
+        .is_some_and(|flags| flags & PF_KERNEL_MADE != 0)
+}
+
+/// kvmtrace's threads now: the tasks of this process, but those the kernel made.
 pub fn own_threads() -> Vec<u32> {
     let mut out: Vec<u32> = std::fs::read_dir("/proc/self/task")
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&tid| !kernel_made(tid))
         .collect();
     out.sort_unstable();
     out
 }
 
-/// Is `tid` a thread of this process?
+/// Is `tid` one of kvmtrace's threads (a task of this process the kernel did not make)?
 pub fn is_own_thread(tid: u32) -> bool {
-    Path::new("/proc/self/task").join(tid.to_string()).exists()
+    Path::new("/proc/self/task").join(tid.to_string()).exists() && !kernel_made(tid)
 }
 
 /// Confines thread `tid` to `cpus` (each checked below `CPU_SETSIZE` by the parser).

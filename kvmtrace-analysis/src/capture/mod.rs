@@ -137,6 +137,10 @@ pub struct Placement {
     /// Why the choice is a compromise, when it is (every CPU hosts a vCPU).
     #[serde(default)]
     pub note: Option<String>,
+    /// When the threads were confined (CLOCK_MONOTONIC): events before it come from
+    /// start-up (loading the probes, starting the demo) wherever the threads then ran.
+    #[serde(default)]
+    pub since_ns: u64,
 }
 
 /// What happened to one tracepoint's probe.

@@ -146,6 +146,9 @@ pub struct VmExit {
     pub vm_name: String,
     /// When the recorder saw it gone (CLOCK_MONOTONIC; within its 0.5 s poll).
     pub at_ns: u64,
+    /// `at_ns` after the start of the recording (or of the first event, when the capture
+    /// does not say when it started).
+    pub after_ns: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -225,6 +228,11 @@ impl Report {
                     pid,
                     vm_name: threads.vm_name(pid).unwrap_or_default().to_string(),
                     at_ns,
+                    after_ns: at_ns.saturating_sub(if header.start_ns > 0 {
+                        header.start_ns
+                    } else {
+                        counts.first_ns.unwrap_or(at_ns)
+                    }),
                 })
                 .collect(),
         };
@@ -449,7 +457,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("VM pid 100 (vnf) exited at +1.500 s; its samples are kept"),
+            text.contains("VM pid 100 (vnf) exited 1.500 s into the capture; its samples are kept"),
             "{text}"
         );
         assert!(

@@ -98,13 +98,12 @@ impl Report {
             let _ = writeln!(s, "warning: pid {pid} ran no vCPU during the capture");
         }
         for e in &self.targets.exited {
-            let at = e.at_ns.saturating_sub(self.capture.first_event_ns);
             let _ = writeln!(
                 s,
-                "VM pid {} ({}) exited at +{:.3} s; its samples are kept",
+                "VM pid {} ({}) exited {:.3} s into the capture; its samples are kept",
                 e.pid,
                 e.vm_name,
-                at as f64 / 1e9
+                e.after_ns as f64 / 1e9
             );
         }
     }

@@ -13,7 +13,7 @@ use kvmtrace_common::{ev, Event, Origin};
 use super::demo::{self, DemoConfig, DemoError, DemoGuest, DemoSample, DemoStats};
 use super::live::LiveRing;
 use crate::host;
-use crate::housekeeping::{self, CpuFacts, Housekeeping, PlacementError};
+use crate::housekeeping::{self, CpuFacts, Housekeeping, Placement, PlacementError};
 use crate::probes::{ProbeError, ProbeOptions, Probes};
 use kvmtrace_analysis::capture::CaptureHeader;
 use kvmtrace_analysis::threads::{vcpu_from_comm, vm_name_from_cmdline};
@@ -69,6 +69,8 @@ pub struct Session {
     workload: Vec<u32>,
     /// kvmtrace's own threads already announced (and placed).
     own: HashSet<u32>,
+    /// Tasks named by a sched_switch already checked for being one of kvmtrace's threads.
+    looked_up: HashSet<u32>,
     /// VMs not yet seen to exit.
     watched: Vec<Watched>,
     last_poll: Option<Instant>,
@@ -175,6 +177,7 @@ impl Session {
             known_vms: HashSet::new(),
             workload: Vec::new(),
             own: HashSet::new(),
+            looked_up: HashSet::new(),
             watched,
             last_poll: None,
             cpu_start: 0,
@@ -233,7 +236,10 @@ impl Session {
             );
         }
         let explicit = matches!(wanted, Housekeeping::Cpus(_));
-        self.header.placement = Some(placement);
+        self.header.placement = Some(Placement {
+            since_ns: demo::monotonic_ns(),
+            ..placement
+        });
         for tid in housekeeping::own_threads() {
             if let Err(e) = self.place_thread(tid) {
                 if explicit {
@@ -422,10 +428,11 @@ impl Session {
             if let Some(sw) = e.get::<ev::SchedSwitch>() {
                 // One of kvmtrace's threads started since the last look: announced before
                 // this batch's events, so the engine counts it as the tracer.
+                // Each task is looked up once.
                 for tid in [sw.prev_pid as u32, sw.next_pid as u32] {
                     if tid != 0
                         && !self.known_threads.contains(&tid)
-                        && !self.workload.contains(&tid)
+                        && self.looked_up.insert(tid)
                         && housekeeping::is_own_thread(tid)
                     {
                         self.note_own_thread(tid, &mut own);
