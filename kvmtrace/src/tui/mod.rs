@@ -224,12 +224,16 @@ fn spawn_signals(tx: mpsc::UnboundedSender<Input>) -> anyhow::Result<()> {
 /// Restores the terminal however the TUI ends.
 struct TerminalGuard {
     stop_input: Arc<AtomicBool>,
+    /// Log lines would be written over the screen: off while the TUI has it (drops are in
+    /// the header, exited VMs in their rows), back on after.
+    log_level: log::LevelFilter,
 }
 
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
         self.stop_input.store(true, Ordering::Relaxed);
         ratatui::restore();
+        log::set_max_level(self.log_level);
     }
 }
 
@@ -243,9 +247,12 @@ fn start_terminal() -> anyhow::Result<(
     let (tx, rx) = mpsc::unbounded_channel();
     spawn_signals(tx.clone())?;
     let stop = Arc::new(AtomicBool::new(false));
+    let log_level = log::max_level();
+    log::set_max_level(log::LevelFilter::Off);
     let terminal = ratatui::init();
     let guard = TerminalGuard {
         stop_input: stop.clone(),
+        log_level,
     };
     spawn_input(tx, stop);
     Ok((terminal, guard, rx))

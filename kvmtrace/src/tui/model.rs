@@ -134,6 +134,7 @@ impl TopModel {
     ) -> TopModel {
         let secs = (span_ns as f64 / 1e9).max(1e-9);
         let worst = worst_samples(engine);
+        let gone: Vec<u32> = engine.threads().vms_gone().map(|(pid, _)| pid).collect();
         let mut rows: Vec<Row> = engine
             .vcpus()
             .filter_map(|v| {
@@ -141,7 +142,13 @@ impl TopModel {
                 let exits: u64 = latency.exits.by_reason.iter().map(|e| e.count).sum();
                 Some(Row {
                     vm_pid: v.tgid,
-                    vm_name: names.get(&v.tgid).cloned().unwrap_or_default(),
+                    vm_name: match names.get(&v.tgid) {
+                        // A VM that exited keeps its rows (its samples), marked.
+                        Some(n) if gone.contains(&v.tgid) => format!("{n} (exited)"),
+                        Some(n) => n.clone(),
+                        None if gone.contains(&v.tgid) => "(exited)".to_string(),
+                        None => String::new(),
+                    },
                     vcpu: v.vcpu_id,
                     tid: v.tid,
                     cpu: v.cpu(),
@@ -160,6 +167,38 @@ impl TopModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vm_that_exited_keeps_its_rows_marked() {
+        use kvmtrace_analysis::engine::EngineConfig;
+        use kvmtrace_common::{ev, Event, Origin};
+        let at = |ts: u64, tid: u32| Origin {
+            ts_ns: ts,
+            tid,
+            tgid: 100,
+            cpu: 0,
+        };
+        let mut engine = Engine::new(EngineConfig::default());
+        engine.push(&Event::new(
+            at(0, 101),
+            &ev::ThreadInfo::thread(Some(0), "CPU 0/KVM"),
+        ));
+        let pio = ev::KvmPio {
+            rw: 1,
+            port: 0x80,
+            size: 1,
+            val: Some(0),
+        };
+        engine.push(&Event::new(at(10, 101), &pio));
+        engine.flush();
+        let names: HashMap<u32, String> = [(100, "vnf".to_string())].into();
+        let m = TopModel::build(&engine, 1, Header::default(), &names);
+        assert_eq!(m.rows[0].vm_name, "vnf");
+        engine.push(&Event::new(at(20, 100), &ev::ThreadInfo::vm_gone("vnf")));
+        let m = TopModel::build(&engine, 1, Header::default(), &names);
+        assert_eq!(m.rows.len(), 1, "its samples stay");
+        assert_eq!(m.rows[0].vm_name, "vnf (exited)");
+    }
 
     #[test]
     fn histogram_buckets_hold_every_sample() {
