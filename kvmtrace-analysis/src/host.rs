@@ -118,3 +118,84 @@ impl HostFacts {
         }
     }
 }
+
+/// Largest CPU number a cpulist may name (the kernel's `CPU_SETSIZE` for a `cpu_set_t`).
+pub const MAX_CPUS: u32 = 1024;
+
+/// Parses a kernel cpulist (`0-3,8,10-11`, as in sysfs and on the command line); empty or
+/// `(null)` is none. The CPUs come back sorted, each once.
+pub fn parse_cpulist(s: &str) -> Result<Vec<u32>, String> {
+    let s = s.trim();
+    let mut out = std::collections::BTreeSet::new();
+    if s.is_empty() || s == "(null)" {
+        return Ok(Vec::new());
+    }
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let num = |v: &str| {
+            v.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|&c| c < MAX_CPUS)
+                .ok_or_else(|| format!("`{v}` in `{s}` is not a CPU number below {MAX_CPUS}"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b {
+                    return Err(format!("`{part}` in `{s}` is a backwards range"));
+                }
+                out.extend(a..=b);
+            }
+            None => {
+                out.insert(num(part)?);
+            }
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// Sorted CPUs as a cpulist: `0-3,6`.
+pub fn cpu_list(cpus: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if j > i {
+            out.push_str(&format!("{}-{}", cpus[i], cpus[j]));
+        } else {
+            out.push_str(&cpus[i].to_string());
+        }
+        i = j + 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpulists() {
+        assert_eq!(
+            parse_cpulist("0-3,8,10-11\n"),
+            Ok(vec![0, 1, 2, 3, 8, 10, 11])
+        );
+        assert_eq!(parse_cpulist(""), Ok(vec![]));
+        assert_eq!(parse_cpulist("(null)\n"), Ok(vec![]));
+        assert_eq!(parse_cpulist("3,1,1"), Ok(vec![1, 3]));
+        assert!(parse_cpulist("3-1").is_err());
+        assert!(parse_cpulist("x").is_err());
+        assert!(parse_cpulist("4096").is_err(), "beyond CPU_SETSIZE");
+        assert_eq!(cpu_list(&[0, 1, 2, 3, 6, 8, 9]), "0-3,6,8-9");
+        assert_eq!(cpu_list(&[]), "");
+        for s in ["0", "0-1", "0,2-5,7"] {
+            assert_eq!(cpu_list(&parse_cpulist(s).unwrap()), s);
+        }
+    }
+}

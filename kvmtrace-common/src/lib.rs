@@ -654,7 +654,8 @@ kinds! {
         apicid: u64 @ 0 = "apicid",
         vector: u64 @ 1 = "vector",
     }
-    /// Made by userspace: a thread's name and vCPU id, a VM's name, or a task's name.
+    /// Made by userspace: a thread's name and vCPU id, a VM's name, a task's name, one of
+    /// kvmtrace's own threads, or a VM's exit (`flags`).
     ThreadInfo = 64, "kvmtrace", "thread_info" {
         vcpu_id: u64 @ 0 = "vcpu_id",
         flags: u64 @ 1 = "flags",
@@ -727,6 +728,14 @@ pub const THREAD_INFO_NAME_ONLY: u64 = 2;
 /// thread's name (QEMU names threads by cpu_index, which is not KVM's vcpu_id).
 pub const THREAD_INFO_VCPU_FROM_KVM: u64 = 0x100;
 
+/// `ThreadInfo.flags`: one of kvmtrace's own threads (the reader, the writer, the TUI, ...).
+/// Time a vCPU waits behind it is the `tracer` cause (the observer effect), not `preempted`.
+pub const THREAD_INFO_TRACER: u64 = 4;
+
+/// `ThreadInfo.flags`: the VM of process `tgid` exited (its VMM process is gone) at the
+/// record's time, as the recorder noticed it (within a poll interval).
+pub const THREAD_INFO_VM_GONE: u64 = 8;
+
 /// What a [`Kind::ThreadInfo`] record says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ThreadInfoIs {
@@ -736,6 +745,10 @@ pub enum ThreadInfoIs {
     VmName,
     /// Only the name of a task that is not a traced vCPU.
     NameOnly,
+    /// The name of one of kvmtrace's own threads.
+    Tracer,
+    /// The VM whose VMM process is the record's `tgid` exited.
+    VmGone,
 }
 
 impl ev::ThreadInfo {
@@ -781,10 +794,30 @@ impl ev::ThreadInfo {
         }
     }
 
+    /// One of kvmtrace's own threads (the record's `tid`).
+    pub fn tracer(comm: &str) -> Self {
+        ev::ThreadInfo {
+            vcpu_id: VCPU_UNKNOWN,
+            flags: THREAD_INFO_TRACER,
+            comm: Comm::new(comm),
+        }
+    }
+
+    /// The VM run by the record's `tgid` (named `name`) exited.
+    pub fn vm_gone(name: &str) -> Self {
+        ev::ThreadInfo {
+            vcpu_id: VCPU_UNKNOWN,
+            flags: THREAD_INFO_VM_GONE,
+            comm: Comm::new(name),
+        }
+    }
+
     pub fn is(&self) -> ThreadInfoIs {
         match self.flags & 0xff {
             THREAD_INFO_VM_NAME => ThreadInfoIs::VmName,
             THREAD_INFO_NAME_ONLY => ThreadInfoIs::NameOnly,
+            THREAD_INFO_TRACER => ThreadInfoIs::Tracer,
+            THREAD_INFO_VM_GONE => ThreadInfoIs::VmGone,
             _ => ThreadInfoIs::Thread {
                 vcpu: (self.vcpu_id != VCPU_UNKNOWN).then_some(self.vcpu_id as u32),
             },
@@ -1050,5 +1083,10 @@ mod tests {
         );
         assert_eq!(ev::ThreadInfo::vm_name("vm").is(), ThreadInfoIs::VmName);
         assert_eq!(ev::ThreadInfo::name_only("x").is(), ThreadInfoIs::NameOnly);
+        assert_eq!(
+            ev::ThreadInfo::tracer("kvmtrace").is(),
+            ThreadInfoIs::Tracer
+        );
+        assert_eq!(ev::ThreadInfo::vm_gone("vm").is(), ThreadInfoIs::VmGone);
     }
 }

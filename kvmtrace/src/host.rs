@@ -275,6 +275,77 @@ pub fn discover_vcpu_threads(pids: &[u32]) -> BTreeMap<u32, VcpuThread> {
     out
 }
 
+/// What /proc says about a process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcInfo {
+    pub pid: u32,
+    /// Its thread group: differs from `pid` when `pid` is a thread of another process.
+    pub tgid: u32,
+    pub comm: String,
+    /// Start time in clock ticks since boot: a reused pid has another.
+    pub start_ticks: u64,
+    /// A zombie (exited, not yet reaped) or dead.
+    pub exited: bool,
+}
+
+/// Reads /proc/PID/{stat,status}; None when there is no such process.
+pub fn proc_info(pid: u32) -> Option<ProcInfo> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(').map_or("", |(_, c)| c).to_string();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // state is field 3 and starttime field 22 (0 and 19 after `(comm)`).
+    let exited = matches!(f.first(), Some(&("Z" | "X" | "x")));
+    let start_ticks = f.get(19)?.parse().ok()?;
+    let tgid = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Tgid:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(pid);
+    Some(ProcInfo {
+        pid,
+        tgid,
+        comm,
+        start_ticks,
+        exited,
+    })
+}
+
+/// A `-p` target that cannot be traced.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TargetError {
+    #[error("-p {pid}: no such process")]
+    NoSuchProcess { pid: u32 },
+    #[error("-p {pid}: {pid} is a thread of process {tgid}; give the process id (-p {tgid})")]
+    NotAProcess { pid: u32, tgid: u32 },
+}
+
+/// Checks that `pid` names a running process (perf refuses a pid that does not exist).
+pub fn check_target(pid: u32) -> Result<ProcInfo, TargetError> {
+    let info = proc_info(pid)
+        .filter(|i| !i.exited)
+        .ok_or(TargetError::NoSuchProcess { pid })?;
+    if info.tgid != pid {
+        return Err(TargetError::NotAProcess {
+            pid,
+            tgid: info.tgid,
+        });
+    }
+    Ok(info)
+}
+
+/// Does process `pid` run a vCPU now (a `kvm-vcpu` file descriptor, or a vCPU in KVM's
+/// debugfs)?
+pub fn runs_vcpus(pid: u32) -> bool {
+    !vcpu_fds(&Path::new("/proc").join(pid.to_string())).is_empty()
+        || debugfs_vcpu_threads(Path::new("/sys/kernel/debug/kvm"))
+            .values()
+            .any(|&(p, _)| p == pid)
+}
+
 /// KVM's LAPIC timer callback address from /proc/kallsyms (0 when hidden or absent).
 pub fn apic_timer_fn_address() -> u64 {
     std::fs::read_to_string("/proc/kallsyms")
@@ -332,6 +403,37 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("CAP_BPF, CAP_PERFMON"));
+    }
+
+    #[test]
+    fn targets_are_checked() {
+        let me = std::process::id();
+        let info = check_target(me).expect("this process");
+        assert_eq!((info.pid, info.tgid, info.exited), (me, me, false));
+        assert!(info.start_ticks > 0);
+        // A pid above the kernel's pid_max (4194304 at most) never exists.
+        assert_eq!(
+            check_target(4_999_999),
+            Err(TargetError::NoSuchProcess { pid: 4_999_999 })
+        );
+        let e = check_target(4_999_999).unwrap_err().to_string();
+        assert_eq!(e, "-p 4999999: no such process");
+        // A thread of this process is not a process.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            let _ = tx.send(unsafe { libc::gettid() } as u32);
+            let _ = stop_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        assert_eq!(
+            check_target(tid),
+            Err(TargetError::NotAProcess { pid: tid, tgid: me })
+        );
+        stop_tx.send(()).unwrap();
+        t.join().unwrap();
+        assert!(!runs_vcpus(me), "the test process holds no vCPU");
     }
 
     #[test]

@@ -2,13 +2,30 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 use kvmtrace::cli::{Cli, Command, RecordArgs, ReportArgs, TargetArgs, TopArgs};
 use kvmtrace::record::{record, RecordOptions};
 use kvmtrace::source::{demo::DemoConfig, session::SessionOptions};
 
+/// `-V`: the version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("KVMTRACE_GIT"),
+    ")"
+);
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cmd = Cli::command().version(VERSION);
+    // `--version` also says what the kernel offers; looked up only when asked for.
+    if std::env::args_os().any(|a| a == "--version") {
+        let kernel = kvmtrace::probes::features::KernelFeatures::detect();
+        cmd = cmd.long_version(format!("{VERSION}\n{kernel}"));
+    }
+    let cli = match Cli::from_arg_matches(&cmd.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",
@@ -38,17 +55,22 @@ fn session_options(t: &TargetArgs) -> anyhow::Result<SessionOptions> {
             t.ring_mib
         );
     }
+    let paths = t
+        .demo_path
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--demo-path: {e}"))?;
     Ok(SessionOptions {
         pids: t.pids.clone(),
         demo: t.demo.then(|| DemoConfig {
             irq_period: Duration::from_micros(t.demo_period_us),
             slow_io: Duration::from_micros(t.demo_slow_io_us),
             vcpu_cpu: t.demo_cpu,
-            paths: t.demo_path,
+            paths,
             irqoff: Duration::from_micros(t.demo_irqoff_us),
             ..DemoConfig::default()
         }),
         ring_bytes: Some(t.ring_mib << 20),
+        housekeeping: t.housekeeping.parse()?,
     })
 }
 
@@ -119,6 +141,11 @@ fn run_record(args: RecordArgs) -> anyhow::Result<()> {
             );
         }
     }
+    eprintln!(
+        "kvmtrace: its own CPU time: {:.3} s ({:.1} % of one CPU)",
+        summary.tracer_cpu_ns as f64 / 1e9,
+        100.0 * summary.tracer_cpu_ns as f64 / summary.elapsed.as_nanos().max(1) as f64
+    );
     if let Some(d) = summary.demo {
         eprintln!(
             "kvmtrace: demo guest: {} interrupts raised, {} acknowledged, {} port I/O exits",

@@ -3,6 +3,9 @@
 //! `setup` installs what building and testing kvmtrace needs on a fresh Debian machine (the
 //! nightly's rust-src, bpf-linker built against the nightly's own LLVM, the Debian tools the
 //! tests and benchmarks use) and says what it installs; it does nothing when all is there.
+//! It then builds target/release/kvmtrace and installs the shell completions and man pages
+//! the build generated (kvmtrace/build.rs) under /usr/local/share.
+//!
 //! `svm-host` and `svm-demo` run kvmtrace inside a real AMD SVM KVM host under QEMU (svm.rs).
 
 mod svm;
@@ -23,8 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install the toolchain pieces and Debian packages kvmtrace needs (idempotent), and
-    /// build target/release/kvmtrace.
+    /// Install the toolchain pieces and Debian packages kvmtrace needs (idempotent), build
+    /// target/release/kvmtrace, and install its shell completions and man pages.
     Setup,
     /// Setup, build the release binary, record the embedded demo guest and report on it.
     Demo {
@@ -113,6 +116,7 @@ const PACKAGES: &[(&str, &str, &str)] = &[
         "the one-liner the probe cost is compared with",
     ),
     ("tmux", "tmux", "the real-terminal test"),
+    ("man-db", "man", "the test that renders the man page"),
     (
         "util-linux",
         "setpriv",
@@ -143,7 +147,8 @@ fn main() -> anyhow::Result<()> {
     match cli.task {
         Task::Setup => {
             setup()?;
-            run(Command::new("cargo").args(["build", "--release", "-p", "kvmtrace"]))
+            let assets = build_release_assets()?;
+            install_assets(&assets)
         }
         Task::Demo { duration } => {
             setup()?;
@@ -299,6 +304,14 @@ const FTRACE_EVENTS: &[&str] = &[
     "irq_vectors/call_function_single_exit",
     "timer/hrtimer_expire_entry",
     "timer/hrtimer_expire_exit",
+    "lock/contention_begin",
+    "lock/contention_end",
+    "kvm/kvm_apicv_accept_irq",
+    "kvm/kvm_apic_ipi",
+    "kvm/kvm_wait_lapic_expire",
+    "timer/hrtimer_start",
+    "kvm/kvm_page_fault",
+    "kvm/kvm_eoi",
 ];
 
 fn svm_demo(root: &Path, a: SvmDemo) -> anyhow::Result<()> {
@@ -388,6 +401,85 @@ fn svm_demo(root: &Path, a: SvmDemo) -> anyhow::Result<()> {
         }
     );
     run(Command::new(&kvmtrace).arg("report").arg(&a.output))
+}
+
+/// Builds target/release/kvmtrace; returns where its build script put the completions and
+/// man pages (`$OUT_DIR/assets`, named in cargo's `build-script-executed` message).
+fn build_release_assets() -> anyhow::Result<PathBuf> {
+    let mut cmd = Command::new("cargo");
+    cmd.args([
+        "build",
+        "--release",
+        "-p",
+        "kvmtrace",
+        "--message-format=json-render-diagnostics",
+    ]);
+    eprintln!("xtask: running {cmd:?}");
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot start cargo")?;
+    if !out.status.success() {
+        bail!("building kvmtrace failed ({})", out.status);
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "build-script-executed")
+        .filter(|m| {
+            // `path+file:///.../kvmtrace#0.1.0` (or the older `kvmtrace 0.1.0 (path+...)`).
+            let id = m["package_id"].as_str().unwrap_or_default();
+            id.contains("/kvmtrace#") || id.starts_with("kvmtrace ")
+        })
+        .find_map(|m| m["out_dir"].as_str().map(|d| Path::new(d).join("assets")))
+        .context("cargo did not say where kvmtrace's build script wrote its output")
+}
+
+/// Where each generated file goes (the directories bash-completion, zsh, fish and man-db
+/// search under /usr/local).
+const ASSETS: &[(&str, &str)] = &[
+    ("kvmtrace.bash", "bash-completion/completions/kvmtrace"),
+    ("_kvmtrace", "zsh/site-functions/_kvmtrace"),
+    ("kvmtrace.fish", "fish/vendor_completions.d/kvmtrace.fish"),
+];
+
+/// Copies the completions and man pages under /usr/local/share (as root; otherwise says
+/// where they are). Files already up to date are left alone.
+fn install_assets(dir: &Path) -> anyhow::Result<()> {
+    let mut files: Vec<(PathBuf, PathBuf)> = ASSETS
+        .iter()
+        .map(|(from, to)| (dir.join(from), Path::new("/usr/local/share").join(to)))
+        .collect();
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "1") {
+            let name = p
+                .file_name()
+                .context("a man page without a name")?
+                .to_owned();
+            files.push((p, Path::new("/usr/local/share/man/man1").join(name)));
+        }
+    }
+    if !is_root() {
+        eprintln!(
+            "xtask: shell completions and man pages are in {}; installing them under /usr/local/share needs root",
+            dir.display()
+        );
+        return Ok(());
+    }
+    for (from, to) in &files {
+        let new = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
+        if std::fs::read(to).is_ok_and(|old| old == new) {
+            continue;
+        }
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(to, &new).with_context(|| format!("writing {}", to.display()))?;
+        eprintln!("xtask: installed {}", to.display());
+    }
+    Ok(())
 }
 
 const FUZZ_TARGETS: &[&str] = &["capture_reader", "text_import"];

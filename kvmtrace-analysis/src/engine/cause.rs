@@ -36,6 +36,9 @@ pub enum Cause {
     Preempted {
         pid: u32,
     },
+    /// Runnable but one of kvmtrace's own threads had the CPU: the tracer's observer
+    /// effect, measured apart from `Preempted` (threads named by a tracer `thread_info`).
+    Tracer,
     /// Woken, not yet running, with the CPU idle or its task unknown.
     Wakeup,
     /// Halted (blocked in KVM_RUN) and not yet woken: inside a window, the host's interrupt
@@ -128,6 +131,7 @@ impl Cause {
                 Some(c) if !c.is_empty() => format!("preempted:{c}:{pid}"),
                 _ => format!("preempted:pid:{pid}"),
             },
+            Cause::Tracer => "tracer".into(),
             Cause::Wakeup => "wakeup".into(),
             Cause::Halted => "halted".into(),
             Cause::Blocked => "blocked".into(),
@@ -188,6 +192,7 @@ mod tests {
         assert_eq!(l(Cause::Vmm { reason: 77 }), "vmm:77");
         assert_eq!(l(Cause::Preempted { pid: 42 }), "preempted:stress:42");
         assert_eq!(l(Cause::Preempted { pid: 43 }), "preempted:pid:43");
+        assert_eq!(l(Cause::Tracer), "tracer");
         assert_eq!(l(Cause::Softirq { vec: 3 }), "softirq:NET_RX");
         assert_eq!(l(Cause::Apic(ApicVector::LocalTimer)), "apic:local_timer");
         assert!(!Cause::Guest.out_of_guest());

@@ -370,8 +370,22 @@ impl Engine {
     /// The vCPU thread(s) with KVM vcpu_id `id` that a raise from `e`'s task may be for.
     fn target_of_id(&self, e: &Event, id: u32) -> Target {
         let empty = Vec::new();
-        let cands = self.by_id.get(&id).unwrap_or(&empty);
         let vm = self.raiser_vm(e);
+        // A raise the raiser's VM makes is for that VM's vCPU: another VM's vCPU with the
+        // same id (a VM that exited, another tenant) is never it.
+        let all = self.by_id.get(&id).unwrap_or(&empty);
+        let in_vm: Vec<u32>;
+        let cands = match vm {
+            Some(vm) => {
+                in_vm = all
+                    .iter()
+                    .copied()
+                    .filter(|t| self.vcpus.get(t).is_some_and(|v| v.tgid == vm))
+                    .collect();
+                &in_vm
+            }
+            None => all,
+        };
         if cands.is_empty() {
             // No vCPU has that id; with ids unknown, a VM's only vCPU is the one.
             let pool: Vec<u32> = self

@@ -8,7 +8,7 @@ use kvmtrace_common::{ev, limits, switch_prev_runnable, Event, ThreadInfoIs};
 
 use super::fxhash::FxHashMap;
 use super::window::{EndMarker, OpenedBy, Opening, Window};
-use super::{Cause, Engine};
+use super::{Cause, Engine, Threads};
 use crate::hist::latency_histogram;
 use crate::names::{ISA_SVM, ISA_VMX};
 use crate::threads::vcpu_from_comm;
@@ -232,6 +232,20 @@ const MAX_OVERLAYS: usize = 8;
 impl Engine {
     /// A recorder's thread record: vCPU ids announced before the thread's first event.
     pub(super) fn on_thread_info(&mut self, e: &Event, t: &ev::ThreadInfo) {
+        if t.is() == ThreadInfoIs::VmGone {
+            // Its vCPUs take no more raises: a new VM's vCPU 0 is not the gone one's.
+            self.vms.remove(&e.tgid);
+            let gone: Vec<u32> = self
+                .vcpus
+                .values()
+                .filter(|v| v.tgid == e.tgid)
+                .map(|v| v.tid)
+                .collect();
+            for tids in self.by_id.values_mut() {
+                tids.retain(|t| !gone.contains(t));
+            }
+            return;
+        }
         let ThreadInfoIs::Thread { vcpu } = t.is() else {
             return;
         };
@@ -325,7 +339,7 @@ impl Engine {
     }
 
     /// The cause of the vCPU's current segment.
-    fn cause_of(v: &Vcpu, cpus: &[CpuState]) -> Cause {
+    fn cause_of(v: &Vcpu, cpus: &[CpuState], threads: &Threads) -> Cause {
         let overlay = v
             .cpu
             .and_then(|c| cpus.get(c as usize))
@@ -339,7 +353,7 @@ impl Engine {
                 Ctx::Exit { isa, reason } => Cause::BlockedExit { isa, reason },
                 _ => Cause::Blocked,
             },
-            Sched::Preempted { by } => overlay.unwrap_or(Cause::Preempted { pid: by }),
+            Sched::Preempted { by } => overlay.unwrap_or(threads.preempted_by(by)),
             Sched::Waking => overlay.unwrap_or(Cause::UnresolvedWaiting),
             Sched::OnCpu | Sched::Unknown => {
                 if let Some(o) = overlay {
@@ -369,7 +383,7 @@ impl Engine {
         let now = ts.max(v.seg_start);
         let ns = now - v.seg_start;
         if ns > 0 {
-            let cause = Self::cause_of(v, &self.cpus);
+            let cause = Self::cause_of(v, &self.cpus, &self.threads);
             *v.stats.state_ns.entry(cause).or_default() += ns;
             for w in &mut v.windows {
                 w.add_segment(v.seg_start, now, cause, self.cfg.timeline_events);
@@ -659,12 +673,12 @@ impl Engine {
         if self.known(next, ts) {
             self.account(next, ts);
             // Time spent waiting for this CPU while another task ran is that task's doing.
+            let waited = if prev != 0 {
+                self.threads.preempted_by(prev)
+            } else {
+                Cause::Wakeup
+            };
             if let Some(v) = self.vcpus.get_mut(&next) {
-                let waited = if prev != 0 {
-                    Cause::Preempted { pid: prev }
-                } else {
-                    Cause::Wakeup
-                };
                 v.resolve(Cause::UnresolvedWaiting, waited);
             }
             self.note_in_window(next, e);
