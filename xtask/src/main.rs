@@ -58,6 +58,11 @@ const PACKAGES: &[(&str, &str, &str)] = &[
     ),
     ("tmux", "tmux", "the real-terminal test"),
     (
+        "prometheus",
+        "prometheus",
+        "the exporter test scrapes kvmtrace with a real Prometheus server",
+    ),
+    (
         "util-linux",
         "setpriv",
         "running a test as an unprivileged user",
