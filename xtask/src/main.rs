@@ -60,7 +60,12 @@ const PACKAGES: &[(&str, &str, &str)] = &[
     (
         "prometheus",
         "prometheus",
-        "the exporter test scrapes kvmtrace with a real Prometheus server",
+        "the exporter test scrapes kvmtrace with a real Prometheus server; promtool checks the alert rules",
+    ),
+    (
+        "systemd",
+        "systemd-analyze",
+        "checking the exporter's systemd unit",
     ),
     (
         "util-linux",
