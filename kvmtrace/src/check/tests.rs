@@ -35,8 +35,9 @@ impl Tree {
         &self.0
     }
 
-    /// A vCPU thread of VMM `pid`: allowed CPUs, last CPU, policy, RT priority.
-    fn vcpu(&self, pid: u32, tid: u32, id: u32, allowed: &str, cpu: u32, policy: u32, prio: u32) {
+    /// A vCPU thread of VMM `pid`: allowed CPUs, and (last CPU, policy, RT priority).
+    fn vcpu(&self, pid: u32, tid: u32, id: u32, allowed: &str, sched: (u32, u32, u32)) {
+        let (cpu, policy, prio) = sched;
         let mut f: Vec<String> = (3..=52).map(|_| "0".to_string()).collect();
         f[39 - 3] = cpu.to_string();
         f[40 - 3] = prio.to_string();
@@ -65,7 +66,7 @@ impl Tree {
             .link(&format!("{p}/fd/3"), "/dev/kvm")
             .file(&format!("{p}/smaps"), smaps)
             .file(&format!("{p}/numa_maps"), numa_maps);
-        self.vcpu(pid, pid, 99, "0-3", 0, 0, 0);
+        self.vcpu(pid, pid, 99, "0-3", (0, 0, 0));
         // The main thread is no vCPU.
         self.file(&format!("{p}/task/{pid}/comm"), "qemu-system-x86\n");
     }
@@ -145,8 +146,8 @@ fn untuned() -> Tree {
         SMAPS_4K,
         "7f0000000000 default anon=262144 dirty=262144 N0=235930 N1=26214\n",
     );
-    t.vcpu(1000, 1001, 0, "2", 2, 0, 0);
-    t.vcpu(1000, 1002, 1, "2-3", 3, 0, 0);
+    t.vcpu(1000, 1001, 0, "2", (2, 0, 0));
+    t.vcpu(1000, 1002, 1, "2-3", (3, 0, 0));
     t
 }
 
@@ -182,8 +183,8 @@ fn tuned() -> Tree {
         SMAPS_1G,
         "7f0000000000 bind:1 file=/dev/hugepages/qemu huge N1=1\n",
     );
-    t.vcpu(1000, 1001, 0, "2", 2, 1, 1);
-    t.vcpu(1000, 1002, 1, "3", 3, 1, 1);
+    t.vcpu(1000, 1001, 0, "2", (2, 1, 1));
+    t.vcpu(1000, 1002, 1, "3", (3, 1, 1));
     t
 }
 

@@ -468,10 +468,20 @@ impl Metrics {
     }
 }
 
+/// One vCPU's values in a snapshot.
+#[derive(Debug)]
+struct SeriesSnap {
+    labels: SeriesLabels,
+    irq: HistOut,
+    incomplete: u64,
+    coalesced: u64,
+    causes: BTreeMap<String, u64>,
+}
+
 /// What one scrape encodes (the collector must own its data).
 #[derive(Debug)]
 struct Snapshot {
-    series: Vec<(SeriesLabels, HistOut, u64, u64, BTreeMap<String, u64>)>,
+    series: Vec<SeriesSnap>,
     exits: Vec<(SeriesLabels, String, String, HistOut)>,
     unexported: usize,
     events: u64,
@@ -491,14 +501,12 @@ impl Snapshot {
             series: m
                 .series
                 .values()
-                .map(|s| {
-                    (
-                        s.labels.clone(),
-                        s.irq.clone(),
-                        s.incomplete.total,
-                        s.coalesced.total,
-                        s.causes.clone(),
-                    )
+                .map(|s| SeriesSnap {
+                    labels: s.labels.clone(),
+                    irq: s.irq.clone(),
+                    incomplete: s.incomplete.total,
+                    coalesced: s.coalesced.total,
+                    causes: s.causes.clone(),
                 })
                 .collect(),
             exits: m
@@ -556,13 +564,15 @@ impl Collector for Snapshot {
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;
-        for (l, h, ..) in &self.series {
-            m.encode_family(&l.set())?.encode_histogram::<NoLabelSet>(
-                h.sum_ns / 1e9,
-                h.count,
-                &buckets(h, IRQ_BUCKETS_NS),
-                None,
-            )?;
+        for s in &self.series {
+            let h = &s.irq;
+            m.encode_family(&s.labels.set())?
+                .encode_histogram::<NoLabelSet>(
+                    h.sum_ns / 1e9,
+                    h.count,
+                    &buckets(h, IRQ_BUCKETS_NS),
+                    None,
+                )?;
         }
         let mut m = enc.encode_descriptor(
             "irq_to_guest_samples",
@@ -570,9 +580,9 @@ impl Collector for Snapshot {
             None,
             MetricType::Counter,
         )?;
-        for (l, h, ..) in &self.series {
-            m.encode_family(&l.set())?
-                .encode_counter::<NoLabelSet, u64, f64>(&h.count, None)?;
+        for s in &self.series {
+            m.encode_family(&s.labels.set())?
+                .encode_counter::<NoLabelSet, u64, f64>(&s.irq.count, None)?;
         }
         let mut m = enc.encode_descriptor(
             "irq_to_guest_incomplete_samples",
@@ -580,9 +590,9 @@ impl Collector for Snapshot {
             None,
             MetricType::Counter,
         )?;
-        for (l, _, inc, ..) in &self.series {
-            m.encode_family(&l.set())?
-                .encode_counter::<NoLabelSet, u64, f64>(inc, None)?;
+        for s in &self.series {
+            m.encode_family(&s.labels.set())?
+                .encode_counter::<NoLabelSet, u64, f64>(&s.incomplete, None)?;
         }
         let mut m = enc.encode_descriptor(
             "irq_to_guest_coalesced",
@@ -590,9 +600,9 @@ impl Collector for Snapshot {
             None,
             MetricType::Counter,
         )?;
-        for (l, _, _, co, _) in &self.series {
-            m.encode_family(&l.set())?
-                .encode_counter::<NoLabelSet, u64, f64>(co, None)?;
+        for s in &self.series {
+            m.encode_family(&s.labels.set())?
+                .encode_counter::<NoLabelSet, u64, f64>(&s.coalesced, None)?;
         }
         let mut m = enc.encode_descriptor(
             "irq_to_guest_cause",
@@ -600,9 +610,9 @@ impl Collector for Snapshot {
             Some(&Unit::Seconds),
             MetricType::Counter,
         )?;
-        for (l, _, _, _, causes) in &self.series {
-            for (cause, ns) in causes {
-                let mut set = l.set().to_vec();
+        for s in &self.series {
+            for (cause, ns) in &s.causes {
+                let mut set = s.labels.set().to_vec();
                 set.push(("cause", cause.clone()));
                 m.encode_family(&set)?
                     .encode_counter::<NoLabelSet, f64, f64>(&secs(*ns), None)?;
