@@ -196,14 +196,17 @@ fn with_a_capture_the_hog_that_preempts_the_vcpu_is_ranked_first() {
     let first = &j["findings"][0];
     eprintln!("{:#}", &j["findings"][0]);
     assert_eq!(first["id"], "task-preempts-vcpu", "{:#}", j["findings"]);
-    let seen = first["seen"].as_str().unwrap();
-    assert!(seen.contains(&format!("task sh (pid {hog_pid})")), "{seen}");
-    assert!(first["fix"]
+    // The hog is among the tasks it names, with a real share. (Not necessarily the largest:
+    // the demo's interrupt thread also runs where the vCPU is woken (README), and on a busy
+    // machine other tasks on that CPU take their part.)
+    let hog = first["causes"][format!("preempted:sh:{hog_pid}")]
+        .as_u64()
+        .unwrap_or_else(|| panic!("the hog is not among {}", first["causes"]));
+    assert!(hog > 5_000_000, "the hog cost more than 5 ms: {hog}");
+    assert!(first["seen"]
         .as_str()
         .unwrap()
-        .contains(&format!("taskset -pc <housekeeping CPUs> {hog_pid}")));
-    let ns = first["attributed_ns"].as_u64().unwrap();
-    assert!(ns > 1_000_000, "the hog cost more than 1 ms: {ns}");
+        .contains("other tasks held a vCPU's CPU"));
     // The ranked findings come first, by attributed latency.
     let att: Vec<u64> = j["findings"]
         .as_array()

@@ -600,6 +600,40 @@ fn ms(ns: u64) -> String {
     format!("{:.3} ms", ns as f64 / 1e6)
 }
 
+/// `task-preempts-vcpu`'s text: the tasks by cost, the largest named in the fix.
+fn task_text(f: &mut Finding, by_cost: &[(String, u64)], secs: f64, samples: u64, total: u64) {
+    const SHOWN: usize = 6;
+    let tasks: Vec<(&str, &str, u64)> = by_cost
+        .iter()
+        .map(|(c, ns)| {
+            let t = c.trim_start_matches("preempted:");
+            let (comm, pid) = t.rsplit_once(':').unwrap_or((t, "?"));
+            (comm, pid, *ns)
+        })
+        .collect();
+    let mut listed: Vec<String> = tasks
+        .iter()
+        .take(SHOWN)
+        .map(|(comm, pid, ns)| format!("{comm} (pid {pid}) {}", ms(*ns)))
+        .collect();
+    if tasks.len() > SHOWN {
+        listed.push(format!("and {} more", tasks.len() - SHOWN));
+    }
+    f.seen = format!(
+        "in the capture ({secs:.1} s, {samples} samples), other tasks held a vCPU's CPU while an \
+         interrupt waited, {} of interrupt-to-guest latency in all: {}",
+        ms(total),
+        listed.join(", ")
+    );
+    let pids: Vec<&str> = tasks.iter().take(3).map(|t| t.1).collect();
+    f.fix = format!(
+        "move them off the vCPU CPUs (`taskset -pc <housekeeping CPUs> PID` for {}; for a \
+         service, CPUAffinity=; for the VMM's own threads, libvirt `<emulatorpin>`), isolate \
+         the vCPU CPUs (isolcpus=) and pin the vCPUs there",
+        pids.join(", ")
+    );
+}
+
 /// Gives each finding the latency attributed to the causes it explains, adds findings for
 /// causes that only the capture shows (a task preempting a vCPU, an IRQ no longer routed
 /// there), and sorts: most attributed latency first, then warnings, then by id.
@@ -625,19 +659,16 @@ pub fn rank(findings: &mut Vec<Finding>, cap: &CaptureCauses) {
         };
         // Seen in the capture only.
         let f = match id {
-            "task-preempts-vcpu" => {
-                let task = cause.trim_start_matches("preempted:");
-                let (comm, pid) = task.rsplit_once(':').unwrap_or((task, "?"));
-                Finding::new(
-                    "task-preempts-vcpu",
-                    Severity::Warning,
-                    format!("in the capture, task {comm} (pid {pid}) held a vCPU's CPU while an interrupt waited"),
-                    "the vCPU thread was runnable but this task had its CPU",
-                    format!(
-                        "move the task off the vCPU CPUs (`taskset -pc <housekeeping CPUs> {pid}`, or its service's CPUAffinity=), isolate the vCPU CPUs (isolcpus=), and pin the vCPUs there"
-                    ),
-                )
-            }
+            // One finding for every task that preempted a vCPU: `seen` and `fix` are
+            // written below, once all of them are known, largest first.
+            "task-preempts-vcpu" => Finding::new(
+                "task-preempts-vcpu",
+                Severity::Warning,
+                String::new(),
+                "the vCPU thread was runnable but these tasks had its CPU: they share the \
+                 vCPU CPUs, or the vCPU thread runs where they do",
+                String::new(),
+            ),
             "irq-affinity-on-vcpu-cpu" => Finding::new(
                 id,
                 Severity::Warning,
@@ -670,8 +701,14 @@ pub fn rank(findings: &mut Vec<Finding>, cap: &CaptureCauses) {
         }
         let total: u64 = f.causes.values().sum();
         f.attributed_ns = Some(total);
-        let parts: Vec<String> = f
-            .causes
+        let mut by_cost: Vec<(String, u64)> =
+            f.causes.iter().map(|(c, n)| (c.clone(), *n)).collect();
+        by_cost.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        if f.id == "task-preempts-vcpu" {
+            task_text(f, &by_cost, secs, cap.samples, total);
+            continue;
+        }
+        let parts: Vec<String> = by_cost
             .iter()
             .map(|(c, ns)| format!("{c} cost {}", ms(*ns)))
             .collect();

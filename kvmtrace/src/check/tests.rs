@@ -354,7 +354,8 @@ fn a_capture_ranks_the_findings_by_attributed_latency() {
         samples: 3000,
         causes_ns: [
             ("preempted:kdamond.0:77", 2_500_000),
-            ("preempted:stress:4242", 5_000_000),
+            ("preempted:stress:4242", 4_000_000),
+            ("preempted:qemu-io:900", 1_000_000),
             ("preempted:kworker/0:1:33", 300_000),
             ("hardirq:30", 100_000),
             ("halted", 1_000_000),
@@ -374,14 +375,27 @@ fn a_capture_ranks_the_findings_by_attributed_latency() {
         "{order:?}"
     );
     assert_eq!(order[1], ("kdamond-running", Some(2_500_000)), "{order:?}");
+    // Every other task in one finding, the largest first and named in the fix.
+    let t = &r.findings[0];
     assert!(
-        r.findings[0].seen.contains("task stress (pid 4242)"),
+        t.seen
+            .contains("5.000 ms of interrupt-to-guest latency in all: stress (pid 4242) 4.000 ms, qemu-io (pid 900) 1.000 ms"),
         "{}",
-        r.findings[0].seen
+        t.seen
     );
-    assert!(r.findings[0]
-        .fix
-        .contains("taskset -pc <housekeeping CPUs> 4242"));
+    assert!(
+        t.fix
+            .contains("`taskset -pc <housekeeping CPUs> PID` for 4242, 900"),
+        "{}",
+        t.fix
+    );
+    assert_eq!(
+        r.findings
+            .iter()
+            .filter(|f| f.id == "task-preempts-vcpu")
+            .count(),
+        1
+    );
     let k = &r.findings[1];
     assert!(
         k.seen.contains("preempted:kdamond.0:77 cost 2.500 ms") && k.seen.contains("3.0 s"),

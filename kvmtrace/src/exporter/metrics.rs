@@ -305,6 +305,9 @@ impl Metrics {
         let names = engine.threads().names();
         for v in engine.vcpus() {
             let key = (v.tgid, v.tid);
+            let vcpu_id = v
+                .vcpu_id
+                .or_else(|| engine.threads().get(v.tid).and_then(|t| t.vcpu));
             if !self.series.contains_key(&key) {
                 if self.evicted_keys.contains_key(&key) {
                     continue;
@@ -313,10 +316,7 @@ impl Metrics {
                     self.unexported.insert(key, ());
                     continue;
                 }
-                let vcpu = v
-                    .vcpu_id
-                    .or_else(|| engine.threads().get(v.tid).and_then(|t| t.vcpu))
-                    .map_or_else(|| format!("tid:{}", v.tid), |id| id.to_string());
+                let vcpu = vcpu_id.map_or_else(|| format!("tid:{}", v.tid), |id| id.to_string());
                 let labels = SeriesLabels {
                     vm: vm_name(v.tgid),
                     pid: v.tgid,
@@ -328,6 +328,11 @@ impl Metrics {
             let Some(s) = self.series.get_mut(&key) else {
                 continue;
             };
+            if let (Some(id), true) = (vcpu_id, s.labels.vcpu.starts_with("tid:")) {
+                // KVM said which vCPU the thread runs only after its series was made: the
+                // series takes its proper label from now on (a new series to Prometheus).
+                s.labels.vcpu = id.to_string();
+            }
             let st = &v.stats;
             add_delta(
                 &mut s.irq,
@@ -992,6 +997,33 @@ mod tests {
         let mut all_alive = |_: u32| true;
         m.prune(5_000_000_000, &mut all_alive);
         assert_eq!(m.prune(20_000_000_000, &mut none_alive), 0);
+    }
+
+    #[test]
+    fn a_vcpu_id_learnt_later_replaces_the_tid_label() {
+        let mut m = metrics(8);
+        let mut engine = Engine::new(EngineConfig::default());
+        let pio = Payload::KvmPio(ev::KvmPio {
+            rw: 1,
+            port: 0x80,
+            size: 1,
+            val: Some(0),
+        });
+        feed(
+            &mut engine,
+            &[at(10, 101, 100, pio), at(5_000_000, 101, 100, pio)],
+        );
+        m.sync(&engine, &mut name);
+        let labels: Vec<String> = m.series_labels().map(|l| l.vcpu.clone()).collect();
+        assert_eq!(labels, ["tid:101"]);
+        let info = ev::ThreadInfo::thread(Some(3), "vcpu-thread");
+        feed(
+            &mut engine,
+            &[at(6_000_000, 101, 100, Payload::ThreadInfo(info))],
+        );
+        m.sync(&engine, &mut name);
+        let labels: Vec<String> = m.series_labels().map(|l| l.vcpu.clone()).collect();
+        assert_eq!(labels, ["3"]);
     }
 
     #[test]
