@@ -3,6 +3,9 @@
 //! (b) a busy task on the vCPU's CPU is named as the preempting task;
 //! (c) a slow VMM shows up as userspace-VMM time.
 
+#[path = "support/privileged.rs"]
+mod privileged;
+
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 use std::sync::Mutex;
@@ -39,11 +42,13 @@ fn trace_demo_to(cfg: DemoConfig, dur: Duration, capture: Option<&std::path::Pat
         })
         .expect("session");
         let vcpu_tid = session.demo_vcpu_tid().unwrap();
-        let mut engine = Engine::new(EngineConfig {
-            worst: 50,
-            apic_timer_fn: session.header.apic_timer_fn,
-            ..EngineConfig::default()
-        });
+        let mut engine = Engine::new(
+            EngineConfig {
+                worst: 50,
+                ..EngineConfig::default()
+            }
+            .for_capture(&session.header),
+        );
         let mut writer = capture.map(|p| {
             kvmtrace_analysis::capture::CaptureWriter::create(p, true, &session.header).unwrap()
         });
@@ -84,6 +89,9 @@ fn trace_demo_to(cfg: DemoConfig, dur: Duration, capture: Option<&std::path::Pat
 
 #[test]
 fn interrupt_to_guest_agrees_with_the_demo_vmm_ground_truth() {
+    if !privileged::privileged("interrupt_to_guest_agrees_with_the_demo_vmm_ground_truth") {
+        return;
+    }
     let _g = KVM.lock().unwrap_or_else(|e| e.into_inner());
     let t = trace_demo(DemoConfig::default(), Duration::from_secs(2));
     let l = vcpu_latency(&t.engine, t.vcpu_tid).expect("the vCPU was followed");
@@ -162,6 +170,9 @@ fn busy_on(cpu: usize) -> Busy {
 
 #[test]
 fn a_busy_task_on_the_vcpus_cpu_is_named_as_the_preempter() {
+    if !privileged::privileged("a_busy_task_on_the_vcpus_cpu_is_named_as_the_preempter") {
+        return;
+    }
     let _g = KVM.lock().unwrap_or_else(|e| e.into_inner());
     let cpu = 1;
     let busy = busy_on(cpu);
@@ -203,6 +214,9 @@ fn a_busy_task_on_the_vcpus_cpu_is_named_as_the_preempter() {
 
 #[test]
 fn a_slow_vmm_shows_up_as_userspace_vmm_time() {
+    if !privileged::privileged("a_slow_vmm_shows_up_as_userspace_vmm_time") {
+        return;
+    }
     let _g = KVM.lock().unwrap_or_else(|e| e.into_inner());
     let t = trace_demo(
         DemoConfig {
@@ -228,6 +242,9 @@ fn a_slow_vmm_shows_up_as_userspace_vmm_time() {
 
 #[test]
 fn a_capture_reports_exactly_what_the_live_run_saw() {
+    if !privileged::privileged("a_capture_reports_exactly_what_the_live_run_saw") {
+        return;
+    }
     let _g = KVM.lock().unwrap_or_else(|e| e.into_inner());
     let path = std::env::temp_dir().join(format!("kvmtrace-roundtrip-{}", std::process::id()));
     let t = trace_demo_to(DemoConfig::default(), Duration::from_secs(2), Some(&path));

@@ -1,6 +1,9 @@
 //! The `kvmtrace` binary as a user runs it: record the demo guest, report on it as text and
 //! JSON, and every bad input ends in a clear error that loses nothing.
 
+#[path = "support/privileged.rs"]
+mod privileged;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -32,6 +35,9 @@ fn report_json(path: &Path) -> Value {
 
 #[test]
 fn record_demo_then_report_text_and_json() {
+    if !privileged::privileged("record_demo_then_report_text_and_json") {
+        return;
+    }
     let dir = tmpdir("demo");
     let cap = dir.join("demo.kvmtrace");
     let out = kvmtrace(&[
@@ -296,6 +302,9 @@ fn report_from_text_traces() {
 
 #[test]
 fn flight_recorder_writes_the_window_around_a_slow_sample() {
+    if !privileged::privileged("flight_recorder_writes_the_window_around_a_slow_sample") {
+        return;
+    }
     let dir = tmpdir("flight");
     let cap = dir.join("flight.kvmtrace");
     // Every demo interrupt takes more than 1 us: the first complete sample triggers.
@@ -347,6 +356,9 @@ fn flight_recorder_writes_the_window_around_a_slow_sample() {
 
 #[test]
 fn sigint_flushes_and_closes_the_capture() {
+    if !privileged::privileged("sigint_flushes_and_closes_the_capture") {
+        return;
+    }
     let dir = tmpdir("sigint");
     let cap = dir.join("int.kvmtrace");
     let child = Command::new(BIN)
@@ -404,6 +416,9 @@ fn bad_inputs_get_clear_errors() {
 
 #[test]
 fn unprivileged_user_is_told_which_capabilities_are_missing() {
+    if !privileged::privileged("unprivileged_user_is_told_which_capabilities_are_missing") {
+        return;
+    }
     let dir = tmpdir("nopriv");
     // The unprivileged user must be able to write the output directory.
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();

@@ -1,6 +1,9 @@
 //! Privileged, real /dev/kvm: the embedded demo guest delivers interrupts every period,
 //! its VMM measures their latency, a slow VMM shows up in that latency, and it stops promptly.
 
+#[path = "support/privileged.rs"]
+mod privileged;
+
 use kvmtrace::source::demo::*;
 use std::sync::mpsc;
 use std::sync::Mutex;
@@ -69,6 +72,9 @@ fn report(name: &str, r: &Run) {
 
 #[test]
 fn demo_delivers_and_acks_interrupts() {
+    if !privileged::privileged("demo_delivers_and_acks_interrupts") {
+        return;
+    }
     let _kvm = kvm_lock();
     let cfg = DemoConfig::default();
     let per_irq = u64::from(cfg.work_exits_per_irq);
@@ -103,6 +109,9 @@ fn demo_delivers_and_acks_interrupts() {
 
 #[test]
 fn slow_vmm_delays_interrupts() {
+    if !privileged::privileged("slow_vmm_delays_interrupts") {
+        return;
+    }
     let _kvm = kvm_lock();
     let fast = run_demo(DemoConfig::default(), Duration::from_millis(300));
     let slow_cfg = DemoConfig {
@@ -131,6 +140,9 @@ fn slow_vmm_delays_interrupts() {
 
 #[test]
 fn stop_is_prompt_while_guest_halts() {
+    if !privileged::privileged("stop_is_prompt_while_guest_halts") {
+        return;
+    }
     let _kvm = kvm_lock();
     let cfg = DemoConfig {
         irq_period: Duration::from_secs(10),
@@ -149,6 +161,9 @@ fn stop_is_prompt_while_guest_halts() {
 
 #[test]
 fn pinned_vcpu_runs() {
+    if !privileged::privileged("pinned_vcpu_runs") {
+        return;
+    }
     let _kvm = kvm_lock();
     let cfg = DemoConfig {
         vcpu_cpu: Some(0),

@@ -2,6 +2,9 @@
 //! events that fire on this machine arrive with the right thread and vCPU, that an unrelated
 //! busy process is filtered out in the kernel, and that nothing is dropped.
 
+#[path = "support/privileged.rs"]
+mod privileged;
+
 use std::collections::BTreeMap;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -29,6 +32,9 @@ fn busy_process() -> Busy {
 
 #[tokio::test(flavor = "current_thread")]
 async fn demo_guest_events_arrive_with_the_right_thread_and_vcpu() {
+    if !privileged::privileged("demo_guest_events_arrive_with_the_right_thread_and_vcpu") {
+        return;
+    }
     let busy = busy_process();
     let busy_pid = busy.0.id();
     let mut session = Session::start(&SessionOptions {

@@ -1,6 +1,9 @@
 //! `kvmtrace top` in a real terminal (tmux): the demo vCPU's row appears with interrupts
 //! counted, `q` quits cleanly and restores the terminal; without a terminal it refuses.
 
+#[path = "support/privileged.rs"]
+mod privileged;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -35,6 +38,9 @@ fn demo_irqs(screen: &str) -> Option<u64> {
 
 #[test]
 fn top_demo_shows_the_vcpu_and_quits_cleanly() {
+    if !privileged::privileged("top_demo_shows_the_vcpu_and_quits_cleanly") {
+        return;
+    }
     let name = format!("kvmtrace-test-{}", std::process::id());
     let exit_file = std::env::temp_dir().join(format!("{name}.exit"));
     let _ = std::fs::remove_file(&exit_file);
@@ -114,6 +120,9 @@ fn top_without_a_terminal_points_at_record_and_report() {
 
 #[test]
 fn top_replays_a_capture_with_the_same_views() {
+    if !privileged::privileged("top_replays_a_capture_with_the_same_views") {
+        return;
+    }
     let dir = std::env::temp_dir().join(format!("kvmtrace-top-replay-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

@@ -470,10 +470,14 @@ kinds! {
         guest_rip: opt @ 3 = "guest_rip",
         info1: opt @ 4 = "info1",
     }
+    /// `intr_info` (Linux 6.18+): the event injected at this entry (bit 31 valid, bits 8-10
+    /// the type, 0 = external interrupt, bits 0-7 the vector); `immediate_exit`: KVM will
+    /// force an exit right after it (the next exit is KVM's own).
     KvmEntry = 1, "kvm", "kvm_entry" {
         vcpu_id: opt @ 0 = "vcpu_id",
         rip: opt @ 1 = "rip",
         intr_info: opt @ 2 = "intr_info",
+        immediate_exit: opt @ 3 = "immediate_exit",
     }
     KvmUserspaceExit = 2, "kvm", "kvm_userspace_exit" {
         reason: opt @ 0 = "reason",
@@ -609,6 +613,47 @@ kinds! {
         lock_addr: u64 @ 0 = "lock_addr",
         ret: u64 @ 1 = "ret",
     }
+    /// APICv/AVIC: the interrupt was posted (VMX PIR + notification or wake-up; AVIC
+    /// doorbell), traced after `kvm_apic_accept_irq` (arch/x86/kvm/vmx/vmx.c
+    /// `vmx_deliver_interrupt`, svm/svm.c `svm_complete_interrupt_delivery`).
+    KvmApicvAcceptIrq = 33, "kvm", "kvm_apicv_accept_irq" {
+        apicid: u64 @ 0 = "apicid",
+        vec: u64 @ 1 = "vec",
+        dm: opt @ 2 = "dm",
+        tm: opt @ 3 = "tm",
+    }
+    /// A guest IPI: the sender's ICR write, in the sender's vCPU thread
+    /// (arch/x86/kvm/lapic.c `kvm_apic_send_ipi`).
+    KvmApicIpi = 34, "kvm", "kvm_apic_ipi" {
+        icr_low: u64 @ 0 = "icr_low",
+        dest_id: u64 @ 1 = "dest_id",
+    }
+    /// The LAPIC timer's lateness the guest sees (guest TSC cycles; < 0 early), traced
+    /// after `kvm_entry` (lapic.c `__kvm_wait_lapic_expire`).
+    KvmWaitLapicExpire = 35, "kvm", "kvm_wait_lapic_expire" {
+        vcpu_id: u64 @ 0 = "vcpu_id",
+        delta: u64 @ 1 = "delta",
+    }
+    /// An hrtimer armed: in a vCPU thread with KVM's `apic_timer_fn`, the guest's LAPIC
+    /// timer (lapic.c `start_sw_tscdeadline`, `start_sw_period`).
+    HrtimerStart = 36, "timer", "hrtimer_start" {
+        hrtimer: u64 @ 0 = "hrtimer",
+        function: u64 @ 1 = "function",
+        expires: u64 @ 2 = "expires",
+        mode: opt @ 3 = "mode",
+    }
+    /// A guest page fault handled by KVM's MMU (EPT violation / NPF), in the vCPU thread.
+    KvmPageFault = 37, "kvm", "kvm_page_fault" {
+        vcpu_id: opt @ 0 = "vcpu_id",
+        guest_rip: opt @ 1 = "guest_rip",
+        fault_address: u64 @ 2 = "fault_address",
+        error_code: u64 @ 3 = "error_code",
+    }
+    /// The guest's EOI of a vector (lapic.c `apic_set_eoi`).
+    KvmEoi = 38, "kvm", "kvm_eoi" {
+        apicid: u64 @ 0 = "apicid",
+        vector: u64 @ 1 = "vector",
+    }
     /// Made by userspace: a thread's name and vCPU id, a VM's name, or a task's name.
     ThreadInfo = 64, "kvmtrace", "thread_info" {
         vcpu_id: u64 @ 0 = "vcpu_id",
@@ -629,7 +674,7 @@ kinds! {
 }
 
 /// Number of tracepoint kinds (values `0..NTRACEPOINTS`), i.e. eBPF programs.
-pub const NTRACEPOINTS: usize = 33;
+pub const NTRACEPOINTS: usize = 39;
 
 impl Kind {
     /// True for kinds that come from a tracepoint (and so have an eBPF program).
@@ -657,6 +702,10 @@ impl Kind {
                 | Kind::KvmPio
                 | Kind::KvmMmio
                 | Kind::KvmMsr
+                | Kind::KvmApicIpi
+                | Kind::KvmWaitLapicExpire
+                | Kind::KvmPageFault
+                | Kind::KvmEoi
         )
     }
 }
@@ -672,6 +721,10 @@ pub const THREAD_INFO_VM_NAME: u64 = 1;
 /// delayed one), even if its name looks like a vCPU thread's (another VM's).
 pub const THREAD_INFO_NAME_ONLY: u64 = 2;
 
+/// `ThreadInfo.flags` bit: the vCPU id comes from KVM itself (its debugfs), not from the
+/// thread's name (QEMU names threads by cpu_index, which is not KVM's vcpu_id).
+pub const THREAD_INFO_VCPU_FROM_KVM: u64 = 0x100;
+
 /// What a [`Kind::ThreadInfo`] record says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ThreadInfoIs {
@@ -684,13 +737,28 @@ pub enum ThreadInfoIs {
 }
 
 impl ev::ThreadInfo {
-    /// A VMM thread, with its vCPU id when known.
+    /// A VMM thread, with its vCPU id when known (from its name: see
+    /// [`ev::ThreadInfo::vcpu_thread`] for KVM's own).
     pub fn thread(vcpu: Option<u32>, comm: &str) -> Self {
         ev::ThreadInfo {
             vcpu_id: vcpu.map_or(VCPU_UNKNOWN, u64::from),
             flags: 0,
             comm: Comm::new(comm),
         }
+    }
+
+    /// A vCPU thread whose id KVM itself gave (its debugfs `vcpu<N>/pid`).
+    pub fn vcpu_thread(vcpu: u32, comm: &str) -> Self {
+        ev::ThreadInfo {
+            vcpu_id: u64::from(vcpu),
+            flags: THREAD_INFO_VCPU_FROM_KVM,
+            comm: Comm::new(comm),
+        }
+    }
+
+    /// Did KVM itself give the vCPU id (not the thread's name)?
+    pub fn vcpu_from_kvm(&self) -> bool {
+        self.flags & THREAD_INFO_VCPU_FROM_KVM != 0
     }
 
     /// The name of the VM run by the record's `tgid`.
@@ -712,7 +780,7 @@ impl ev::ThreadInfo {
     }
 
     pub fn is(&self) -> ThreadInfoIs {
-        match self.flags {
+        match self.flags & 0xff {
             THREAD_INFO_VM_NAME => ThreadInfoIs::VmName,
             THREAD_INFO_NAME_ONLY => ThreadInfoIs::NameOnly,
             _ => ThreadInfoIs::Thread {

@@ -4,8 +4,8 @@ use aya_ebpf::programs::TracePointContext;
 use kvmtrace_common::{ev, Kind};
 
 use crate::{
-    filter::{apic_timer_fn, cpu_interesting},
-    record::{emit, read_event, this_cpu},
+    filter::{apic_timer_fn, cpu_interesting, is_vcpu},
+    record::{current_ids, emit, read_event, this_cpu},
     PASS,
 };
 
@@ -54,6 +54,26 @@ program! {
         let lapic = apic_timer_fn();
         let function = e.get::<ev::HrtimerExpireEntry>().map_or(0, |h| h.function);
         if cpu_interesting(cpu) || (lapic != 0 && function == lapic) {
+            emit(&e);
+        }
+        PASS
+    }
+}
+
+// A guest arming its LAPIC timer: an hrtimer with KVM's `apic_timer_fn` started from a
+// traced vCPU thread. Which hrtimer that is maps the timer's expiry, wherever it fires, to the
+// vCPU (docs/kvm-source-notes.md 1.10). Every other hrtimer_start is dropped after the one
+// lookup.
+program! {
+    pub fn hrtimer_start(ctx: TracePointContext) -> u32 {
+        let (tid, _) = current_ids();
+        if !is_vcpu(tid) {
+            return PASS;
+        }
+        let e = read_event(&ctx, Kind::HrtimerStart, this_cpu());
+        let lapic = apic_timer_fn();
+        let function = e.get::<ev::HrtimerStart>().map_or(0, |h| h.function);
+        if lapic == 0 || function == lapic {
             emit(&e);
         }
         PASS

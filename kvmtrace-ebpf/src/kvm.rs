@@ -66,6 +66,10 @@ vcpu_programs! {
     kvm_pio => KvmPio,
     kvm_mmio => KvmMmio,
     kvm_msr => KvmMsr,
+    kvm_apic_ipi => KvmApicIpi,
+    kvm_wait_lapic_expire => KvmWaitLapicExpire,
+    kvm_page_fault => KvmPageFault,
+    kvm_eoi => KvmEoi,
 }
 
 irq_programs! {
@@ -74,4 +78,5 @@ irq_programs! {
     kvm_msi_set_irq => KvmMsiSetIrq,
     kvm_pic_set_irq => KvmPicSetIrq,
     kvm_ioapic_set_irq => KvmIoapicSetIrq,
+    kvm_apicv_accept_irq => KvmApicvAcceptIrq,
 }

@@ -145,7 +145,7 @@ fn main() {
     let samples: u64 = engine.vcpus().map(|v| v.stats.irq_to_guest.len()).sum();
     let exits: u64 = engine
         .vcpus()
-        .map(|v| v.stats.exits.values().map(|h| h.len()).sum::<u64>())
+        .map(|v| v.stats.exits.values().map(|h| h.latency.len()).sum::<u64>())
         .sum();
     println!("\n{samples} interrupt-to-guest samples, {exits} exits measured");
     assert_eq!(engine.vcpus().count(), VCPUS as usize);

@@ -18,8 +18,9 @@ use kvmtrace_common::{Event, Kind};
 
 use crate::source::demo::DemoStats;
 use crate::source::session::{Session, SessionOptions};
-use kvmtrace_analysis::capture::Trigger;
-use kvmtrace_analysis::capture::{create_output, CaptureError, CaptureTrailer, CaptureWriter};
+use kvmtrace_analysis::capture::{
+    create_output, CaptureError, CaptureHeader, CaptureTrailer, CaptureWriter, StopReason, Trigger,
+};
 use kvmtrace_analysis::engine::{Engine, EngineConfig};
 
 #[derive(Clone, Debug)]
@@ -58,16 +59,18 @@ struct Flight {
 }
 
 impl Flight {
-    fn new(opts: TriggerOptions, apic_timer_fn: u64) -> Flight {
+    fn new(opts: TriggerOptions, header: &CaptureHeader) -> Flight {
         Flight {
             opts,
             ring: VecDeque::new(),
-            engine: Engine::new(EngineConfig {
-                trigger_ns: Some(opts.threshold.as_nanos() as u64),
-                apic_timer_fn,
-                worst: 0,
-                ..EngineConfig::default()
-            }),
+            engine: Engine::new(
+                EngineConfig {
+                    trigger_ns: Some(opts.threshold.as_nanos() as u64),
+                    worst: 0,
+                    ..EngineConfig::default()
+                }
+                .for_capture(header),
+            ),
             writing_until: None,
             windows: 0,
             triggers: Vec::new(),
@@ -144,7 +147,7 @@ pub struct RecordSummary {
     pub events: u64,
     pub kernel_drops: u64,
     pub malformed: u64,
-    pub stop_reason: String,
+    pub stop_reason: StopReason,
     pub elapsed: Duration,
     pub demo: Option<DemoStats>,
 }
@@ -205,9 +208,7 @@ async fn run(
     let started = Instant::now();
     let mut buf: Vec<Event> = Vec::with_capacity(16 * 1024);
     session.initial_records(&mut buf)?;
-    let mut flight = opts
-        .trigger
-        .map(|t| Flight::new(t, session.header.apic_timer_fn));
+    let mut flight = opts.trigger.map(|t| Flight::new(t, &session.header));
     if let Some(t) = &opts.trigger {
         eprintln!(
             "kvmtrace: flight recorder: writing {:.1} s before and {:.1} s after each interrupt-to-guest latency of {} us or more (up to {})",
@@ -227,21 +228,21 @@ async fn run(
                 .map(|()| false),
         };
         match written {
-            Ok(true) => break "triggers".to_string(),
+            Ok(true) => break StopReason::Triggers,
             Ok(false) => {}
             Err(e) => {
                 write_error = Some(e);
-                break "write-error".to_string();
+                break StopReason::WriteError;
             }
         }
         buf.clear();
         match stop.load(Ordering::SeqCst) {
-            SIGINT => break "SIGINT".to_string(),
-            SIGTERM => break "SIGTERM".to_string(),
+            SIGINT => break StopReason::Sigint,
+            SIGTERM => break StopReason::Sigterm,
             _ => {}
         }
         if opts.duration.is_some_and(|d| started.elapsed() >= d) {
-            break "duration".to_string();
+            break StopReason::Duration;
         }
         session.read(&mut buf, Duration::from_millis(100)).await?;
     };
@@ -277,7 +278,7 @@ async fn run(
         kernel_drops: end.kernel_drops,
         malformed: end.malformed,
         end_ns: crate::source::demo::monotonic_ns(),
-        stop_reason: stop_reason.clone(),
+        stop_reason,
         triggers: triggers.clone(),
     })?;
     Ok(RecordSummary {
@@ -295,7 +296,7 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kvmtrace_analysis::capture::{CaptureHeader, CaptureReader};
+    use kvmtrace_analysis::capture::CaptureReader;
     use kvmtrace_common::{ev, Comm, Origin, Payload};
 
     const MS: u64 = 1_000_000;
@@ -370,7 +371,7 @@ mod tests {
             opts.pre.as_millis()
         ));
         let mut w = CaptureWriter::create(&p, true, &CaptureHeader::default()).unwrap();
-        let mut f = Flight::new(opts, 0);
+        let mut f = Flight::new(opts, &CaptureHeader::default());
         let mut done = false;
         for chunk in events.chunks(50) {
             if f.handle(chunk, &mut w).unwrap() {
@@ -439,7 +440,7 @@ mod tests {
         };
         let p = std::env::temp_dir().join(format!("kvmtrace-flight-none-{}", std::process::id()));
         let mut w = CaptureWriter::create(&p, true, &CaptureHeader::default()).unwrap();
-        let mut f = Flight::new(opts, 0);
+        let mut f = Flight::new(opts, &CaptureHeader::default());
         for chunk in stream(1000 * MS, u64::MAX).chunks(50) {
             assert!(!f.handle(chunk, &mut w).unwrap());
         }

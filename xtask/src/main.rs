@@ -99,6 +99,11 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Test { args } => {
             setup()?;
+            // Formatting and lints first: they fail fast and cost little.
+            run(Command::new("cargo").args(["fmt", "--all", "--check"]))
+                .context("the tree is not formatted: run `cargo fmt --all`")?;
+            run(Command::new("cargo").args(["clippy", "--all-targets", "--", "-D", "warnings"]))
+                .context("clippy found warnings")?;
             // A short fuzz run first, so that cargo test's summary closes the output.
             fuzz(&root, 20)?;
             run(Command::new("cargo")
@@ -174,6 +179,7 @@ fn is_root() -> bool {
 
 fn setup() -> anyhow::Result<()> {
     apt_packages()?;
+    stable_components()?;
     nightly_rust_src()?;
     bpf_linker()?;
     cargo_fuzz()?;
@@ -201,6 +207,18 @@ fn apt_packages() -> anyhow::Result<()> {
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(missing.iter().map(|m| m.0))
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// rustfmt and clippy for the default toolchain (`cargo xtask test` checks both).
+fn stable_components() -> anyhow::Result<()> {
+    let fmt = output(Command::new("cargo").args(["fmt", "--version"])).is_some();
+    let clippy = output(Command::new("cargo").args(["clippy", "--version"])).is_some();
+    if fmt && clippy {
+        return Ok(());
+    }
+    eprintln!("xtask: installing rustfmt and clippy (the test run checks formatting and lints)");
+    run(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))
+        .context("`rustup component add rustfmt clippy` failed")
 }
 
 fn nightly_sysroot() -> Option<PathBuf> {

@@ -139,6 +139,49 @@ pub struct Trigger {
     pub total_ns: u64,
 }
 
+/// Why a recording stopped (a string in the trailer and the report).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StopReason {
+    /// `--duration` elapsed.
+    #[serde(rename = "duration")]
+    Duration,
+    /// Ctrl-C.
+    #[serde(rename = "SIGINT")]
+    Sigint,
+    #[serde(rename = "SIGTERM")]
+    Sigterm,
+    /// The flight recorder wrote `--max-triggers` windows.
+    #[serde(rename = "triggers")]
+    Triggers,
+    /// Writing the capture failed (the trailer says so when it could still be written).
+    #[serde(rename = "write-error")]
+    WriteError,
+    /// A reason this kvmtrace does not know (written by a newer one).
+    #[default]
+    #[serde(other, rename = "unknown")]
+    Unknown,
+}
+
+impl StopReason {
+    /// As in the trailer: `duration`, `SIGINT`, `SIGTERM`, `triggers`, `write-error`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopReason::Duration => "duration",
+            StopReason::Sigint => "SIGINT",
+            StopReason::Sigterm => "SIGTERM",
+            StopReason::Triggers => "triggers",
+            StopReason::WriteError => "write-error",
+            StopReason::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Written when a recording ends cleanly.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaptureTrailer {
@@ -148,8 +191,8 @@ pub struct CaptureTrailer {
     /// Records that reached userspace but could not be decoded.
     pub malformed: u64,
     pub end_ns: u64,
-    /// Why the recording stopped: `duration`, `SIGINT`, `SIGTERM`, `triggers`.
-    pub stop_reason: String,
+    /// Why the recording stopped.
+    pub stop_reason: StopReason,
     /// Flight recorder: the samples that triggered a write, in order.
     #[serde(default)]
     pub triggers: Vec<Trigger>,

@@ -41,8 +41,23 @@ pub enum Cause {
     /// Halted (blocked in KVM_RUN) and not yet woken: inside a window, the host's interrupt
     /// delivery path.
     Halted,
-    /// Blocked outside a halt.
+    /// Blocked outside a halt, with nothing known of why.
     Blocked,
+    /// Asleep while handling a VM exit other than HLT: an EPT violation or NPF waiting for
+    /// a page (swap-in, userfaultfd post-copy, reclaim, mmap_lock), a mutex in an exit
+    /// handler (docs/kvm-source-notes.md 3.2).
+    BlockedExit {
+        isa: u8,
+        reason: u32,
+    },
+    /// In the guest after an entry that did not deliver the pending interrupt, until an
+    /// interrupt-window exit (VMX `INTERRUPT_WINDOW`, SVM `vintr`): the guest ran with
+    /// interrupts disabled (x86.c `kvm_check_and_inject_events` → `enable_irq_window`).
+    GuestIrqsOff,
+    /// In the guest after an entry that did not deliver the pending interrupt, and no
+    /// interrupt-window exit followed: the guest's priority (TPR/PPR, a higher vector in
+    /// service) held it, or it was not injectable for another reason.
+    GuestPending,
     /// A host hard interrupt handler on the vCPU's CPU.
     Hardirq {
         irq: u32,
@@ -65,13 +80,29 @@ pub enum Cause {
     /// Placeholder for a woken vCPU waiting for its CPU: at the switch-in it becomes
     /// `Preempted` by the task that had the CPU, or `Wakeup` when the CPU was idle.
     UnresolvedWaiting,
+    /// Placeholder, per window, for guest time after an entry that delivered nothing:
+    /// `GuestIrqsOff` or `GuestPending` when the window closes.
+    GuestUndelivered,
 }
 
 impl Cause {
     /// Is this time spent outside the guest? (`KvmRun` is counted as in-guest: it cannot be
     /// split on kernels without `kvm_entry`.)
     pub fn out_of_guest(self) -> bool {
-        !matches!(self, Cause::Guest | Cause::KvmRun)
+        !matches!(
+            self,
+            Cause::Guest
+                | Cause::KvmRun
+                | Cause::GuestIrqsOff
+                | Cause::GuestPending
+                | Cause::GuestUndelivered
+        )
+    }
+
+    /// Is this a wait inside KVM_RUN for the guest's next event: a halt (or a halt not
+    /// yet told apart from a VMM wait)?
+    pub fn is_idle(self) -> bool {
+        matches!(self, Cause::Halted)
     }
 
     /// A stable, human-readable key: `exit:HLT`, `vmm:IO`, `preempted:stress:4242`,
@@ -97,6 +128,13 @@ impl Cause {
             Cause::Wakeup => "wakeup".into(),
             Cause::Halted => "halted".into(),
             Cause::Blocked => "blocked".into(),
+            Cause::BlockedExit { isa, reason } => format!(
+                "blocked:exit:{}",
+                exit_reason_label(u64::from(isa), u64::from(reason))
+            ),
+            Cause::GuestIrqsOff => "guest:irqs-off".into(),
+            Cause::GuestPending => "guest:pending".into(),
+            Cause::GuestUndelivered => "guest:undelivered".into(),
             Cause::Hardirq { irq } => format!("hardirq:{irq}"),
             Cause::Softirq { vec } => match softirq_name(u64::from(vec)) {
                 Some(n) => format!("softirq:{n}"),

@@ -81,6 +81,12 @@ const PARSERS: &[(Kind, Parser)] = &[
     (Kind::HrtimerExpireExit, hrtimer_expire_exit),
     (Kind::ContentionBegin, contention_begin),
     (Kind::ContentionEnd, contention_end),
+    (Kind::KvmApicvAcceptIrq, kvm_apicv_accept_irq),
+    (Kind::KvmApicIpi, kvm_apic_ipi),
+    (Kind::KvmWaitLapicExpire, kvm_wait_lapic_expire),
+    (Kind::HrtimerStart, hrtimer_start),
+    (Kind::KvmPageFault, kvm_page_fault),
+    (Kind::KvmEoi, kvm_eoi),
 ];
 
 /// Parses the text of event `name`.
@@ -161,13 +167,17 @@ fn exit_reason(text: &str) -> Result<(Option<u64>, u32), Fail> {
 }
 
 /// `kvm_entry`: "vcpu 0, rip 0xffffffff81000000 intr_info 0x00000000 error_code 0x00000000"
-/// (rip since 4.x, intr_info since 6.x); older "vcpu 0".
+/// (rip since ~5.9, intr_info since 6.18), "[immediate exit]" appended when KVM forces an
+/// exit right after the entry (since ~6.9); older "vcpu 0".
 fn kvm_entry(body: &str) -> Result<Parsed<'_>, Fail> {
     let vcpu = need(word_after(body, "vcpu").and_then(num), "vcpu")?;
+    let rip = word_after(body, "rip").and_then(hex);
     let mut p = Parsed::of(Payload::KvmEntry(ev::KvmEntry {
         vcpu_id: Some(vcpu),
-        rip: word_after(body, "rip").and_then(hex),
+        rip,
         intr_info: word_after(body, "intr_info").and_then(hex),
+        // Printed only when set: its absence does not say the kernel has the field.
+        immediate_exit: body.contains("[immediate exit]").then_some(1),
     }));
     p.vcpu = u32::try_from(vcpu).ok();
     Ok(p)
@@ -223,24 +233,127 @@ fn kvm_inj_virq(body: &str) -> Result<Parsed<'_>, Fail> {
     Ok(Parsed::of(Payload::KvmInjVirq(rec)))
 }
 
-/// `kvm_apic_accept_irq`: "apicid 0 vec 236 (Fixed|edge)" (older kernels add
-/// " (coalesced)").
-fn kvm_apic_accept_irq(body: &str) -> Result<Parsed<'_>, Fail> {
-    let mut rec = ev::KvmApicAcceptIrq {
-        apicid: need(word_after(body, "apicid").and_then(hex), "apicid")?,
-        vec: need(word_after(body, "vec").and_then(num), "vec")?,
-        dm: None,
-        tm: None,
-    };
+/// `kvm_apic_accept_irq` and `kvm_apicv_accept_irq`: "apicid 0 vec 236 (Fixed|edge)"
+/// (older kernels add " (coalesced)" to the first): (apicid, vec, dm, tm).
+fn accept(body: &str) -> Result<(u64, u64, Option<u64>, Option<u64>), Fail> {
+    let apicid = need(word_after(body, "apicid").and_then(hex), "apicid")?;
+    let vec = need(word_after(body, "vec").and_then(num), "vec")?;
+    let (mut dm, mut tm) = (None, None);
     if let Some(g) = group(body) {
         let mut parts = g.split('|');
-        rec.dm = parts
+        dm = parts
             .next()
             .and_then(reasons::delivery_mode)
             .map(|m| m << 8);
-        rec.tm = parts.next().and_then(trigger);
+        tm = parts.next().and_then(trigger);
     }
-    Ok(Parsed::of(Payload::KvmApicAcceptIrq(rec)))
+    Ok((apicid, vec, dm, tm))
+}
+
+fn kvm_apic_accept_irq(body: &str) -> Result<Parsed<'_>, Fail> {
+    let (apicid, vec, dm, tm) = accept(body)?;
+    Ok(Parsed::of(Payload::KvmApicAcceptIrq(
+        ev::KvmApicAcceptIrq {
+            apicid,
+            vec,
+            dm,
+            tm,
+        },
+    )))
+}
+
+fn kvm_apicv_accept_irq(body: &str) -> Result<Parsed<'_>, Fail> {
+    let (apicid, vec, dm, tm) = accept(body)?;
+    Ok(Parsed::of(Payload::KvmApicvAcceptIrq(
+        ev::KvmApicvAcceptIrq {
+            apicid,
+            vec,
+            dm,
+            tm,
+        },
+    )))
+}
+
+/// `kvm_apic_ipi`: "dst 1 vec 253 (Fixed|physical|assert|edge|dst)", rebuilt into the ICR's
+/// low word (vector, delivery mode << 8, logical << 11, assert << 14, level << 15,
+/// shorthand << 18).
+fn kvm_apic_ipi(body: &str) -> Result<Parsed<'_>, Fail> {
+    let dest_id = need(word_after(body, "dst").and_then(hex), "dest_id")?;
+    let vec = need(word_after(body, "vec").and_then(num), "icr_low")?;
+    let g = need(group(body), "icr_low")?;
+    let parts: Vec<&str> = g.split('|').collect();
+    let mode = need(
+        parts.first().and_then(|m| reasons::delivery_mode(m)),
+        "icr_low",
+    )?;
+    let shorthand = match parts.get(4).copied() {
+        Some("self") => 1,
+        Some("all") => 2,
+        Some("all-self") => 3,
+        _ => 0,
+    };
+    let icr_low = (vec & 0xff)
+        | (mode << 8)
+        | (u64::from(parts.contains(&"logical")) << 11)
+        | (u64::from(parts.contains(&"assert")) << 14)
+        | (u64::from(parts.contains(&"level")) << 15)
+        | (shorthand << 18);
+    Ok(Parsed::of(Payload::KvmApicIpi(ev::KvmApicIpi {
+        icr_low,
+        dest_id,
+    })))
+}
+
+/// `kvm_wait_lapic_expire`: "vcpu 0: delta -1234 (early)".
+fn kvm_wait_lapic_expire(body: &str) -> Result<Parsed<'_>, Fail> {
+    let vcpu = need(
+        word_after(body, "vcpu")
+            .map(|v| v.trim_end_matches(':'))
+            .and_then(num),
+        "vcpu_id",
+    )?;
+    let delta = need(word_after(body, "delta").and_then(num), "delta")?;
+    let mut p = Parsed::of(Payload::KvmWaitLapicExpire(ev::KvmWaitLapicExpire {
+        vcpu_id: vcpu,
+        delta,
+    }));
+    p.vcpu = u32::try_from(vcpu).ok();
+    Ok(p)
+}
+
+/// `hrtimer_start`: "hrtimer=0xffff... function=apic_timer_fn [kvm] expires=123
+/// softexpires=123 mode=ABS|HARD" (older kernels: no mode).
+fn hrtimer_start(body: &str) -> Result<Parsed<'_>, Fail> {
+    const K: &[&str] = &["hrtimer", "function", "expires", "softexpires", "mode"];
+    let func = need(eq(body, "function", K), "function")?;
+    Ok(Parsed::of(Payload::HrtimerStart(ev::HrtimerStart {
+        hrtimer: need(eq(body, "hrtimer", K).and_then(hex), "hrtimer")?,
+        function: function_marker(func),
+        expires: need(eq(body, "expires", K).and_then(num), "expires")?,
+        mode: eq(body, "mode", K).and_then(reasons::hrtimer_mode),
+    })))
+}
+
+/// `kvm_page_fault`: 6.x "vcpu 0 rip 0xffffffff81000000 address 0x00000000fee00000
+/// error_code 0x181"; older "address fee00000 error_code 181".
+fn kvm_page_fault(body: &str) -> Result<Parsed<'_>, Fail> {
+    let vcpu_id = word_after(body, "vcpu").and_then(num);
+    let mut p = Parsed::of(Payload::KvmPageFault(ev::KvmPageFault {
+        vcpu_id,
+        guest_rip: word_after(body, "rip").and_then(hex),
+        fault_address: need(word_after(body, "address").and_then(hex), "fault_address")?,
+        error_code: need(word_after(body, "error_code").and_then(hex), "error_code")?,
+    }));
+    p.vcpu = vcpu_id.and_then(|v| u32::try_from(v).ok());
+    Ok(p)
+}
+
+/// `kvm_eoi`: "apicid 0 vector 236".
+fn kvm_eoi(body: &str) -> Result<Parsed<'_>, Fail> {
+    Ok(Parsed::of(Payload::KvmEoi(ev::KvmEoi {
+        apicid: need(word_after(body, "apicid").and_then(hex), "apicid")?,
+        vector: need(word_after(body, "vector").and_then(num), "vector")?,
+    })))
 }
 
 /// `kvm_set_irq`: "gsi 0 level 1 source 0".
@@ -571,20 +684,25 @@ vector_parsers! {
 fn hrtimer_expire_entry(body: &str) -> Result<Parsed<'_>, Fail> {
     const K: &[&str] = &["hrtimer", "function", "now"];
     let func = need(eq(body, "function", K), "function")?;
-    let name = func.split(['/', '+', ' ', '[']).next().unwrap_or_default();
     Ok(Parsed::of(Payload::HrtimerExpireEntry(
         ev::HrtimerExpireEntry {
             hrtimer: need(eq(body, "hrtimer", K).and_then(hex), "hrtimer")?,
-            // The symbol's address is not in the text: a marker stands for KVM's LAPIC
-            // timer callback, 0 for any other function.
-            function: if name == "apic_timer_fn" {
-                APIC_TIMER_FN_MARKER
-            } else {
-                0
-            },
+            function: function_marker(func),
             now: eq(body, "now", K).and_then(num),
         },
     )))
+}
+
+/// The symbol's address is not in the text: [`APIC_TIMER_FN_MARKER`] stands for KVM's LAPIC
+/// timer callback (`apic_timer_fn`, `apic_timer_fn/0x0`, `apic_timer_fn [kvm]`), 0 for any
+/// other function.
+fn function_marker(func: &str) -> u64 {
+    let name = func.split(['/', '+', ' ', '[']).next().unwrap_or_default();
+    if name == "apic_timer_fn" {
+        APIC_TIMER_FN_MARKER
+    } else {
+        0
+    }
 }
 
 fn hrtimer_expire_exit(body: &str) -> Result<Parsed<'_>, Fail> {

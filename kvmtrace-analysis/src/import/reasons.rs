@@ -35,6 +35,23 @@ pub(super) fn lock_flag(name: &str) -> Option<u64> {
     })
 }
 
+/// `hrtimer_start`'s `mode` as printed (`ABS`, `REL|PINNED|HARD`, ...): the
+/// `HRTIMER_MODE_*` bits (include/linux/hrtimer.h: REL 1, PINNED 2, SOFT 4, HARD 8).
+pub(super) fn hrtimer_mode(text: &str) -> Option<u64> {
+    let mut mode = 0;
+    for part in text.split('|') {
+        mode |= match part {
+            "ABS" => 0,
+            "REL" => 1,
+            "PINNED" => 2,
+            "SOFT" => 4,
+            "HARD" => 8,
+            _ => return None,
+        };
+    }
+    Some(mode)
+}
+
 /// `mmio` access types of `kvm_mmio`.
 pub(super) fn mmio_type(name: &str) -> Option<u64> {
     match name {

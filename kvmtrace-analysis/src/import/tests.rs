@@ -177,6 +177,7 @@ fn ftrace_real_trace() {
         ("hrtimer_expire_exit", 4),
         ("irq_handler_entry", 2),
         ("irq_handler_exit", 2),
+        ("kvm_eoi", 2),
         ("kvm_ioapic_set_irq", 4),
         ("kvm_pic_set_irq", 4),
         ("kvm_pio", 6),
@@ -199,7 +200,7 @@ fn ftrace_real_trace() {
     assert_eq!(counts(&im), want);
     assert_eq!(
         (im.stats.lines, im.stats.skipped, im.stats.events),
-        (162, 12, 103)
+        (162, 12, 105)
     );
     assert_eq!(
         reasons(&im),
@@ -207,7 +208,6 @@ fn ftrace_real_trace() {
             ("unknown event kvm_ack_irq", 1),
             ("unknown event kvm_apic", 2),
             ("unknown event kvm_emulate_insn", 32),
-            ("unknown event kvm_eoi", 2),
             ("unknown event kvm_fpu", 10),
         ]
     );
@@ -1041,7 +1041,7 @@ fn engine_measures_imported_exits() {
     engine.flush();
     let v = engine.vcpus().find(|v| v.tid == 4243).unwrap();
     assert_eq!((v.tgid, v.vcpu_id), (IMPORTED_VM_TGID, Some(1)));
-    let h = &v.stats.exits[&(ISA_VMX as u8, 1)];
+    let h = &v.stats.exits[&(ISA_VMX as u8, 1)].latency;
     assert_eq!(h.len(), 1);
     assert!(h.equivalent(h.max(), 3_500), "{}", h.max());
     // The exit the kernel had no name for: isa 0.

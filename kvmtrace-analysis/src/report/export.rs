@@ -78,7 +78,7 @@ pub fn write_hdr_log(path: &Path, force: bool, engine: &Engine) -> Result<usize,
             exits.sort_by_key(|((isa, code), _)| (*isa, *code));
             for ((isa, code), h) in exits {
                 let name = exit_reason_label(u64::from(*isa), u64::from(*code));
-                metrics.push((format!("{prefix}.exit.{}", tag_text(&name)), h));
+                metrics.push((format!("{prefix}.exit.{}", tag_text(&name)), &h.latency));
             }
             for (tag, h) in metrics {
                 if h.is_empty() {

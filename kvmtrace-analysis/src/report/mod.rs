@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::capture::{CaptureHeader, CaptureTrailer, Damage, Trigger};
+use crate::capture::{CaptureHeader, CaptureTrailer, Damage, StopReason, Trigger};
 use crate::hist::LatencySummary;
 use crate::host::HostFacts;
 
@@ -50,7 +50,7 @@ pub struct CaptureInfo {
     /// The recording ended cleanly (trailer present, no damage).
     pub complete: bool,
     pub damage: Option<Damage>,
-    pub stop_reason: Option<String>,
+    pub stop_reason: Option<StopReason>,
     pub host: HostFacts,
     /// Time between the first and the last event.
     pub duration_ns: u64,
@@ -133,7 +133,8 @@ impl Report {
                 vm_name: threads.vm_name(t.tgid).unwrap_or_default().to_string(),
                 pid: t.tgid,
                 tid,
-                vcpu: t.vcpu,
+                // The engine's id (KVM's own when the stream gave it) over the name's.
+                vcpu: engine.vcpu(tid).and_then(|v| v.vcpu_id).or(t.vcpu),
                 comm: t.comm.clone(),
                 events: t.by_kind.values().sum(),
                 events_by_kind: t
@@ -154,7 +155,7 @@ impl Report {
                 path: path.to_string(),
                 complete: trailer.is_some() && damage.is_none(),
                 damage: damage.cloned(),
-                stop_reason: trailer.map(|t| t.stop_reason.clone()),
+                stop_reason: trailer.map(|t| t.stop_reason),
                 host: header.host.clone(),
                 duration_ns: counts.first_ns.map_or(0, |f| counts.last_ns - f),
                 first_event_ns: counts.first_ns.unwrap_or(0),
@@ -199,10 +200,7 @@ pub fn analyse_capture(
     cfg: EngineConfig,
 ) -> Result<(Report, Engine), crate::capture::CaptureError> {
     let mut reader = crate::capture::CaptureReader::open(path)?;
-    let mut engine = Engine::new(EngineConfig {
-        apic_timer_fn: reader.header.apic_timer_fn,
-        ..cfg
-    });
+    let mut engine = Engine::new(cfg.for_capture(&reader.header));
     let mut progress = Progress::new(path);
     while let Some(ev) = reader.next_event()? {
         engine.push(&ev);
@@ -268,10 +266,13 @@ pub fn analyse_text(
     cfg: EngineConfig,
 ) -> Result<(Report, Engine), crate::import::ImportError> {
     let imported = crate::import::import_text(path)?;
-    let mut engine = Engine::new(EngineConfig {
-        apic_timer_fn: crate::import::APIC_TIMER_FN_MARKER,
-        ..cfg
-    });
+    let mut engine = Engine::new(
+        EngineConfig {
+            apic_timer_fn: crate::import::APIC_TIMER_FN_MARKER,
+            ..cfg
+        }
+        .for_events(&imported.events),
+    );
     for ev in &imported.events {
         engine.push(ev);
     }

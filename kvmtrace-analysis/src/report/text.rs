@@ -9,14 +9,27 @@ fn us(ns: u64) -> String {
 }
 
 impl Report {
-    /// The human-readable report.
+    /// The human-readable report: where it comes from, the events, a table of the vCPUs,
+    /// each vCPU's breakdowns, the worst samples, and the demo's ground truth.
     pub fn to_text(&self) -> String {
         let mut s = String::new();
+        self.source_text(&mut s);
+        self.events_text(&mut s);
+        self.summary_table(&mut s);
+        self.vcpus_text(&mut s);
+        latency::worst_text(&mut s, &self.worst, 3);
+        self.attribution_text(&mut s);
+        self.demo_text(&mut s);
+        s
+    }
+
+    /// The capture or text trace, its completeness, the host and the probes.
+    fn source_text(&self, s: &mut String) {
         let c = &self.capture;
         let state = if c.complete {
             format!(
                 "complete, stopped by {}",
-                c.stop_reason.as_deref().unwrap_or("?")
+                c.stop_reason.map_or("?", |r| r.name())
             )
         } else {
             "INCOMPLETE".to_string()
@@ -74,6 +87,11 @@ impl Report {
         for u in &c.probes_unavailable {
             let _ = writeln!(s, "  unavailable {}: {}", u.tracepoint, u.reason);
         }
+    }
+
+    /// Event counts and drops.
+    fn events_text(&self, s: &mut String) {
+        let c = &self.capture;
         let e = &self.events;
         let _ = writeln!(
             s,
@@ -91,6 +109,10 @@ impl Report {
         for (k, n) in &e.by_kind {
             let _ = writeln!(s, "  {k:<28} {n:>10}");
         }
+    }
+
+    /// One line per vCPU: its latency percentiles and top cause.
+    fn summary_table(&self, s: &mut String) {
         if self.vcpus.is_empty() {
             let _ = writeln!(s, "\nno vCPU threads seen");
         } else {
@@ -125,6 +147,10 @@ impl Report {
                 );
             }
         }
+    }
+
+    /// Each vCPU's breakdowns and event counts.
+    fn vcpus_text(&self, s: &mut String) {
         for v in &self.vcpus {
             let id = v.vcpu.map_or("?".to_string(), |n| n.to_string());
             let _ = writeln!(
@@ -132,13 +158,16 @@ impl Report {
                 "\nvCPU {id}  pid {} ({}) tid {} \"{}\"  {} events",
                 v.pid, v.vm_name, v.tid, v.comm, v.events
             );
-            latency::vcpu_text(&mut s, &v.latency);
+            latency::vcpu_text(s, &v.latency);
             let _ = writeln!(s, "  events:");
             for (k, n) in &v.events_by_kind {
                 let _ = writeln!(s, "    {k:<28} {n:>10}");
             }
         }
-        latency::worst_text(&mut s, &self.worst, 3);
+    }
+
+    /// What could not be attributed.
+    fn attribution_text(&self, s: &mut String) {
         let a = &self.attribution;
         if a.incomplete + a.late_events + a.unresolved_raises > 0 {
             let _ = writeln!(
@@ -147,6 +176,26 @@ impl Report {
                 a.samples, a.incomplete, a.late_events, a.unresolved_raises
             );
         }
+        if a.wakeup_only > 0 {
+            let _ = writeln!(
+                s,
+                "coverage: {} of {} deliveries had a raise seen; {} were first seen as the wake-up of a halted vCPU (posted interrupts, IPI virtualization or AVIC: no raise tracepoint)",
+                a.with_raise,
+                a.with_raise + a.wakeup_only,
+                a.wakeup_only
+            );
+        }
+        if a.overlays_cleared + a.cpu_out_of_range > 0 {
+            let _ = writeln!(
+                s,
+                "input problems: {} host interrupt handlers whose exit was lost (their windows incomplete), {} events with an impossible CPU number skipped",
+                a.overlays_cleared, a.cpu_out_of_range
+            );
+        }
+    }
+
+    /// The demo VMM's own measurement.
+    fn demo_text(&self, s: &mut String) {
         if let Some(d) = &self.demo {
             let l = &d.irq_ack_latency_ns;
             let _ = writeln!(
@@ -163,6 +212,5 @@ impl Report {
                 us(l.max)
             );
         }
-        s
     }
 }

@@ -388,6 +388,7 @@ impl Metrics {
                     .entry(labels)
                     .or_insert_with(|| HistOut::new(EXIT_BUCKETS_NS));
                 let seen = s.exit_seen.entry((isa, reason)).or_default();
+                let h = &h.latency;
                 let sum = if h.is_empty() {
                     0.0
                 } else {

@@ -40,6 +40,29 @@ pub enum ProbeError {
     NothingAttached(String),
 }
 
+/// Why one tracepoint's program is not attached.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("program {0} is missing from the eBPF object")]
+    NoProgram(&'static str),
+    #[error("program {program} is not a tracepoint program: {source}")]
+    NotATracepoint {
+        program: &'static str,
+        source: ProgramError,
+    },
+    /// The kernel refused to load it; `summary` is the verifier's last words.
+    #[error("loading {program}: {summary}")]
+    Load {
+        program: &'static str,
+        summary: String,
+    },
+    #[error("attaching {tracepoint}: {source}")]
+    Attach {
+        tracepoint: String,
+        source: ProgramError,
+    },
+}
+
 /// Options for [`Probes::load`].
 #[derive(Clone, Debug)]
 pub struct ProbeOptions {
@@ -163,7 +186,7 @@ impl Probes {
                     Err(e) => ProbeStatus {
                         tracepoint,
                         attached: false,
-                        reason: Some(e),
+                        reason: Some(e.to_string()),
                         missing_fields,
                     },
                 },
@@ -274,16 +297,27 @@ fn take_hash(
     HashMap::try_from(map).map_err(|source| ProbeError::Map { name, source })
 }
 
-fn attach(ebpf: &mut Ebpf, kind: Kind) -> Result<TracePointLink, String> {
+fn attach(ebpf: &mut Ebpf, kind: Kind) -> Result<TracePointLink, AttachError> {
+    let program = kind.name();
     let prog = ebpf
-        .program_mut(kind.name())
-        .ok_or_else(|| format!("program {} is missing from the eBPF object", kind.name()))?;
-    let tp: &mut TracePoint = prog.try_into().map_err(|e: ProgramError| e.to_string())?;
-    tp.load().map_err(|e| short_load_error(&e.to_string()))?;
+        .program_mut(program)
+        .ok_or(AttachError::NoProgram(program))?;
+    let tp: &mut TracePoint = prog
+        .try_into()
+        .map_err(|source| AttachError::NotATracepoint { program, source })?;
+    tp.load().map_err(|e| AttachError::Load {
+        program,
+        summary: short_load_error(&e.to_string()),
+    })?;
+    let tracepoint = format!("{}:{}", kind.category(), kind.name());
     let id = tp
         .attach(kind.category(), kind.name())
-        .map_err(|e| e.to_string())?;
-    tp.take_link(id).map_err(|e| e.to_string())
+        .map_err(|source| AttachError::Attach {
+            tracepoint: tracepoint.clone(),
+            source,
+        })?;
+    tp.take_link(id)
+        .map_err(|source| AttachError::Attach { tracepoint, source })
 }
 
 /// A load error without the whole verifier log: its first line and the log's last lines,

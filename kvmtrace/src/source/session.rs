@@ -176,16 +176,16 @@ impl Session {
             }
         }
         let comm = host::thread_comm(tgid, tid).unwrap_or_default();
-        // The thread's name, else KVM's debugfs (when mounted), says which vCPU it runs.
-        let vcpu = vcpu_from_comm(&comm).or_else(|| {
-            host::debugfs_vcpu_threads(std::path::Path::new("/sys/kernel/debug/kvm"))
-                .get(&tid)
-                .map(|&(_, id)| id)
-        });
-        out.push(Event::new(
-            now(tid, tgid),
-            &ev::ThreadInfo::thread(vcpu, &comm),
-        ));
+        // KVM's debugfs (when mounted) says which vcpu_id the thread runs; the thread's name
+        // is QEMU's cpu_index, which differs when the topology leaves APIC-id gaps.
+        let kvm_id = host::debugfs_vcpu_threads(std::path::Path::new("/sys/kernel/debug/kvm"))
+            .get(&tid)
+            .map(|&(_, id)| id);
+        let info = match kvm_id {
+            Some(id) => ev::ThreadInfo::vcpu_thread(id, &comm),
+            None => ev::ThreadInfo::thread(vcpu_from_comm(&comm), &comm),
+        };
+        out.push(Event::new(now(tid, tgid), &info));
     }
 
     /// A thread that is not a vCPU: its name only, from /proc (gone if it already exited).

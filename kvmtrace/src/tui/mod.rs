@@ -65,10 +65,7 @@ pub struct Collector {
 
 impl Collector {
     pub fn new(capture: &CaptureHeader, interval_ms: u64, source: String, live: bool) -> Self {
-        let cfg = EngineConfig {
-            apic_timer_fn: capture.apic_timer_fn,
-            ..EngineConfig::default()
-        };
+        let cfg = EngineConfig::default().for_capture(capture);
         let h = &capture.host;
         Collector {
             total: Engine::new(cfg.clone()),

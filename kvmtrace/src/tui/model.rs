@@ -99,9 +99,9 @@ impl TopModel {
                 let exits: u64 = latency.exits.by_reason.iter().map(|e| e.count).sum();
                 let mut p99 = 0;
                 let mut max = 0;
-                for (&(_, _), h) in &v.stats.exits {
-                    p99 = p99.max(h.value_at_quantile(0.99));
-                    max = max.max(h.max());
+                for st in v.stats.exits.values().filter(|st| !st.latency.is_empty()) {
+                    p99 = p99.max(st.latency.value_at_quantile(0.99));
+                    max = max.max(st.latency.max());
                 }
                 let i = &latency.irq_to_guest;
                 let total: u64 = i.causes_ns.values().sum();
