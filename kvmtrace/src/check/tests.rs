@@ -9,9 +9,19 @@ use super::*;
 /// A fake root directory, removed at the end.
 struct Tree(PathBuf);
 
+impl Drop for Tree {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 impl Tree {
+    /// A new tree, unique to the call: tests run in parallel.
     fn new(name: &str) -> Tree {
-        let d = std::env::temp_dir().join(format!("kvmtrace-check-{}-{name}", std::process::id()));
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let d =
+            std::env::temp_dir().join(format!("kvmtrace-check-{}-{name}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         Tree(d)

@@ -6,8 +6,8 @@
 //! channel and wait for its answer, so every scrape reads the engine's model at that moment
 //! and nothing is shared behind a lock. Every second the owner also syncs the exported
 //! state, drops the series of VMs gone for longer than `--vm-grace`, and replaces the engine
-//! when it holds too many vCPUs of VMs that went away (memory stays bounded on a host where
-//! VMs come and go). SIGTERM or SIGINT stops the server, detaches the probes and exits 0.
+//! when it holds vCPUs of VMs that went away (memory stays bounded on a host where VMs come
+//! and go, and a new VM's raises are never taken for a gone VM's vCPU). SIGTERM or SIGINT stops the server, detaches the probes and exits 0.
 //!
 //! Endpoints: `/metrics` (OpenMetrics when the scraper accepts it, else Prometheus text
 //! 0.0.4), `/report` (the JSON report of `kvmtrace report --json`, schema
@@ -25,7 +25,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use kvmtrace_common::Event;
+use kvmtrace_common::{ev, Event, Origin};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::metrics::{Metrics, MetricsConfig};
@@ -57,9 +57,6 @@ pub enum ExporterError {
         source: std::io::Error,
     },
 }
-
-/// The engine is replaced when it follows more vCPU threads of VMs that went away than this.
-const MAX_GONE_VCPUS_IN_ENGINE: usize = 64;
 
 /// How long a handler waits for the owner's answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -125,12 +122,25 @@ impl Owner {
             log::info!("dropped the series of {dropped} vCPU(s) of VMs gone for --vm-grace");
         }
         let gone = self.engine.vcpus().filter(|v| !proc_alive(v.tgid)).count();
-        if gone > MAX_GONE_VCPUS_IN_ENGINE {
-            log::info!("replacing the attribution engine to forget {gone} vCPUs of gone VMs");
-            self.engine.flush();
-            self.sync();
-            self.engine = Engine::new(self.engine_cfg.clone());
-            self.metrics.engine_replaced();
+        if gone > 0 {
+            log::info!("replacing the attribution engine to forget {gone} vCPU(s) of gone VMs");
+            self.replace_engine(&mut proc_alive);
+        }
+    }
+
+    /// Forgets the vCPUs of VMs that went away: the engine is flushed (windows open now
+    /// count as incomplete), its last numbers go into the exported state, and a new engine
+    /// starts, told the live vCPU threads' ids and names and the VMs' names as the session
+    /// told the old one. A gone vCPU left in the engine would keep its vCPU id, and raises
+    /// of a new VM could be taken for it.
+    fn replace_engine(&mut self, alive: &mut dyn FnMut(u32) -> bool) {
+        self.engine.flush();
+        self.sync();
+        let seed = seed_records(&self.engine, alive);
+        self.engine = Engine::new(self.engine_cfg.clone());
+        self.metrics.engine_replaced();
+        for e in &seed {
+            self.engine.push(e);
         }
     }
 
@@ -157,6 +167,37 @@ impl Owner {
             }
         }
     }
+}
+
+/// What a new engine needs to know of the live VMs: each vCPU thread's id and name and
+/// each VM's name, as the session's thread records said them.
+fn seed_records(engine: &Engine, alive: &mut dyn FnMut(u32) -> bool) -> Vec<Event> {
+    let at = |tid, tgid| Origin {
+        ts_ns: engine.clock(),
+        tid,
+        tgid,
+        cpu: 0,
+    };
+    let mut out = Vec::new();
+    let mut vms = std::collections::BTreeSet::new();
+    for v in engine.vcpus().filter(|v| alive(v.tgid)) {
+        let comm = engine
+            .threads()
+            .get(v.tid)
+            .map(|t| t.comm.clone())
+            .unwrap_or_default();
+        out.push(Event::new(
+            at(v.tid, v.tgid),
+            &ev::ThreadInfo::thread(v.vcpu_id, &comm),
+        ));
+        vms.insert(v.tgid);
+    }
+    for pid in vms {
+        if let Some(name) = engine.threads().vm_name(pid) {
+            out.push(Event::new(at(pid, pid), &ev::ThreadInfo::vm_name(name)));
+        }
+    }
+    out
 }
 
 /// Sends SIGTERM / SIGINT's name to `stop`.
