@@ -20,7 +20,7 @@ const KVMTRACE: &[&[&str]] = &[
     &["host"],
     &["probes"],
     &["source"],
-    &["record", "tui"],
+    &["record", "tui", "exporter", "check"],
     &["cli"],
 ];
 
