@@ -20,7 +20,7 @@ const KVMTRACE: &[&[&str]] = &[
     &["host", "housekeeping"],
     &["probes"],
     &["source"],
-    &["record", "tui"],
+    &["record", "tui", "exporter", "check"],
     &["cli"],
 ];
 

@@ -2,6 +2,7 @@
 // that build.rs can include this file to generate the shell completions and man pages.
 // The module's documentation is on `pub mod cli` in lib.rs.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -51,6 +52,11 @@ pub enum Command {
     Record(RecordArgs),
     /// Summarise a capture file.
     Report(ReportArgs),
+    /// Serve the live per-vCPU latency model as Prometheus/OpenMetrics metrics over HTTP.
+    Exporter(ExporterArgs),
+    /// Audit the host's settings that matter for interrupt latency (and rank them by a
+    /// capture's attributed latency).
+    Check(CheckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -181,4 +187,35 @@ fn demo_paths(s: &str) -> Result<String, String> {
         }
     }
     Ok(s.to_string())
+}
+
+#[derive(Debug, Args)]
+pub struct ExporterArgs {
+    /// Address to serve /metrics and /report on (0.0.0.0:PORT for every interface).
+    #[arg(long, default_value = "127.0.0.1:9477", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// (VM, vCPU) series exported at most; further vCPUs are counted, not exported.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub max_series: usize,
+    /// Seconds a VM's series are kept after its process is gone.
+    #[arg(long, default_value_t = 300.0, value_name = "SECS")]
+    pub vm_grace: f64,
+    /// Worst samples kept for /report.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub worst: usize,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Rank the findings by the latency this capture's report attributes to them.
+    #[arg(value_name = "CAPTURE")]
+    pub capture: Option<PathBuf>,
+    /// Print JSON (a `findings` list).
+    #[arg(long)]
+    pub json: bool,
+    /// Read /proc and /sys under this directory instead of / (a copy of another host's).
+    #[arg(long, value_name = "DIR", default_value = "/", hide = true)]
+    pub root: PathBuf,
 }

@@ -3,7 +3,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{CommandFactory as _, FromArgMatches as _};
-use kvmtrace::cli::{Cli, Command, RecordArgs, ReportArgs, TargetArgs, TopArgs};
+use kvmtrace::cli::{
+    CheckArgs, Cli, Command, ExporterArgs, RecordArgs, ReportArgs, TargetArgs, TopArgs,
+};
 use kvmtrace::record::{record, RecordOptions};
 use kvmtrace::source::{demo::DemoConfig, session::SessionOptions};
 
@@ -38,6 +40,8 @@ fn main() -> ExitCode {
         Command::Top(args) => run_top(args),
         Command::Record(args) => run_record(args),
         Command::Report(args) => run_report(args),
+        Command::Exporter(args) => run_exporter(args),
+        Command::Check(args) => run_check(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -225,4 +229,31 @@ fn run_report(args: ReportArgs) -> anyhow::Result<()> {
         print!("{}", report.to_text());
     }
     Ok(())
+}
+
+fn run_exporter(args: ExporterArgs) -> anyhow::Result<()> {
+    if args.max_series == 0 || args.max_series > 100_000 {
+        bail!("--max-series must be between 1 and 100000");
+    }
+    if !(args.vm_grace >= 0.0 && args.vm_grace.is_finite() && args.vm_grace <= 86_400.0) {
+        bail!("--vm-grace must be between 0 and 86400 seconds");
+    }
+    if args.worst > 1000 {
+        bail!("--worst must be at most 1000");
+    }
+    let opts = kvmtrace::exporter::ExporterOptions {
+        listen: args.listen,
+        session: session_options(&args.target)?,
+        metrics: kvmtrace::exporter::metrics::MetricsConfig {
+            max_series: args.max_series,
+            vm_grace_ns: Duration::from_secs_f64(args.vm_grace).as_nanos() as u64,
+            ..Default::default()
+        },
+        worst: args.worst,
+    };
+    runtime()?.block_on(kvmtrace::exporter::run(&opts))
+}
+
+fn run_check(args: CheckArgs) -> anyhow::Result<()> {
+    kvmtrace::check::run(&args.root, args.capture.as_deref(), args.json)
 }

@@ -118,6 +118,16 @@ const PACKAGES: &[(&str, &str, &str)] = &[
     ("tmux", "tmux", "the real-terminal test"),
     ("man-db", "man", "the test that renders the man page"),
     (
+        "prometheus",
+        "prometheus",
+        "the exporter test scrapes kvmtrace with a real Prometheus server; promtool checks the alert rules",
+    ),
+    (
+        "systemd",
+        "systemd-analyze",
+        "checking the exporter's systemd unit",
+    ),
+    (
         "util-linux",
         "setpriv",
         "running a test as an unprivileged user",
