@@ -42,11 +42,13 @@ fn trace_demo_to(cfg: DemoConfig, dur: Duration, capture: Option<&std::path::Pat
         })
         .expect("session");
         let vcpu_tid = session.demo_vcpu_tid().unwrap();
-        let mut engine = Engine::new(EngineConfig {
-            worst: 50,
-            apic_timer_fn: session.header.apic_timer_fn,
-            ..EngineConfig::default()
-        });
+        let mut engine = Engine::new(
+            EngineConfig {
+                worst: 50,
+                ..EngineConfig::default()
+            }
+            .for_capture(&session.header),
+        );
         let mut writer = capture.map(|p| {
             kvmtrace_analysis::capture::CaptureWriter::create(p, true, &session.header).unwrap()
         });

@@ -214,8 +214,8 @@ mod tests {
         assert_eq!(specs[0].offset, 8);
         assert_eq!(
             missing.len(),
-            2,
-            "rip and intr_info came later: {missing:?}"
+            3,
+            "rip, intr_info and immediate_exit came later: {missing:?}"
         );
     }
 

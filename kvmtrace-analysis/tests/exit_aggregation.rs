@@ -454,6 +454,7 @@ impl Gen {
             vcpu_id: Some(u64::from(tid - 101)),
             rip: Some(0xffff_ffff_8100_0000),
             intr_info: None,
+            immediate_exit: None,
         };
         self.at(ts, tid, cpu, rec);
     }

@@ -473,10 +473,14 @@ kinds! {
         guest_rip: opt @ 3 = "guest_rip",
         info1: opt @ 4 = "info1",
     }
+    /// `intr_info` (Linux 6.18+): the event injected at this entry (bit 31 valid, bits 8-10
+    /// the type, 0 = external interrupt, bits 0-7 the vector); `immediate_exit`: KVM will
+    /// force an exit right after it (the next exit is KVM's own).
     KvmEntry = 1, "kvm", "kvm_entry" {
         vcpu_id: opt @ 0 = "vcpu_id",
         rip: opt @ 1 = "rip",
         intr_info: opt @ 2 = "intr_info",
+        immediate_exit: opt @ 3 = "immediate_exit",
     }
     KvmUserspaceExit = 2, "kvm", "kvm_userspace_exit" {
         reason: opt @ 0 = "reason",
@@ -653,7 +657,8 @@ kinds! {
         apicid: u64 @ 0 = "apicid",
         vector: u64 @ 1 = "vector",
     }
-    /// Made by userspace: a thread's name and vCPU id, a VM's name, or a task's name.
+    /// Made by userspace: a thread's name and vCPU id, a VM's name, a task's name, one of
+    /// kvmtrace's own threads, or a VM's exit (`flags`).
     ThreadInfo = 64, "kvmtrace", "thread_info" {
         vcpu_id: u64 @ 0 = "vcpu_id",
         flags: u64 @ 1 = "flags",
@@ -664,6 +669,8 @@ kinds! {
         seq: u64 @ 0 = "seq",
         raised_ns: u64 @ 1 = "raised_ns",
         acked_ns: u64 @ 2 = "acked_ns",
+        path: u64 @ 3 = "path",
+        irqoff_ns: u64 @ 4 = "irqoff_ns",
     }
     /// Made by userspace after each ring-buffer read: the cumulative drop counters.
     Drops = 66, "kvmtrace", "drops" {
@@ -730,6 +737,18 @@ pub const THREAD_INFO_VM_NAME: u64 = 1;
 /// delayed one), even if its name looks like a vCPU thread's (another VM's).
 pub const THREAD_INFO_NAME_ONLY: u64 = 2;
 
+/// `ThreadInfo.flags` bit: the vCPU id comes from KVM itself (its debugfs), not from the
+/// thread's name (QEMU names threads by cpu_index, which is not KVM's vcpu_id).
+pub const THREAD_INFO_VCPU_FROM_KVM: u64 = 0x100;
+
+/// `ThreadInfo.flags`: one of kvmtrace's own threads (the reader, the writer, the TUI, ...).
+/// Time a vCPU waits behind it is the `tracer` cause (the observer effect), not `preempted`.
+pub const THREAD_INFO_TRACER: u64 = 4;
+
+/// `ThreadInfo.flags`: the VM of process `tgid` exited (its VMM process is gone) at the
+/// record's time, as the recorder noticed it (within a poll interval).
+pub const THREAD_INFO_VM_GONE: u64 = 8;
+
 /// What a [`Kind::ThreadInfo`] record says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ThreadInfoIs {
@@ -739,16 +758,35 @@ pub enum ThreadInfoIs {
     VmName,
     /// Only the name of a task that is not a traced vCPU.
     NameOnly,
+    /// The name of one of kvmtrace's own threads.
+    Tracer,
+    /// The VM whose VMM process is the record's `tgid` exited.
+    VmGone,
 }
 
 impl ev::ThreadInfo {
-    /// A VMM thread, with its vCPU id when known.
+    /// A VMM thread, with its vCPU id when known (from its name: see
+    /// [`ev::ThreadInfo::vcpu_thread`] for KVM's own).
     pub fn thread(vcpu: Option<u32>, comm: &str) -> Self {
         ev::ThreadInfo {
             vcpu_id: vcpu.map_or(VCPU_UNKNOWN, u64::from),
             flags: 0,
             comm: Comm::new(comm),
         }
+    }
+
+    /// A vCPU thread whose id KVM itself gave (its debugfs `vcpu<N>/pid`).
+    pub fn vcpu_thread(vcpu: u32, comm: &str) -> Self {
+        ev::ThreadInfo {
+            vcpu_id: u64::from(vcpu),
+            flags: THREAD_INFO_VCPU_FROM_KVM,
+            comm: Comm::new(comm),
+        }
+    }
+
+    /// Did KVM itself give the vCPU id (not the thread's name)?
+    pub fn vcpu_from_kvm(&self) -> bool {
+        self.flags & THREAD_INFO_VCPU_FROM_KVM != 0
     }
 
     /// The name of the VM run by the record's `tgid`.
@@ -769,10 +807,30 @@ impl ev::ThreadInfo {
         }
     }
 
+    /// One of kvmtrace's own threads (the record's `tid`).
+    pub fn tracer(comm: &str) -> Self {
+        ev::ThreadInfo {
+            vcpu_id: VCPU_UNKNOWN,
+            flags: THREAD_INFO_TRACER,
+            comm: Comm::new(comm),
+        }
+    }
+
+    /// The VM run by the record's `tgid` (named `name`) exited.
+    pub fn vm_gone(name: &str) -> Self {
+        ev::ThreadInfo {
+            vcpu_id: VCPU_UNKNOWN,
+            flags: THREAD_INFO_VM_GONE,
+            comm: Comm::new(name),
+        }
+    }
+
     pub fn is(&self) -> ThreadInfoIs {
-        match self.flags {
+        match self.flags & 0xff {
             THREAD_INFO_VM_NAME => ThreadInfoIs::VmName,
             THREAD_INFO_NAME_ONLY => ThreadInfoIs::NameOnly,
+            THREAD_INFO_TRACER => ThreadInfoIs::Tracer,
+            THREAD_INFO_VM_GONE => ThreadInfoIs::VmGone,
             _ => ThreadInfoIs::Thread {
                 vcpu: (self.vcpu_id != VCPU_UNKNOWN).then_some(self.vcpu_id as u32),
             },
@@ -791,6 +849,31 @@ impl ev::DemoAck {
     /// Raise to acknowledgement, as the demo VMM measured it.
     pub fn latency_ns(&self) -> u64 {
         self.acked_ns.saturating_sub(self.raised_ns)
+    }
+}
+
+/// `DemoAck.path`: which of the demo guest's interrupt paths was acknowledged (captures
+/// written before paths existed hold 0 there: the PIC, then the only one).
+pub mod demo_path {
+    /// A device interrupt through the in-kernel PIC (`KVM_IRQ_LINE`).
+    pub const PIC: u64 = 0;
+    /// An MSI into the guest's LAPIC (`KVM_SIGNAL_MSI`).
+    pub const MSI: u64 = 1;
+    /// The guest's own periodic LAPIC timer.
+    pub const TIMER: u64 = 2;
+    /// An MSI raised while the guest runs with interrupts disabled (`DemoAck.irqoff_ns`:
+    /// for how long).
+    pub const IRQOFF: u64 = 3;
+    /// Names by value.
+    pub const NAMES: [&str; 4] = ["pic", "msi", "timer", "irqoff"];
+
+    /// The path's name, or `unknown` for a value from a newer kvmtrace.
+    pub fn name(path: u64) -> &'static str {
+        usize::try_from(path)
+            .ok()
+            .and_then(|i| NAMES.get(i))
+            .copied()
+            .unwrap_or("unknown")
     }
 }
 
@@ -1103,5 +1186,10 @@ mod tests {
         );
         assert_eq!(ev::ThreadInfo::vm_name("vm").is(), ThreadInfoIs::VmName);
         assert_eq!(ev::ThreadInfo::name_only("x").is(), ThreadInfoIs::NameOnly);
+        assert_eq!(
+            ev::ThreadInfo::tracer("kvmtrace").is(),
+            ThreadInfoIs::Tracer
+        );
+        assert_eq!(ev::ThreadInfo::vm_gone("vm").is(), ThreadInfoIs::VmGone);
     }
 }

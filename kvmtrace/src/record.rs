@@ -19,7 +19,7 @@ use kvmtrace_common::{Event, Kind};
 use crate::source::demo::DemoStats;
 use crate::source::session::{Session, SessionOptions};
 use kvmtrace_analysis::capture::{
-    create_output, CaptureError, CaptureTrailer, CaptureWriter, StopReason, Trigger,
+    create_output, CaptureError, CaptureHeader, CaptureTrailer, CaptureWriter, StopReason, Trigger,
 };
 use kvmtrace_analysis::engine::{Engine, EngineConfig};
 
@@ -59,16 +59,18 @@ struct Flight {
 }
 
 impl Flight {
-    fn new(opts: TriggerOptions, apic_timer_fn: u64) -> Flight {
+    fn new(opts: TriggerOptions, header: &CaptureHeader) -> Flight {
         Flight {
             opts,
             ring: VecDeque::new(),
-            engine: Engine::new(EngineConfig {
-                trigger_ns: Some(opts.threshold.as_nanos() as u64),
-                apic_timer_fn,
-                worst: 0,
-                ..EngineConfig::default()
-            }),
+            engine: Engine::new(
+                EngineConfig {
+                    trigger_ns: Some(opts.threshold.as_nanos() as u64),
+                    worst: 0,
+                    ..EngineConfig::default()
+                }
+                .for_capture(header),
+            ),
             writing_until: None,
             windows: 0,
             triggers: Vec::new(),
@@ -148,6 +150,8 @@ pub struct RecordSummary {
     pub stop_reason: StopReason,
     pub elapsed: Duration,
     pub demo: Option<DemoStats>,
+    /// CPU time of kvmtrace's own threads while tracing.
+    pub tracer_cpu_ns: u64,
 }
 
 const RUNNING: u8 = 0;
@@ -197,18 +201,23 @@ async fn run(
     let mut writer = CaptureWriter::new(file, &opts.output, &session.header)?;
     let attached = session.probes().attached().count();
     eprintln!(
-        "kvmtrace: recording to {} with {attached} probes{} (Ctrl-C to stop)",
+        "kvmtrace: recording to {} with {attached} probes{} (Ctrl-C to stop){}",
         opts.output.display(),
         opts.duration
             .map(|d| format!(" for {:.1} s", d.as_secs_f64()))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        match &session.header.placement {
+            Some(p) if !p.cpus.is_empty() => format!(
+                "; its own threads on CPU {}",
+                crate::housekeeping::cpu_list(&p.cpus)
+            ),
+            _ => String::new(),
+        }
     );
     let started = Instant::now();
     let mut buf: Vec<Event> = Vec::with_capacity(16 * 1024);
     session.initial_records(&mut buf)?;
-    let mut flight = opts
-        .trigger
-        .map(|t| Flight::new(t, session.header.apic_timer_fn));
+    let mut flight = opts.trigger.map(|t| Flight::new(t, &session.header));
     if let Some(t) = &opts.trigger {
         eprintln!(
             "kvmtrace: flight recorder: writing {:.1} s before and {:.1} s after each interrupt-to-guest latency of {} us or more (up to {})",
@@ -280,6 +289,7 @@ async fn run(
         end_ns: crate::source::demo::monotonic_ns(),
         stop_reason,
         triggers: triggers.clone(),
+        tracer_cpu_ns: Some(end.tracer_cpu_ns),
     })?;
     Ok(RecordSummary {
         triggers,
@@ -290,13 +300,14 @@ async fn run(
         stop_reason,
         elapsed: started.elapsed(),
         demo,
+        tracer_cpu_ns: end.tracer_cpu_ns,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kvmtrace_analysis::capture::{CaptureHeader, CaptureReader};
+    use kvmtrace_analysis::capture::CaptureReader;
     use kvmtrace_common::{ev, Comm, Origin, Payload};
 
     const MS: u64 = 1_000_000;
@@ -371,7 +382,7 @@ mod tests {
             opts.pre.as_millis()
         ));
         let mut w = CaptureWriter::create(&p, true, &CaptureHeader::default()).unwrap();
-        let mut f = Flight::new(opts, 0);
+        let mut f = Flight::new(opts, &CaptureHeader::default());
         let mut done = false;
         for chunk in events.chunks(50) {
             if f.handle(chunk, &mut w).unwrap() {
@@ -440,7 +451,7 @@ mod tests {
         };
         let p = std::env::temp_dir().join(format!("kvmtrace-flight-none-{}", std::process::id()));
         let mut w = CaptureWriter::create(&p, true, &CaptureHeader::default()).unwrap();
-        let mut f = Flight::new(opts, 0);
+        let mut f = Flight::new(opts, &CaptureHeader::default());
         for chunk in stream(1000 * MS, u64::MAX).chunks(50) {
             assert!(!f.handle(chunk, &mut w).unwrap());
         }

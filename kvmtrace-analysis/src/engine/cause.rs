@@ -36,13 +36,31 @@ pub enum Cause {
     Preempted {
         pid: u32,
     },
+    /// Runnable but one of kvmtrace's own threads had the CPU: the tracer's observer
+    /// effect, measured apart from `Preempted` (threads named by a tracer `thread_info`).
+    Tracer,
     /// Woken, not yet running, with the CPU idle or its task unknown.
     Wakeup,
     /// Halted (blocked in KVM_RUN) and not yet woken: inside a window, the host's interrupt
     /// delivery path.
     Halted,
-    /// Blocked outside a halt.
+    /// Blocked outside a halt, with nothing known of why.
     Blocked,
+    /// Asleep while handling a VM exit other than HLT: an EPT violation or NPF waiting for
+    /// a page (swap-in, userfaultfd post-copy, reclaim, mmap_lock), a mutex in an exit
+    /// handler (docs/kvm-source-notes.md 3.2).
+    BlockedExit {
+        isa: u8,
+        reason: u32,
+    },
+    /// In the guest after an entry that did not deliver the pending interrupt, until an
+    /// interrupt-window exit (VMX `INTERRUPT_WINDOW`, SVM `vintr`): the guest ran with
+    /// interrupts disabled (x86.c `kvm_check_and_inject_events` → `enable_irq_window`).
+    GuestIrqsOff,
+    /// In the guest after an entry that did not deliver the pending interrupt, and no
+    /// interrupt-window exit followed: the guest's priority (TPR/PPR, a higher vector in
+    /// service) held it, or it was not injectable for another reason.
+    GuestPending,
     /// A host hard interrupt handler on the vCPU's CPU.
     Hardirq {
         irq: u32,
@@ -65,13 +83,32 @@ pub enum Cause {
     /// Placeholder for a woken vCPU waiting for its CPU: at the switch-in it becomes
     /// `Preempted` by the task that had the CPU, or `Wakeup` when the CPU was idle.
     UnresolvedWaiting,
+    /// Placeholder for host time after the guest exited but before its `kvm_exit` was
+    /// traced (6.1 SVM): the exit's reason when it comes.
+    UnresolvedExit,
+    /// Placeholder, per window, for guest time after an entry that delivered nothing:
+    /// `GuestIrqsOff` or `GuestPending` when the window closes.
+    GuestUndelivered,
 }
 
 impl Cause {
     /// Is this time spent outside the guest? (`KvmRun` is counted as in-guest: it cannot be
     /// split on kernels without `kvm_entry`.)
     pub fn out_of_guest(self) -> bool {
-        !matches!(self, Cause::Guest | Cause::KvmRun)
+        !matches!(
+            self,
+            Cause::Guest
+                | Cause::KvmRun
+                | Cause::GuestIrqsOff
+                | Cause::GuestPending
+                | Cause::GuestUndelivered
+        )
+    }
+
+    /// Is this a wait inside KVM_RUN for the guest's next event: a halt (or a halt not
+    /// yet told apart from a VMM wait)?
+    pub fn is_idle(self) -> bool {
+        matches!(self, Cause::Halted)
     }
 
     /// A stable, human-readable key: `exit:HLT`, `vmm:IO`, `preempted:stress:4242`,
@@ -94,9 +131,18 @@ impl Cause {
                 Some(c) if !c.is_empty() => format!("preempted:{c}:{pid}"),
                 _ => format!("preempted:pid:{pid}"),
             },
+            Cause::Tracer => "tracer".into(),
             Cause::Wakeup => "wakeup".into(),
             Cause::Halted => "halted".into(),
             Cause::Blocked => "blocked".into(),
+            Cause::BlockedExit { isa, reason } => format!(
+                "blocked:exit:{}",
+                exit_reason_label(u64::from(isa), u64::from(reason))
+            ),
+            Cause::GuestIrqsOff => "guest:irqs-off".into(),
+            Cause::GuestPending => "guest:pending".into(),
+            Cause::GuestUndelivered => "guest:undelivered".into(),
+            Cause::UnresolvedExit => "exit:pending".into(),
             Cause::Hardirq { irq } => format!("hardirq:{irq}"),
             Cause::Softirq { vec } => match softirq_name(u64::from(vec)) {
                 Some(n) => format!("softirq:{n}"),
@@ -146,6 +192,7 @@ mod tests {
         assert_eq!(l(Cause::Vmm { reason: 77 }), "vmm:77");
         assert_eq!(l(Cause::Preempted { pid: 42 }), "preempted:stress:42");
         assert_eq!(l(Cause::Preempted { pid: 43 }), "preempted:pid:43");
+        assert_eq!(l(Cause::Tracer), "tracer");
         assert_eq!(l(Cause::Softirq { vec: 3 }), "softirq:NET_RX");
         assert_eq!(l(Cause::Apic(ApicVector::LocalTimer)), "apic:local_timer");
         assert!(!Cause::Guest.out_of_guest());

@@ -30,17 +30,17 @@ mod vcpu;
 mod window;
 
 use hdrhistogram::Histogram;
-use kvmtrace_common::{Event, Payload};
+use kvmtrace_common::{limits, Event, Kind, Payload};
 
 pub use self::cause::{ApicVector, Cause};
 use self::fxhash::FxHashMap;
 use self::reorder::Reorder;
 pub use self::threads::{StreamCounts, ThreadRec, Threads};
-use self::vcpu::CpuState;
-pub use self::vcpu::{ExitStat, Vcpu, VcpuStats};
+pub use self::vcpu::{is_halt_exit, ExitStat, Vcpu, VcpuStats};
+use self::vcpu::{CpuState, IdSource};
 use self::window::Closed;
 pub use self::window::{EndMarker, OpenedBy, Sample};
-use crate::capture::Trigger;
+use crate::capture::{CaptureHeader, Trigger};
 use crate::hist::latency_histogram;
 
 /// Engine settings.
@@ -58,6 +58,14 @@ pub struct EngineConfig {
     pub apic_timer_fn: u64,
     /// Collect samples at least this long for [`Engine::take_triggers`] (flight recorder).
     pub trigger_ns: Option<u64>,
+    /// The stream has `kvm_inj_virq` (its probe attached, or the text shows it): without
+    /// APICv/AVIC a window closes only at an entry after its injection. When false, the
+    /// first entry after the raise closes it (end marker `first_entry`).
+    pub injections_traced: bool,
+    /// The stream has `kvm_apic_accept_irq`: targets come from accepts only, and raise-side
+    /// events never decode a destination. When false, MSI and IOAPIC destinations in
+    /// physical mode name the vCPU id.
+    pub accepts_traced: bool,
 }
 
 impl Default for EngineConfig {
@@ -69,6 +77,38 @@ impl Default for EngineConfig {
             max_window_ns: 1_000_000_000,
             apic_timer_fn: 0,
             trigger_ns: None,
+            injections_traced: true,
+            accepts_traced: true,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// What a capture's header says about its stream: KVM's LAPIC timer callback address,
+    /// and whether the probes that carry delivery evidence were attached. A header that
+    /// lists no probes (written by another tool) leaves the defaults.
+    pub fn for_capture(self, h: &CaptureHeader) -> EngineConfig {
+        let attached = |name: &str| {
+            h.probes.is_empty() || h.probes.iter().any(|p| p.attached && p.tracepoint == name)
+        };
+        EngineConfig {
+            apic_timer_fn: h.apic_timer_fn,
+            injections_traced: attached("kvm:kvm_inj_virq"),
+            accepts_traced: attached("kvm:kvm_apic_accept_irq"),
+            ..self
+        }
+    }
+
+    /// What a text trace's events say: `kvm_inj_virq` and `kvm_apic_accept_irq` count as
+    /// traced when the text has at least one of them (a trace taken without them cannot
+    /// be told apart from one where none fired: the closing and opening rules then fall
+    /// back, and the report's end markers say so).
+    pub fn for_events(self, events: &[Event]) -> EngineConfig {
+        let has = |k: Kind| events.iter().any(|e| e.kind == k as u16);
+        EngineConfig {
+            injections_traced: has(Kind::KvmInjVirq),
+            accepts_traced: has(Kind::KvmApicAcceptIrq),
+            ..self
         }
     }
 }
@@ -83,14 +123,34 @@ pub struct Engine {
     /// Who is who: names, vCPU ids, VMs, and the stream's counts.
     threads: Threads,
     /// vCPU ids announced by thread_info before the thread's first event.
-    announced: FxHashMap<u32, (u32, Option<u32>)>,
-    /// Raising thread -> its last `kvm_set_irq`: Some(time) raised, None lowered.
-    pending_raise: FxHashMap<u32, Option<u64>>,
+    announced: FxHashMap<u32, (u32, Option<u32>, IdSource)>,
+    /// KVM vcpu_id -> the vCPU threads (of any VM) with that id.
+    by_id: FxHashMap<u32, Vec<u32>>,
+    /// VMM pid -> its vCPU threads followed.
+    vms: FxHashMap<u32, u32>,
+    /// Raises in progress, by (raising task, CPU).
+    chains: FxHashMap<(u32, u32), route::Chain>,
+    /// Tentative window groups: id -> the candidate vCPU threads.
+    tentative: FxHashMap<u64, Vec<u32>>,
+    next_group: u64,
+    /// LAPIC timer hrtimer address -> the vCPU thread that armed it.
+    timers: FxHashMap<u64, u32>,
+    /// A `kvm_entry` was seen (a VMX or SVM host): wake-ups can open windows.
+    saw_entry: bool,
+    coverage: Coverage,
+    /// Host interrupt work found open when it could no longer be (its exit was lost).
+    overlays_cleared: u64,
+    /// Events whose CPU number is beyond `limits::MAX_CPUS` (skipped).
+    cpu_out_of_range: u64,
     worst: Vec<Sample>,
     last_drops: u64,
     dropped: u64,
     unresolved_raises: u64,
     demo_truth: Histogram<u64>,
+    /// The same by the demo's interrupt path (`kvmtrace_common::demo_path`).
+    demo_paths: std::collections::BTreeMap<u64, Histogram<u64>>,
+    /// How long the demo guest kept interrupts disabled after each `irqoff` raise.
+    demo_irqoff_ns: u64,
     /// Time of the last processed event.
     clock: u64,
     next_expiry_check: u64,
@@ -111,12 +171,23 @@ impl Engine {
             cpus: Vec::new(),
             threads: Threads::default(),
             announced: FxHashMap::default(),
-            pending_raise: FxHashMap::default(),
+            by_id: FxHashMap::default(),
+            vms: FxHashMap::default(),
+            chains: FxHashMap::default(),
+            tentative: FxHashMap::default(),
+            next_group: 0,
+            timers: FxHashMap::default(),
+            saw_entry: false,
+            coverage: Coverage::default(),
+            overlays_cleared: 0,
+            cpu_out_of_range: 0,
             worst: Vec::new(),
             last_drops: 0,
             dropped: 0,
             unresolved_raises: 0,
             demo_truth: latency_histogram(),
+            demo_paths: std::collections::BTreeMap::new(),
+            demo_irqoff_ns: 0,
             clock: 0,
             next_expiry_check: 0,
             checkpointed: false,
@@ -133,7 +204,18 @@ impl Engine {
             // Bookkeeping records describe the stream rather than a moment in it.
             Some(Payload::ThreadInfo(t)) => return self.on_thread_info(ev, &t),
             Some(Payload::DemoAck(a)) => {
-                let _ = self.demo_truth.record(a.latency_ns().max(1));
+                let lat = a.latency_ns().max(1);
+                let _ = self.demo_truth.record(lat);
+                if self.demo_paths.len() < 16 || self.demo_paths.contains_key(&a.path) {
+                    let _ = self
+                        .demo_paths
+                        .entry(a.path)
+                        .or_insert_with(latency_histogram)
+                        .record(lat);
+                }
+                if a.path == kvmtrace_common::demo_path::IRQOFF {
+                    self.demo_irqoff_ns = self.demo_irqoff_ns.max(a.irqoff_ns);
+                }
                 return;
             }
             Some(_) => {}
@@ -164,9 +246,13 @@ impl Engine {
         for tid in tids {
             self.account(tid, end);
             if let Some(v) = self.vcpus.get_mut(&tid) {
-                if v.window.take().is_some() {
-                    v.stats.incomplete += 1;
-                }
+                // A sleep the stream ended before telling apart: blocked, reason unknown.
+                v.resolve_at_end();
+                // Still open when the stream ended: its delivery is not in it. A tentative
+                // window that got no evidence was probably another vCPU's.
+                let open = v.windows.iter().filter(|w| w.tentative.is_none()).count();
+                v.stats.incomplete += open as u64;
+                v.windows.clear();
             }
         }
     }
@@ -211,9 +297,29 @@ impl Engine {
         self.unresolved_raises
     }
 
+    /// Of the closed windows, how many had a raise seen and how many only a wake-up.
+    pub fn coverage(&self) -> Coverage {
+        self.coverage
+    }
+
+    /// Host interrupt work found open where it could no longer be: its exit was lost.
+    pub fn overlays_cleared(&self) -> u64 {
+        self.overlays_cleared
+    }
+
+    /// Events skipped because their CPU number is beyond what the engine follows.
+    pub fn cpu_out_of_range(&self) -> u64 {
+        self.cpu_out_of_range
+    }
+
     /// The demo VMM's own raise-to-acknowledgement latencies (ground truth).
     pub fn demo_truth(&self) -> &Histogram<u64> {
         &self.demo_truth
+    }
+
+    /// The demo's ground truth by interrupt path code, and the irqs-off phase's length.
+    pub fn demo_truth_by_path(&self) -> (&std::collections::BTreeMap<u64, Histogram<u64>>, u64) {
+        (&self.demo_paths, self.demo_irqoff_ns)
     }
 
     /// Forgets the statistics (histograms, causes, worst samples) and keeps following the
@@ -227,6 +333,7 @@ impl Engine {
         self.worst.clear();
         self.pending.clear();
         self.demo_truth.reset();
+        self.demo_paths.clear();
     }
 
     /// One event in timestamp order: dispatched to the handler of its kind, grouped by what
@@ -236,6 +343,12 @@ impl Engine {
         let Some(payload) = ev.payload() else {
             return;
         };
+        if ev.cpu >= limits::MAX_CPUS {
+            // A CPU number no machine has: from a corrupt or hand-edited input. Nothing
+            // per CPU is sized by it.
+            self.cpu_out_of_range += 1;
+            return;
+        }
         // Late events (beyond the reorder window) are processed at the current time.
         let ts = ev.ts_ns.max(self.clock);
         self.clock = ts;
@@ -245,15 +358,17 @@ impl Engine {
             Payload::KvmExit(x) => self.on_kvm_exit(ev, &x, ts),
             Payload::KvmEntry(x) => self.on_kvm_entry(ev, &x, ts),
             Payload::KvmUserspaceExit(x) => self.on_userspace_exit(ev, &x, ts),
-            Payload::KvmInjVirq(_) => self.on_inj_virq(ev, ts),
+            Payload::KvmInjVirq(x) => self.on_inj_virq(ev, &x, ts),
             Payload::KvmVcpuWakeup(_) => self.on_kvm_vcpu_wakeup(ev, ts),
             Payload::KvmPio(_) | Payload::KvmMmio(_) | Payload::KvmMsr(_) => {
                 self.on_guest_caused_exit(ev, ts)
             }
-            Payload::KvmApicIpi(_)
-            | Payload::KvmWaitLapicExpire(_)
-            | Payload::KvmPageFault(_)
-            | Payload::KvmEoi(_) => self.on_vcpu_note(ev, ts),
+            Payload::KvmWaitLapicExpire(x) => self.on_wait_lapic_expire(ev, &x, ts),
+            Payload::KvmPageFault(_) | Payload::KvmEoi(_) => self.on_vcpu_note(ev, ts),
+            Payload::KvmApicIpi(_) => {
+                self.on_vcpu_note(ev, ts);
+                self.on_apic_ipi(ev, ts);
+            }
             // Scheduling of vCPU threads (vcpu.rs).
             Payload::SchedSwitch(x) => self.on_switch(ev, &x, ts),
             Payload::SchedWakeup(x) => self.on_wakeup(ev, &x, ts),
@@ -263,39 +378,48 @@ impl Engine {
             Payload::ContentionEnd(_) => self.on_contention(ev, ts, false),
             // Host interrupt work on a CPU (vcpu.rs).
             Payload::IrqHandlerEntry(x) => {
-                self.overlay(ev, ts, Some(Cause::Hardirq { irq: x.irq as u32 }))
+                let c = Cause::Hardirq { irq: x.irq as u32 };
+                self.overlay(ev, ts, Some(c), None)
+            }
+            Payload::IrqHandlerExit(x) => {
+                let c = Cause::Hardirq { irq: x.irq as u32 };
+                self.overlay(ev, ts, None, Some(c))
             }
             Payload::SoftirqEntry(x) => {
-                self.overlay(ev, ts, Some(Cause::Softirq { vec: x.vec as u32 }))
+                let c = Cause::Softirq { vec: x.vec as u32 };
+                self.overlay(ev, ts, Some(c), None)
             }
-            Payload::LocalTimerEntry(_) => {
-                self.overlay(ev, ts, Some(Cause::Apic(ApicVector::LocalTimer)))
+            Payload::SoftirqExit(x) => {
+                let c = Cause::Softirq { vec: x.vec as u32 };
+                self.overlay(ev, ts, None, Some(c))
             }
-            Payload::RescheduleEntry(_) => {
-                self.overlay(ev, ts, Some(Cause::Apic(ApicVector::Reschedule)))
-            }
+            Payload::LocalTimerEntry(_) => self.apic_overlay(ev, ts, ApicVector::LocalTimer, true),
+            Payload::LocalTimerExit(_) => self.apic_overlay(ev, ts, ApicVector::LocalTimer, false),
+            Payload::RescheduleEntry(_) => self.apic_overlay(ev, ts, ApicVector::Reschedule, true),
+            Payload::RescheduleExit(_) => self.apic_overlay(ev, ts, ApicVector::Reschedule, false),
             Payload::CallFunctionEntry(_) => {
-                self.overlay(ev, ts, Some(Cause::Apic(ApicVector::CallFunction)))
+                self.apic_overlay(ev, ts, ApicVector::CallFunction, true)
+            }
+            Payload::CallFunctionExit(_) => {
+                self.apic_overlay(ev, ts, ApicVector::CallFunction, false)
             }
             Payload::CallFunctionSingleEntry(_) => {
-                self.overlay(ev, ts, Some(Cause::Apic(ApicVector::CallFunctionSingle)))
+                self.apic_overlay(ev, ts, ApicVector::CallFunctionSingle, true)
             }
-            Payload::IrqHandlerExit(_)
-            | Payload::SoftirqExit(_)
-            | Payload::LocalTimerExit(_)
-            | Payload::RescheduleExit(_)
-            | Payload::CallFunctionExit(_)
-            | Payload::CallFunctionSingleExit(_) => self.overlay(ev, ts, None),
+            Payload::CallFunctionSingleExit(_) => {
+                self.apic_overlay(ev, ts, ApicVector::CallFunctionSingle, false)
+            }
             // Interrupts on their way to a vCPU (route.rs).
             Payload::KvmSetIrq(x) => self.on_set_irq(ev, &x, ts),
             Payload::KvmPicSetIrq(x) => self.on_pic_set_irq(ev, &x, ts),
             Payload::KvmIoapicSetIrq(x) => self.on_ioapic_set_irq(ev, &x, ts),
             Payload::KvmMsiSetIrq(x) => self.on_msi_set_irq(ev, &x, ts),
             Payload::KvmApicAcceptIrq(x) => self.on_apic_accept_irq(ev, &x, ts),
+            Payload::KvmApicvAcceptIrq(x) => self.on_apicv_accept_irq(ev, &x, ts),
             Payload::HrtimerExpireEntry(x) => self.on_hrtimer_expire(ev, &x, ts),
+            Payload::HrtimerStart(x) => self.on_hrtimer_start(ev, &x),
             // Drop checkpoints (window.rs).
             Payload::Drops(d) => self.on_drops(d.total()),
-            Payload::KvmApicvAcceptIrq(_) | Payload::HrtimerStart(_) => {}
             // The kernel's exit histograms (vcpu.rs), in time order like the events they
             // summarise, so a vCPU is never first seen through them.
             Payload::ExitBuckets(x) => self.on_exit_buckets(ev, &x, ts),
@@ -303,11 +427,33 @@ impl Engine {
         }
     }
 
-    fn cpu_mut(&mut self, cpu: u32) -> &mut CpuState {
+    /// The state of `cpu`; None beyond `limits::MAX_CPUS` (never sized by input).
+    fn cpu_mut(&mut self, cpu: u32) -> Option<&mut CpuState> {
+        if cpu >= limits::MAX_CPUS {
+            return None;
+        }
         let i = cpu as usize;
         if self.cpus.len() <= i {
             self.cpus.resize_with(i + 1, CpuState::default);
         }
-        &mut self.cpus[i]
+        self.cpus.get_mut(i)
     }
+
+    fn apic_overlay(&mut self, ev: &Event, ts: u64, v: ApicVector, entry: bool) {
+        let c = Cause::Apic(v);
+        if entry {
+            self.overlay(ev, ts, Some(c), None)
+        } else {
+            self.overlay(ev, ts, None, Some(c))
+        }
+    }
+}
+
+/// Of the windows closed, how many had a raise seen before them, and how many only a
+/// wake-up (a VT-d posted interrupt, IPI virtualization, an AVIC doorbell: raises with no
+/// tracepoint).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Coverage {
+    pub with_raise: u64,
+    pub without_raise: u64,
 }

@@ -8,10 +8,12 @@ use proptest::prelude::*;
 use super::*;
 
 const VM: u32 = 100;
+/// The LAPIC timer callback's address in the generated streams.
+const TIMER_FN: u64 = 0xffff_ffff_c0de_0000;
 
 /// One generated step: (time delta in ns, operation, vCPU 0/1, CPU 0/1, a value).
 fn step() -> impl Strategy<Value = (u64, u8, u32, u32, u64)> {
-    (0u64..50_000, 0u8..22, 0u32..2, 0u32..2, 0u64..64)
+    (0u64..50_000, 0u8..30, 0u32..2, 0u32..2, 0u64..64)
 }
 
 fn build(steps: &[(u64, u8, u32, u32, u64)], shuffle: bool) -> Vec<Event> {
@@ -166,13 +168,83 @@ fn build(steps: &[(u64, u8, u32, u32, u64)], shuffle: bool) -> Vec<Event> {
                     dest_cpu: u64::from(cpu),
                 }),
             ),
-            _ => (
+            21 => (
                 0,
                 Payload::Drops(ev::Drops {
                     kernel: x / 8,
                     userspace: 0,
                 }),
             ),
+            // The VMX/SVM delivery paths: posting, timers, IPIs, interrupt windows.
+            22 => (
+                other,
+                Payload::KvmApicvAcceptIrq(ev::KvmApicvAcceptIrq {
+                    apicid: vcpu,
+                    vec: 0xe0 + x % 3,
+                    dm: Some(0),
+                    tm: Some(0),
+                }),
+            ),
+            23 => (
+                tid,
+                Payload::HrtimerStart(ev::HrtimerStart {
+                    hrtimer: 0x1000 + vcpu,
+                    function: TIMER_FN,
+                    expires: 0,
+                    mode: Some(0),
+                }),
+            ),
+            24 => (
+                other,
+                Payload::HrtimerExpireEntry(ev::HrtimerExpireEntry {
+                    hrtimer: 0x1000 + x % 3,
+                    function: TIMER_FN,
+                    now: None,
+                }),
+            ),
+            25 => (
+                tid,
+                Payload::KvmExit(ev::KvmExit {
+                    exit_reason: [7, 52, 12][x as usize % 3],
+                    isa: Some(1),
+                    vcpu_id: Some(vcpu),
+                    ..Default::default()
+                }),
+            ),
+            26 => (
+                tid,
+                Payload::KvmInjVirq(ev::KvmInjVirq {
+                    vector: 0xe0 + x % 3,
+                    soft: Some(x % 2),
+                    reinjected: Some(0),
+                }),
+            ),
+            27 => (
+                tid,
+                Payload::KvmApicIpi(ev::KvmApicIpi {
+                    icr_low: 0xe0,
+                    dest_id: 1 - vcpu,
+                }),
+            ),
+            28 => (
+                0,
+                Payload::LocalTimerEntry(ev::LocalTimerEntry { vector: 0xec }),
+            ),
+            _ => (
+                tid,
+                Payload::KvmEntry(ev::KvmEntry {
+                    vcpu_id: Some(vcpu),
+                    intr_info: Some((1 << 31) | (0xe0 + x % 3)),
+                    immediate_exit: Some(x % 2),
+                    ..Default::default()
+                }),
+            ),
+        };
+        // Now and then a CPU number no machine has (a corrupt input): skipped, not sized by.
+        let cpu = if x == 63 && op == 28 {
+            4_000_000_000
+        } else {
+            cpu
         };
         evs.push(p.event(Origin {
             ts_ns: t,
@@ -193,6 +265,7 @@ fn build(steps: &[(u64, u8, u32, u32, u64)], shuffle: bool) -> Vec<Event> {
 fn check(evs: &[Event]) {
     let mut e = Engine::new(EngineConfig {
         worst: 1000,
+        apic_timer_fn: TIMER_FN,
         ..EngineConfig::default()
     });
     for ev in evs {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use kvmtrace_common::{ev, Comm, Event, Kind, Origin, Record};
+use kvmtrace_common::{ev, Comm, Event, Kind, Origin, Payload, Record};
 
 use super::*;
 
@@ -93,6 +93,16 @@ impl Sim {
         };
         self.ev(tid, cpu, w)
     }
+    /// `kvm_apicv_accept_irq`: APICv/AVIC posted vector 0x30 to `apicid`.
+    fn posted(&mut self, from: u32, cpu: u32, apicid: u64) -> &mut Self {
+        let p = ev::KvmApicvAcceptIrq {
+            apicid,
+            vec: 0x30,
+            dm: Some(0),
+            tm: Some(0),
+        };
+        self.ev(from, cpu, p)
+    }
     fn inj(&mut self, tid: u32, cpu: u32) -> &mut Self {
         let inj = ev::KvmInjVirq {
             vector: 0x30,
@@ -129,17 +139,20 @@ impl Sim {
         self.ev(IOT, 0, set);
         self.ev(IOT, 0, ev::KvmPicSetIrq::default())
     }
+    /// A `KVM_SIGNAL_MSI` from the VMM's I/O thread: `kvm_msi_set_irq` then the target's
+    /// `kvm_apic_accept_irq` (irq_comm.c `kvm_set_msi` → lapic.c `__apic_accept_irq`).
     fn msi(&mut self, dest: u64) -> &mut Self {
         let msi = ev::KvmMsiSetIrq {
             address: 0xfee0_0000 | (dest << 12),
-            data: 0x31,
+            data: 0x30,
         };
-        self.ev(IOT, 0, msi)
+        self.ev(IOT, 0, msi);
+        self.accept(IOT, 0, dest)
     }
     fn accept(&mut self, from: u32, cpu: u32, apicid: u64) -> &mut Self {
         let acc = ev::KvmApicAcceptIrq {
             apicid,
-            vec: 0xec,
+            vec: 0x30,
             dm: Some(0),
             tm: Some(0),
         };
@@ -259,7 +272,7 @@ fn svm_exit_reasons_are_named_by_isa() {
     let mut s = running_guest();
     s.at(5.0).exit(V0, 0, SVM, 0x7b); // io
     s.at(6.0).msi(0);
-    s.at(16.0).entry(V0, 0);
+    s.at(16.0).inj(V0, 0).entry(V0, 0);
     let e = s.run();
     expect(&e, &[("exit:io", 10.0)]);
 }
@@ -269,7 +282,7 @@ fn userspace_vmm_time_by_reason() {
     let mut s = running_guest();
     s.at(5.0).exit(V0, 0, VMX, 30).uexit(V0, 0, 2); // IO_INSTRUCTION -> KVM_EXIT_IO
     s.at(10.0).msi(0);
-    s.at(60.0).entry(V0, 0);
+    s.at(60.0).inj(V0, 0).entry(V0, 0);
     let e = s.run();
     expect(&e, &[("vmm:IO", 50.0)]);
 }
@@ -281,7 +294,7 @@ fn preemption_names_the_task_that_took_the_cpu() {
     s.at(7.0).switch(0, V0, true, BUSY, "stress-ng");
     s.at(10.0).msi(0);
     s.at(110.0).switch(0, BUSY, true, V0, "CPU 0/KVM");
-    s.at(112.0).entry(V0, 0);
+    s.at(112.0).inj(V0, 0).entry(V0, 0);
     let e = s.run();
     expect(
         &e,
@@ -390,31 +403,56 @@ fn lock_contention_in_the_vcpu_thread() {
     s.at(11.0).msi(0);
     s.at(12.0).lock(V0, 0, true);
     s.at(42.0).lock(V0, 0, false);
-    s.at(44.0).entry(V0, 0);
+    s.at(44.0).inj(V0, 0).entry(V0, 0);
     let e = s.run();
     expect(&e, &[("exit:EPT_VIOLATION", 3.0), ("lock", 30.0)]);
 }
 
 #[test]
-fn posted_into_a_running_guest_is_zero_injected_is_measured() {
-    // Posted: accepted while in guest, next entry without kvm_inj_virq.
+fn posted_into_a_running_guest_is_delivered_at_the_posting() {
+    // APICv: accepted and posted while the target runs its guest: the hardware delivers
+    // it there (vmx.c `vmx_deliver_posted_interrupt`), no exit, no injection.
     let mut s = running_guest();
     s.at(10.0).accept(IOT, 1, 0);
+    s.at(11.0).posted(IOT, 1, 0);
     s.at(500.0).exit(V0, 0, VMX, 48);
     s.at(510.0).entry(V0, 0);
     let e = s.run();
     let w = &e.worst()[0];
-    assert_eq!((w.total_ns, w.end_marker), (0, EndMarker::PostedInGuest));
-    assert!(w.causes.is_empty());
+    assert_eq!(
+        (w.total_ns, w.end_marker),
+        (us(1.0), EndMarker::PostedInGuest)
+    );
+    expect(&e, &[("guest", 1.0)]);
 
-    // Injected: accepted while handling an exit, injected at the next entry.
+    // Posted while handling an exit: delivered at the next entry.
+    let mut s = running_guest();
+    s.at(10.0).exit(V0, 0, VMX, 48);
+    s.at(12.0).accept(V1, 1, 0).posted(V1, 1, 0);
+    s.at(20.0).entry(V0, 0);
+    let e = s.run();
+    expect(&e, &[("exit:EPT_VIOLATION", 8.0)]);
+    assert_eq!(e.worst()[0].end_marker, EndMarker::PostedEntry);
+    assert_eq!(e.worst()[0].opened_by, OpenedBy::ApicAcceptIrq);
+
+    // Not posted (no APICv): an entry without kvm_inj_virq delivers nothing; the one after
+    // the injection does.
     let mut s = running_guest();
     s.at(10.0).exit(V0, 0, VMX, 48);
     s.at(12.0).accept(V1, 1, 0);
-    s.at(20.0).inj(V0, 0).entry(V0, 0);
+    s.at(20.0).entry(V0, 0);
+    s.at(50.0).exit(V0, 0, VMX, 7); // INTERRUPT_WINDOW
+    s.at(52.0).inj(V0, 0).entry(V0, 0);
     let e = s.run();
-    expect(&e, &[("exit:EPT_VIOLATION", 8.0)]);
-    assert_eq!(e.worst()[0].opened_by, OpenedBy::ApicAcceptIrq);
+    expect(
+        &e,
+        &[
+            ("exit:EPT_VIOLATION", 8.0),
+            ("guest:irqs-off", 30.0),
+            ("exit:INTERRUPT_WINDOW", 2.0),
+        ],
+    );
+    assert_eq!(e.worst()[0].end_marker, EndMarker::KvmEntry);
 }
 
 #[test]
@@ -476,6 +514,8 @@ fn reordering_within_the_window_gives_the_same_result() {
     s.at(26.0).irq(0, 24, false);
     s.at(30.0).switch(0, V0, true, BUSY, "hog");
     s.at(80.0).switch(0, BUSY, true, V0, "CPU 0/KVM");
+    // One thread's events never swap (one CPU's ring is in order): apart in time here.
+    s.at(84.0).inj(V0, 0);
     s.at(85.0).entry(V0, 0);
     let ordered = s.run();
     let mut shuffled = s.evs.clone();
@@ -494,7 +534,7 @@ fn interrupts_go_to_the_vcpu_they_name() {
     s.at(0.0).switch(1, 0, false, V1, "CPU 1/KVM").entry(V1, 1);
     s.at(10.0).msi(1);
     s.at(12.0).exit(V1, 1, VMX, 1);
-    s.at(15.0).entry(V1, 1);
+    s.at(15.0).inj(V1, 1).entry(V1, 1);
     let e = s.run();
     assert_eq!(e.worst()[0].tid, V1);
     let v0 = e.vcpus().find(|v| v.tid == V0).unwrap();
@@ -553,7 +593,8 @@ fn unknown_vcpu_ids_fall_back_to_the_only_vcpu() {
     s.at(21.0).switch(0, 0, true, V0, "vcpu-thread");
     s.at(25.0).pio(V0, 0, 0xe2);
     let e = s.run();
-    expect(&e, &[("halted", 10.0), ("wakeup", 1.0), ("kvm_run", 4.0)]);
+    // No kvm_vcpu_wakeup says the sleep was a halt (kvm_main.c `kvm_vcpu_halt`).
+    expect(&e, &[("blocked", 10.0), ("wakeup", 1.0), ("kvm_run", 4.0)]);
 }
 
 #[test]
@@ -574,6 +615,41 @@ fn another_vms_vcpu_named_as_a_preempter_is_not_taken_for_a_vcpu() {
             ("preempted:CPU 0/KVM:555", 40.0),
             ("exit:EXTERNAL_INTERRUPT", 2.0),
         ],
+    );
+}
+
+/// kvmtrace's own threads are the `tracer`, whether they take the CPU from the running vCPU
+/// or keep a woken one waiting (any other task is `preempted`, as the tests above show).
+#[test]
+fn time_lost_to_the_tracers_own_threads_is_the_tracer_cause() {
+    const TRACER: u32 = 777;
+    let mut s = running_guest();
+    s.ev(TRACER, 0, ev::ThreadInfo::tracer("kvmtrace"));
+    s.at(5.0).exit(V0, 0, VMX, 1);
+    s.at(7.0).switch(0, V0, true, TRACER, "kvmtrace");
+    s.at(10.0).msi(0);
+    s.at(50.0).switch(0, TRACER, true, V0, "CPU 0/KVM");
+    s.at(52.0).inj(V0, 0).entry(V0, 0);
+    let e = s.run();
+    expect(&e, &[("tracer", 40.0), ("exit:EXTERNAL_INTERRUPT", 2.0)]);
+    assert!(e.threads().is_tracer(TRACER) && !e.threads().is_tracer(BUSY));
+
+    // Woken while the tracer has its CPU: the wait is the tracer's too.
+    let mut s = Sim::new();
+    s.ev(TRACER, 0, ev::ThreadInfo::tracer("kvmtrace"));
+    s.at(0.0)
+        .switch(1, 0, false, V0, "CPU 0/KVM")
+        .kvm_wakeup(V0, 1);
+    s.at(5.0).switch(1, V0, false, TRACER, "kvmtrace");
+    s.at(100.0).raise_pic();
+    s.at(110.0).wakeup(V0, 1);
+    s.at(610.0).switch(1, TRACER, true, V0, "CPU 0/KVM");
+    s.at(615.0).kvm_wakeup(V0, 1);
+    s.at(620.0).pio(V0, 1, 0xe2);
+    let e = s.run();
+    expect(
+        &e,
+        &[("halted", 10.0), ("tracer", 500.0), ("kvm_run", 10.0)],
     );
 }
 
@@ -600,4 +676,402 @@ fn exits_whose_entry_is_not_in_the_trace_are_counted_not_measured() {
         text.contains("exits: 2 exits, 1 with their entry"),
         "{text}"
     );
+}
+
+/// A second VM whose vCPU 0 shares the id: a raise from a task of neither VM (a kworker)
+/// opens a tentative window on both, and the one it wakes keeps it.
+#[test]
+fn a_raise_from_no_vm_goes_to_the_vcpu_it_wakes() {
+    const OTHER_VM: u32 = 200;
+    const W0: u32 = 201;
+    const KWORKER: u32 = 300;
+    let mut s = Sim::new();
+    let at = |t: u64, tid: u32, tgid: u32, cpu: u32| Origin {
+        ts_ns: t,
+        tid,
+        tgid,
+        cpu,
+    };
+    s.evs.push(Event::new(
+        at(0, W0, OTHER_VM, 1),
+        &ev::ThreadInfo::vcpu_thread(0, "CPU 0/KVM"),
+    ));
+    // Both vCPU 0s halt: V0 on CPU 0, W0 on CPU 1.
+    s.at(1.0)
+        .switch(0, 0, false, V0, "CPU 0/KVM")
+        .exit(V0, 0, VMX, 12);
+    s.at(2.0).switch(0, V0, false, 0, "swapper/0");
+    s.evs.push(Event::new(
+        at(1_000, W0, OTHER_VM, 1),
+        &ev::KvmExit {
+            exit_reason: 12,
+            isa: Some(1),
+            vcpu_id: Some(0),
+            ..Default::default()
+        },
+    ));
+    s.evs.push(Event::new(
+        at(2_000, W0, OTHER_VM, 1),
+        &ev::SchedSwitch {
+            prev_pid: u64::from(W0),
+            prev_state: 1,
+            next_pid: 0,
+            next_comm: Comm::new("swapper/1"),
+        },
+    ));
+    // A kworker's slow-path irqfd for vector 0x30 on vcpu_id 0, of one of the two VMs.
+    let kw = |t: u64| at(t, KWORKER, KWORKER, 1);
+    s.evs.push(Event::new(
+        kw(10_000),
+        &ev::KvmSetIrq {
+            gsi: 24,
+            level: 1,
+            irq_source_id: Some(0),
+        },
+    ));
+    s.evs.push(Event::new(
+        kw(11_000),
+        &ev::KvmApicAcceptIrq {
+            apicid: 0,
+            vec: 0x30,
+            dm: Some(0),
+            tm: Some(0),
+        },
+    ));
+    s.evs.push(Event::new(
+        kw(12_000),
+        &ev::SchedWakeup {
+            pid: u64::from(W0),
+            target_cpu: Some(1),
+            prio: Some(120),
+            comm: Comm::default(),
+        },
+    ));
+    s.evs.push(Event::new(
+        at(20_000, 0, 0, 1),
+        &ev::SchedSwitch {
+            prev_pid: 0,
+            prev_state: 0,
+            next_pid: u64::from(W0),
+            next_comm: Comm::new("CPU 0/KVM"),
+        },
+    ));
+    for (t, p) in [
+        (
+            21_000,
+            Payload::KvmVcpuWakeup(ev::KvmVcpuWakeup {
+                ns: 1,
+                waited: 1,
+                valid: Some(1),
+            }),
+        ),
+        (
+            22_000,
+            Payload::KvmInjVirq(ev::KvmInjVirq {
+                vector: 0x30,
+                soft: Some(0),
+                reinjected: Some(0),
+            }),
+        ),
+        (
+            23_000,
+            Payload::KvmEntry(ev::KvmEntry {
+                vcpu_id: Some(0),
+                ..Default::default()
+            }),
+        ),
+    ] {
+        s.evs.push(p.event(at(t, W0, OTHER_VM, 1)));
+    }
+    let e = s.run();
+    assert_eq!(e.worst().len(), 1, "{:?}", e.worst());
+    let w = &e.worst()[0];
+    assert_eq!((w.tid, w.total_ns, w.open_ns), (W0, us(13.0), us(10.0)));
+    assert_eq!(w.vector, Some(0x30));
+    assert!(
+        e.vcpu(V0).unwrap().windows.is_empty(),
+        "the other candidate's dropped"
+    );
+    assert_eq!(e.vcpu(V0).unwrap().stats.incomplete, 0);
+    assert_eq!(e.unresolved_raises(), 0);
+}
+
+/// QEMU routes a GSI to the PIC first, then the IOAPIC: when the IOAPIC's accept follows in
+/// the same raise, the PIC's window is dropped (one raise, one interrupt).
+#[test]
+fn a_raise_through_the_pic_and_a_lapic_is_one_interrupt() {
+    let mut s = running_guest();
+    s.at(5.0).exit(V0, 0, VMX, 48);
+    s.at(10.0).raise_pic();
+    s.at(11.0).accept(IOT, 0, 0);
+    s.at(20.0).inj(V0, 0).entry(V0, 0);
+    let e = s.run();
+    expect(&e, &[("exit:EPT_VIOLATION", 10.0)]);
+    let v = e.vcpu(V0).unwrap();
+    assert!(v.windows.is_empty());
+    assert_eq!((v.stats.coalesced, v.stats.incomplete), (0, 0));
+}
+
+/// A vCPU asleep in an EPT violation (a page being swapped in, userfaultfd) is not halted:
+/// `blocked:exit:EPT_VIOLATION` (mmu.c `__kvm_faultin_pfn` may sleep; no kvm_vcpu_wakeup).
+#[test]
+fn a_sleep_inside_an_exit_is_blocked_in_that_exit() {
+    let mut s = running_guest();
+    s.at(5.0).exit(V0, 0, VMX, 48);
+    s.at(6.0).switch(0, V0, false, 0, "swapper/0");
+    s.at(10.0).msi(0);
+    s.at(2010.0).wakeup(V0, 0);
+    s.at(2012.0).switch(0, 0, true, V0, "CPU 0/KVM");
+    s.at(2015.0).inj(V0, 0).entry(V0, 0);
+    let e = s.run();
+    expect(
+        &e,
+        &[
+            ("blocked:exit:EPT_VIOLATION", 2000.0),
+            ("wakeup", 2.0),
+            ("exit:EPT_VIOLATION", 3.0),
+        ],
+    );
+}
+
+/// A halted vCPU woken with no raise seen (VT-d posted interrupt: `pi_wakeup_handler` →
+/// `kvm_vcpu_wake_up`, posted_intr.c:218-232) opens a window at the wake-up; one that goes
+/// back to the VMM before entering was woken by a signal and is dropped.
+#[test]
+fn a_wakeup_without_a_raise_opens_a_window_on_vmx_and_svm_hosts() {
+    let mut s = running_guest();
+    s.at(5.0).exit(V0, 0, VMX, 12);
+    s.at(6.0).switch(0, V0, false, 0, "swapper/0");
+    s.at(100.0).wakeup(V0, 0);
+    s.at(103.0).switch(0, 0, true, V0, "CPU 0/KVM");
+    s.at(104.0).kvm_wakeup(V0, 0);
+    s.at(106.0).entry(V0, 0);
+    // Again, but this time a signal: the vCPU leaves for the VMM.
+    s.at(110.0).exit(V0, 0, VMX, 12);
+    s.at(111.0).switch(0, V0, false, 0, "swapper/0");
+    s.at(200.0).wakeup(V0, 0);
+    s.at(201.0).switch(0, 0, true, V0, "CPU 0/KVM");
+    s.at(202.0).uexit(V0, 0, 10);
+    let e = s.run();
+    expect(&e, &[("wakeup", 3.0), ("kvm_run", 3.0)]);
+    let w = &e.worst()[0];
+    assert_eq!(
+        (w.opened_by, w.end_marker),
+        (OpenedBy::Wakeup, EndMarker::WokenEntry)
+    );
+    assert_eq!(e.coverage().without_raise, 1);
+    assert_eq!(
+        e.vcpu(V0).unwrap().stats.incomplete,
+        0,
+        "the signal's dropped"
+    );
+}
+
+/// The LAPIC timer armed by vCPU 0 on CPU 0 fires on housekeeping CPU 1 (nohz_full): the
+/// hrtimer, not the CPU, says whose it is.
+#[test]
+fn a_lapic_timer_goes_to_the_vcpu_that_armed_it_wherever_it_fires() {
+    const TIMER_FN: u64 = 0xffff_ffff_c0de_0000;
+    let mut s = running_guest();
+    s.at(0.0).switch(1, 0, false, V1, "CPU 1/KVM").entry(V1, 1);
+    s.at(2.0).exit(V0, 0, VMX, 32);
+    s.ev(
+        V0,
+        0,
+        ev::HrtimerStart {
+            hrtimer: 0xabc0,
+            function: TIMER_FN,
+            expires: 0,
+            mode: Some(0),
+        },
+    );
+    s.at(3.0).entry(V0, 0);
+    s.at(50.0).ev(
+        0,
+        1,
+        ev::HrtimerExpireEntry {
+            hrtimer: 0xabc0,
+            function: TIMER_FN,
+            now: None,
+        },
+    );
+    s.at(60.0).exit(V0, 0, VMX, 1);
+    s.at(61.0).ev(
+        V0,
+        0,
+        ev::KvmApicAcceptIrq {
+            apicid: 0,
+            vec: 0xec,
+            dm: Some(0),
+            tm: Some(0),
+        },
+    );
+    s.ev(
+        V0,
+        0,
+        ev::KvmInjVirq {
+            vector: 0xec,
+            soft: Some(0),
+            reinjected: Some(0),
+        },
+    );
+    s.at(63.0).entry(V0, 0);
+    let evs = s.evs.clone();
+    let e = run(
+        &evs,
+        EngineConfig {
+            apic_timer_fn: TIMER_FN,
+            ..EngineConfig::default()
+        },
+    );
+    expect(&e, &[("guest", 10.0), ("exit:EXTERNAL_INTERRUPT", 3.0)]);
+    let w = &e.worst()[0];
+    assert_eq!(
+        (w.tid, w.opened_by, w.vector),
+        (V0, OpenedBy::LapicTimer, Some(0xec))
+    );
+    assert!(e.vcpu(V1).unwrap().stats.irq_to_guest.is_empty());
+}
+
+/// The LAPIC timer on the VMX preemption timer: the exit is the raise (vmx.c
+/// `handle_fastpath_preemption_timer`); after an `[immediate exit]` entry it is KVM's own.
+#[test]
+fn a_preemption_timer_exit_is_the_timers_raise_unless_kvm_asked_for_it() {
+    let mut s = running_guest();
+    s.at(10.0).exit(V0, 0, VMX, 52);
+    s.at(11.0).ev(
+        V0,
+        0,
+        ev::KvmApicAcceptIrq {
+            apicid: 0,
+            vec: 0xec,
+            dm: Some(0),
+            tm: Some(0),
+        },
+    );
+    s.ev(
+        V0,
+        0,
+        ev::KvmInjVirq {
+            vector: 0xec,
+            soft: Some(0),
+            reinjected: Some(0),
+        },
+    );
+    s.at(12.0).ev(
+        V0,
+        0,
+        ev::KvmEntry {
+            vcpu_id: Some(0),
+            immediate_exit: Some(1),
+            ..Default::default()
+        },
+    );
+    s.at(13.0).exit(V0, 0, VMX, 52); // KVM's own
+    s.at(14.0).entry(V0, 0);
+    let e = s.run();
+    expect(&e, &[("exit:PREEMPTION_TIMER", 2.0)]);
+    assert_eq!(e.worst()[0].opened_by, OpenedBy::PreemptionTimer);
+    assert!(e.vcpu(V0).unwrap().windows.is_empty());
+}
+
+/// Two vectors pending at once: each its own window, delivered one entry at a time
+/// (x86.c `kvm_check_and_inject_events` injects one per entry); the same vector raised again
+/// while pending is coalesced.
+#[test]
+fn several_vectors_pending_each_have_a_window() {
+    let mut s = running_guest();
+    s.at(10.0).exit(V0, 0, VMX, 48);
+    s.at(11.0).accept(IOT, 1, 0); // 0x30
+    s.at(12.0).ev(
+        IOT,
+        1,
+        ev::KvmApicAcceptIrq {
+            apicid: 0,
+            vec: 0x31,
+            dm: Some(0),
+            tm: Some(0),
+        },
+    );
+    s.at(13.0).accept(IOT, 1, 0); // 0x30 again, still pending
+    s.at(20.0).inj(V0, 0).entry(V0, 0); // 0x30
+    s.at(30.0).exit(V0, 0, VMX, 7);
+    s.at(31.0).ev(
+        V0,
+        0,
+        ev::KvmInjVirq {
+            vector: 0x31,
+            soft: Some(0),
+            reinjected: Some(0),
+        },
+    );
+    s.at(32.0).entry(V0, 0);
+    let e = s.run();
+    let v = e.vcpu(V0).unwrap();
+    assert_eq!(v.stats.irq_to_guest.len(), 2);
+    assert_eq!(v.stats.coalesced, 1);
+    let totals: Vec<(Option<u32>, u64)> =
+        e.worst().iter().map(|s| (s.vector, s.total_ns)).collect();
+    assert_eq!(totals, vec![(Some(0x31), us(20.0)), (Some(0x30), us(9.0))]);
+    let late = &e.worst()[0];
+    let causes: HashMap<String, u64> = late
+        .causes
+        .iter()
+        .map(|(c, ns)| (c.label(e.threads().names()), *ns))
+        .collect();
+    assert_eq!(causes["guest:irqs-off"], us(10.0));
+}
+
+/// A VM that exited takes no more raises: the next VM's vCPU 0 gets its own, even before
+/// the engine knows its id (the exporter's churn: one VM after another).
+#[test]
+fn a_gone_vms_vcpu_does_not_take_a_new_vms_raises() {
+    const NEW_VM: u32 = 300;
+    const N0: u32 = 301;
+    const NIOT: u32 = 310;
+    let mut s = running_guest();
+    let at = |t: u64, tid: u32, tgid: u32| Origin {
+        ts_ns: t,
+        tid,
+        tgid,
+        cpu: 1,
+    };
+    s.at(5.0).ev(VM, 0, ev::ThreadInfo::vm_gone("old"));
+    // The new VM's vCPU runs (its id not known yet), then its I/O thread raises an MSI.
+    s.evs
+        .push(Event::new(at(10_000, N0, NEW_VM), &ev::KvmEntry::default()));
+    s.evs.push(Event::new(
+        at(20_000, NIOT, NEW_VM),
+        &ev::KvmApicAcceptIrq {
+            apicid: 0,
+            vec: 0x30,
+            dm: Some(0),
+            tm: Some(0),
+        },
+    ));
+    s.evs.push(Event::new(
+        at(25_000, N0, NEW_VM),
+        &ev::KvmExit {
+            exit_reason: 1,
+            isa: Some(1),
+            ..Default::default()
+        },
+    ));
+    for (t, p) in [
+        (
+            26_000,
+            Payload::KvmInjVirq(ev::KvmInjVirq {
+                vector: 0x30,
+                soft: Some(0),
+                reinjected: Some(0),
+            }),
+        ),
+        (27_000, Payload::KvmEntry(ev::KvmEntry::default())),
+    ] {
+        s.evs.push(p.event(at(t, N0, NEW_VM)));
+    }
+    let e = s.run();
+    assert_eq!(e.worst().len(), 1, "{:?}", e.worst());
+    assert_eq!((e.worst()[0].tid, e.worst()[0].total_ns), (N0, us(7.0)));
+    assert!(e.vcpu(V0).unwrap().windows.is_empty());
 }

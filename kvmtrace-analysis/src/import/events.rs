@@ -167,13 +167,17 @@ fn exit_reason(text: &str) -> Result<(Option<u64>, u32), Fail> {
 }
 
 /// `kvm_entry`: "vcpu 0, rip 0xffffffff81000000 intr_info 0x00000000 error_code 0x00000000"
-/// (rip since 4.x, intr_info since 6.x); older "vcpu 0".
+/// (rip since ~5.9, intr_info since 6.18), "[immediate exit]" appended when KVM forces an
+/// exit right after the entry (since ~6.9); older "vcpu 0".
 fn kvm_entry(body: &str) -> Result<Parsed<'_>, Fail> {
     let vcpu = need(word_after(body, "vcpu").and_then(num), "vcpu")?;
+    let rip = word_after(body, "rip").and_then(hex);
     let mut p = Parsed::of(Payload::KvmEntry(ev::KvmEntry {
         vcpu_id: Some(vcpu),
-        rip: word_after(body, "rip").and_then(hex),
+        rip,
         intr_info: word_after(body, "intr_info").and_then(hex),
+        // Printed only when set: its absence does not say the kernel has the field.
+        immediate_exit: body.contains("[immediate exit]").then_some(1),
     }));
     p.vcpu = u32::try_from(vcpu).ok();
     Ok(p)
@@ -318,9 +322,17 @@ fn kvm_wait_lapic_expire(body: &str) -> Result<Parsed<'_>, Fail> {
 }
 
 /// `hrtimer_start`: "hrtimer=0xffff... function=apic_timer_fn [kvm] expires=123
-/// softexpires=123 mode=ABS|HARD" (older kernels: no mode).
+/// softexpires=123 mode=ABS|HARD was_armed=0" (`was_armed` since 6.x backports; older
+/// kernels: no mode).
 fn hrtimer_start(body: &str) -> Result<Parsed<'_>, Fail> {
-    const K: &[&str] = &["hrtimer", "function", "expires", "softexpires", "mode"];
+    const K: &[&str] = &[
+        "hrtimer",
+        "function",
+        "expires",
+        "softexpires",
+        "mode",
+        "was_armed",
+    ];
     let func = need(eq(body, "function", K), "function")?;
     Ok(Parsed::of(Payload::HrtimerStart(ev::HrtimerStart {
         hrtimer: need(eq(body, "hrtimer", K).and_then(hex), "hrtimer")?,

@@ -9,7 +9,7 @@ use kvmtrace_common::{Event, FieldValue};
 use serde::Serialize;
 
 use crate::engine::fxhash::FxHashMap;
-use crate::engine::{Cause, Engine, Sample};
+use crate::engine::{is_halt_exit, Cause, Engine, Sample};
 use crate::names::{exit_reason_label, isa_name};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -27,6 +27,22 @@ pub struct VcpuLatency {
     pub wall_ns: u64,
     /// Share of `wall_ns` outside the guest (`guest` and `kvm_run` count as inside).
     pub out_of_guest_pct: f64,
+    /// `kvm_wait_lapic_expire`: the LAPIC timer's lateness at entry as the guest sees it
+    /// (TSC-deadline and hv-timer modes only).
+    pub timer_lateness: TimerLateness,
+}
+
+/// What `kvm_wait_lapic_expire` said (lapic.c `__kvm_wait_lapic_expire`: `delta` =
+/// guest TSC - deadline, in guest TSC cycles).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TimerLateness {
+    /// Expiries KVM delivered early (it then waits, up to `timer_advance_ns`).
+    pub early: u64,
+    /// Late ones and their lateness in guest TSC cycles.
+    pub late: u64,
+    pub late_p50_cycles: u64,
+    pub late_p99_cycles: u64,
+    pub late_max_cycles: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -39,6 +55,9 @@ pub struct ExitReason {
     pub reason: String,
     pub isa: String,
     pub code: u32,
+    /// A halt (HLT): the exit->entry time is the guest idling, not exit handling; the text
+    /// report lists these apart.
+    pub idle: bool,
     /// Every `kvm_exit` with this reason (what `perf kvm stat` counts).
     pub count: u64,
     /// Exits whose `kvm_entry` was seen: the latency percentiles are theirs.
@@ -65,8 +84,13 @@ pub struct IrqToGuest {
     pub end_markers: BTreeMap<String, u64>,
     /// Samples discarded because events were lost or the state was unknown.
     pub incomplete: u64,
-    /// Interrupts raised while one was already on its way to the same vCPU.
+    /// The same vector raised again while it was still pending (one delivery for both).
     pub coalesced: u64,
+    /// Complete samples by what opened them (`SetIrq`, `MsiSetIrq`, `ApicAcceptIrq`, `Ipi`,
+    /// `LapicTimer`, `PreemptionTimer`, `Wakeup`).
+    pub opened_by: BTreeMap<String, u64>,
+    /// Raises not followed because the vCPU had 16 windows open already.
+    pub windows_overflow: u64,
     /// Cause -> total ns over all complete samples; sums to the samples' total.
     pub causes_ns: BTreeMap<String, u64>,
 }
@@ -123,6 +147,16 @@ pub struct AttributionInfo {
     pub late_events: u64,
     /// Interrupts whose target vCPU could not be identified.
     pub unresolved_raises: u64,
+    /// Of the samples closed (complete or not), how many had a raise seen before them, and
+    /// how many only a wake-up of a halted vCPU (VT-d posted interrupts, IPI
+    /// virtualization, AVIC doorbells have no raise tracepoint).
+    pub with_raise: u64,
+    pub wakeup_only: u64,
+    /// Host interrupt work found open where it could no longer be (its exit was lost); the
+    /// windows it touched are incomplete.
+    pub overlays_cleared: u64,
+    /// Events with a CPU number beyond what kvmtrace follows (4096), skipped.
+    pub cpu_out_of_range: u64,
 }
 
 fn is_trace(source: &&'static str) -> bool {
@@ -172,6 +206,7 @@ pub fn vcpu_latency(engine: &Engine, tid: u32) -> Option<VcpuLatency> {
                 reason: exit_reason_label(u64::from(isa), u64::from(code)),
                 isa: isa_name(u64::from(isa)),
                 code,
+                idle: is_halt_exit(isa, code),
                 count,
                 measured,
                 p50_ns,
@@ -213,10 +248,26 @@ pub fn vcpu_latency(engine: &Engine, tid: u32) -> Option<VcpuLatency> {
             end_markers,
             incomplete: st.incomplete,
             coalesced: st.coalesced,
+            opened_by: st
+                .opened_by
+                .iter()
+                .map(|(k, n)| (k.to_string(), *n))
+                .collect(),
+            windows_overflow: st.windows_overflow,
             causes_ns: labelled(&st.irq_causes, engine.threads().names()),
         },
         out_of_guest_ns: labelled(&st.state_ns, engine.threads().names()),
         wall_ns: wall,
+        timer_lateness: {
+            let h = &st.timer_late_cycles;
+            TimerLateness {
+                early: st.timer_early,
+                late: h.len(),
+                late_p50_cycles: q(h, 0.5),
+                late_p99_cycles: q(h, 0.99),
+                late_max_cycles: if h.is_empty() { 0 } else { h.max() },
+            }
+        },
         out_of_guest_pct: if wall > 0 {
             100.0 * out as f64 / wall as f64
         } else {
@@ -284,17 +335,28 @@ fn exits_text(out: &mut String, exits: &Exits) {
         "  {:<28} {:>5} {:>10} {:>10} {:>10} {:>10} {:>10}",
         "exit reason", "isa", "count", "measured", "p50 us", "p99 us", "max us"
     );
-    for e in &exits.by_reason {
+    // Halts last and apart: their exit->entry time is the guest idling.
+    let rows = exits
+        .by_reason
+        .iter()
+        .filter(|e| !e.idle)
+        .chain(exits.by_reason.iter().filter(|e| e.idle));
+    for e in rows {
         let _ = writeln!(
             out,
-            "  {:<28} {:>5} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "  {:<28} {:>5} {:>10} {:>10} {:>10} {:>10} {:>10}{}",
             e.reason,
             e.isa,
             e.count,
             e.measured,
             us(e.p50_ns),
             us(e.p99_ns),
-            us(e.max_ns)
+            us(e.max_ns),
+            if e.idle {
+                "  (idle: the guest halted)"
+            } else {
+                ""
+            }
         );
     }
 }
@@ -345,9 +407,14 @@ pub fn worst_samples(engine: &Engine) -> Vec<WorstSample> {
 }
 
 pub fn attribution_info(engine: &Engine) -> AttributionInfo {
+    let cov = engine.coverage();
     let mut info = AttributionInfo {
         late_events: engine.late_events(),
         unresolved_raises: engine.unresolved_raises(),
+        with_raise: cov.with_raise,
+        wakeup_only: cov.without_raise,
+        overlays_cleared: engine.overlays_cleared(),
+        cpu_out_of_range: engine.cpu_out_of_range(),
         ..Default::default()
     };
     for v in engine.vcpus() {
@@ -408,6 +475,14 @@ pub fn vcpu_text(out: &mut String, l: &VcpuLatency) {
         }
     }
     exits_text(out, &l.exits);
+    let t = &l.timer_lateness;
+    if t.early + t.late > 0 {
+        let _ = writeln!(
+            out,
+            "  LAPIC timer at entry (kvm_wait_lapic_expire): {} early, {} late (p50 {} p99 {} max {} guest TSC cycles)",
+            t.early, t.late, t.late_p50_cycles, t.late_p99_cycles, t.late_max_cycles
+        );
+    }
     let mut states: Vec<(String, u64)> = l
         .out_of_guest_ns
         .iter()

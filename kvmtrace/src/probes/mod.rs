@@ -12,6 +12,7 @@
 
 pub mod btf;
 pub use kvmtrace_analysis::format;
+pub mod features;
 pub mod tracefs;
 
 use std::collections::BTreeMap;
