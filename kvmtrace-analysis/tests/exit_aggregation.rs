@@ -543,7 +543,7 @@ fn synthetic_vmx(seconds: u64) -> Vec<Event> {
             };
             g.at(ts + 300, 110, 1 - v.cpu, accept);
             v.pending = true;
-            v.preempt = irqs % 50 == 0;
+            v.preempt = irqs.is_multiple_of(50);
             match v.state {
                 State::Guest { exit_at, .. } if exit_at > ts + 1_000 => {
                     v.state = State::Guest {

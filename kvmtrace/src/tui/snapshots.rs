@@ -149,6 +149,7 @@ fn row(vcpu: u32, p99: u64, name: &str, pid: u32) -> Row {
                     },
                 ],
             },
+            state_split_approximate: false,
             irq_to_guest: IrqToGuest {
                 count: 1000,
                 p50_ns: 4_100,
