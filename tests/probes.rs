@@ -150,7 +150,9 @@ fn btf_and_classic_programs_record_the_same_fields() {
     let guest = DemoGuest::start(DemoConfig::default(), tx).expect("demo guest");
     classic.add_vcpu(guest.vcpu_tid(), pid).unwrap();
     typed.add_vcpu(guest.vcpu_tid(), pid).unwrap();
-    let vcpu = guest.vcpu_tid();
+    // This test's guest only: the other tests here run beside it in this process, one with
+    // a demo guest of its own, started before this test's probes were both attached.
+    let (vcpu, irq) = (guest.vcpu_tid(), guest.irq_tid());
     let mut got: [Vec<Event>; 2] = [Vec::new(), Vec::new()];
     let drain = |rings: &mut [aya::maps::RingBuf<aya::maps::MapData>; 2],
                  got: &mut [Vec<Event>; 2]| {
@@ -184,7 +186,7 @@ fn btf_and_classic_programs_record_the_same_fields() {
             Some(kvmtrace_common::Payload::SchedWakeup(w)) => w.pid == u64::from(vcpu),
             Some(kvmtrace_common::Payload::KvmSetIrq(_))
             | Some(kvmtrace_common::Payload::KvmPicSetIrq(_))
-            | Some(kvmtrace_common::Payload::KvmIoapicSetIrq(_)) => e.tgid == pid,
+            | Some(kvmtrace_common::Payload::KvmIoapicSetIrq(_)) => e.tid == irq,
             _ => false,
         }
     };

@@ -25,7 +25,7 @@ use kvmtrace_common::{
 
 use crate::{
     filter::{register_vcpu, vcpu_thread, vm_selected},
-    record::{current_ids, emit, read_event_of, this_cpu},
+    record::{count, current_ids, emit, read_event_of, this_cpu},
     AGG_MISSES, CONFIG, EXIT_HIST, GLOBAL_STREAM, PASS, VCPU_BY_ID, VM_STREAM, ZERO_HIST,
 };
 
@@ -213,10 +213,7 @@ fn aggregate(tid: u32, exit: &Event, latency: u64) -> bool {
         h = EXIT_HIST.get_ptr_mut(&key);
     }
     let Some(h) = h else {
-        if let Some(n) = AGG_MISSES.get_ptr_mut(0) {
-            // SAFETY: a per-CPU slot: only this CPU writes it while this program runs.
-            unsafe { *n += 1 };
-        }
+        count(AGG_MISSES.get_ptr_mut(0));
         return false;
     };
     // `& (NBUCKETS - 1)` restates the bound for the verifier (bucket() < NBUCKETS).

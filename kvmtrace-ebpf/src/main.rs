@@ -6,6 +6,10 @@
 //! No string formatting, no per-event allocation; a full ring buffer is counted in `DROPS`.
 #![no_std]
 #![no_main]
+// `atomic_xadd` for exact per-CPU counters (record::count): the bpfel target offers no
+// `fetch_add` on its atomics. The crate builds with nightly anyway (-Z build-std).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 /// Defines a tracepoint program: `program! { pub fn NAME(ctx: TracePointContext) -> u32 {..} }`.
 ///

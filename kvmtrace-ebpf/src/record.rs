@@ -7,6 +7,8 @@ use aya_ebpf::{
 };
 use kvmtrace_common::{Event, FieldSpec, Kind, Origin, Record, NSLOTS, RAW_BYTES};
 
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+
 use crate::{CONFIG, DROPS, EMITTED, EVENTS, SINCE_WAKEUP};
 
 /// The CPU this program runs on.
@@ -240,6 +242,22 @@ fn slot_value(raw: &[u64; RAW_BYTES / 8], kind: Kind, i: usize) -> (u64, bool) {
     field(raw, sp).map_or((0, false), |v| (v, true))
 }
 
+/// Adds one to an exact per-CPU counter.
+///
+/// Atomically: BTF tracepoint programs nest on one CPU (a hard interrupt's program runs in
+/// the middle of a task's), and a plain read-modify-write would then lose a count. (Classic
+/// tracepoint programs never nest: the kernel skips a program while another runs on the
+/// CPU.) An uncontended locked add on a per-CPU line costs a few cycles.
+#[inline(always)]
+pub fn count(slot: Option<*mut u64>) {
+    if let Some(n) = slot {
+        // SAFETY: `n` is an 8-byte aligned u64 map value, valid for the program's run. The
+        // bpfel target has no `AtomicU64::fetch_add`; the intrinsic becomes BPF's atomic add
+        // (`lock *(u64 *)(r + 0) += r`), which the verifier accepts on map memory.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(n, 1) };
+    }
+}
+
 /// `bpf_ringbuf_submit` flags.
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
@@ -262,10 +280,7 @@ fn wakeup_every() -> u32 {
 /// array lookup replaces a `bpf_ringbuf_query` helper call per record.
 #[inline(always)]
 pub fn emit(ev: &Event) {
-    if let Some(n) = EMITTED.get_ptr_mut(0) {
-        // SAFETY: a per-CPU slot: only this CPU writes it while this program runs.
-        unsafe { *n += 1 };
-    }
+    count(EMITTED.get_ptr_mut(0));
     let mut flags = BPF_RB_NO_WAKEUP;
     if let Some(n) = SINCE_WAKEUP.get_ptr_mut(0) {
         // SAFETY: a per-CPU slot: only this CPU touches it while this program runs (programs
@@ -285,10 +300,7 @@ pub fn emit(ev: &Event) {
             slot.submit(flags);
         }
         None => {
-            if let Some(n) = DROPS.get_ptr_mut(0) {
-                // SAFETY: a per-CPU slot: only this CPU writes it while this program runs.
-                unsafe { *n += 1 };
-            }
+            count(DROPS.get_ptr_mut(0));
         }
     }
 }

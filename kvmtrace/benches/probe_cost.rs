@@ -50,7 +50,11 @@ fn main() {
         .filter(|k| tracefs.event_dir(k.category(), k.name()).is_dir())
         .map(|k| (k.category(), k.name()))
         .collect();
-    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("probe-cost");
+    // KVMTRACE_BENCH_TMP: somewhere else for the captures and perf.data (e.g. /tmp inside
+    // the SVM host, where the build's directory does not exist).
+    let tmp = std::env::var_os("KVMTRACE_BENCH_TMP")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("probe-cost"));
     std::fs::create_dir_all(&tmp).expect("bench scratch directory");
     let env = Env {
         tracepoints,
@@ -66,7 +70,15 @@ fn main() {
     let mut tracers = vec![Tracer::None];
     tracers.extend(opts.kvmtrace.iter().cloned().map(Tracer::Kvmtrace));
     if opts.full && opts.others {
-        tracers.extend([Tracer::Bpftrace, Tracer::Perf, Tracer::Ftrace]);
+        // The tools this machine has (the SVM host has neither bpftrace nor perf).
+        for (tool, t) in [("bpftrace", Tracer::Bpftrace), ("perf", Tracer::Perf)] {
+            if have(tool) {
+                tracers.push(t);
+            } else {
+                eprintln!("{tool} is not installed: its rounds are skipped");
+            }
+        }
+        tracers.push(Tracer::Ftrace);
     }
     let mut runs: BTreeMap<usize, Vec<RunResult>> = BTreeMap::new();
     for round in 0..opts.rounds {
@@ -87,11 +99,14 @@ fn main() {
 
     // 2. BPF run time per event, kvmtrace and bpftrace attached together.
     let mut costs: BTreeMap<String, Vec<ProgCosts>> = BTreeMap::new();
-    if opts.full {
+    if opts.full && !have("bpftool") {
+        eprintln!("bpftool is not installed: no BPF run times");
+    }
+    if opts.full && have("bpftool") {
         let _ = set_bpf_stats(true);
         for round in 0..opts.cost_rounds {
             for k in &opts.kvmtrace {
-                let r = run_once(&env, &Tracer::Kvmtrace(k.clone()), true);
+                let r = run_once(&env, &Tracer::Kvmtrace(k.clone()), have("bpftrace"));
                 eprintln!("cost round {} {}: done", round + 1, k.label);
                 costs.entry(k.label.clone()).or_default().push(r.costs);
             }
@@ -571,7 +586,7 @@ fn run_once(env: &Env, tracer: &Tracer, with_bpftrace: bool) -> RunResult {
             r.drops = num_after(&l, "dropped: ");
         }
     }
-    if with_bpftrace {
+    {
         for (set, prefix) in [(&ours, ""), (&theirs, "bpftrace:")] {
             for id in set {
                 let (Some(a), Some(b)) = (after.get(id), before.get(id)) else {
@@ -626,6 +641,11 @@ fn prog_stats() -> BTreeMap<u32, (String, u64, u64)> {
             ))
         })
         .collect()
+}
+
+fn have(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
 }
 
 fn set_bpf_stats(on: bool) -> String {

@@ -79,6 +79,10 @@ enum Task {
         /// Show the console only when something fails.
         #[arg(long)]
         quiet: bool,
+        /// Another program to put in `/bin` inside, with its libraries (e.g. bpftool, a
+        /// benchmark); repeatable.
+        #[arg(long = "bin", value_name = "PATH")]
+        bins: Vec<PathBuf>,
         /// The command, after `--` (e.g. `-- kvmtrace record --demo -d 3 -o /tmp/a.kvmtrace`).
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<String>,
@@ -233,11 +237,13 @@ fn main() -> anyhow::Result<()> {
             cpu,
             smp,
             quiet,
+            bins,
             cmd,
         } => {
             let target = target_dir(&root);
             let opts = svm::Options {
                 kvmtrace: build_release(&target)?,
+                extra_bins: bins,
                 cmd,
                 copy_out,
                 out_dir: keep_dir.unwrap_or_else(|| target.join("svm-host/out")),
@@ -407,6 +413,7 @@ fn svm_demo(root: &Path, a: SvmDemo) -> anyhow::Result<()> {
     let out_dir = target.join(format!("svm-host/demo-{}", std::process::id()));
     let opts = svm::Options {
         kvmtrace: kvmtrace.clone(),
+        extra_bins: Vec::new(),
         cmd: vec!["sh".into(), "-c".into(), script],
         copy_out,
         out_dir: out_dir.clone(),

@@ -49,6 +49,8 @@ const QEMU: &str = "qemu-system-x86_64";
 pub struct Options {
     /// The kvmtrace binary to put in `/bin` (with its libraries).
     pub kvmtrace: PathBuf,
+    /// More programs for `/bin` (each with its libraries), e.g. bpftool or a benchmark.
+    pub extra_bins: Vec<PathBuf>,
     /// Command and arguments, run by `/init` in `/tmp` (a tmpfs).
     pub cmd: Vec<String>,
     /// Files to copy out after the command (absolute paths inside); they land in `out_dir`
@@ -568,7 +570,14 @@ pub fn run(opts: &Options) -> anyhow::Result<Outcome> {
         watchdog_secs,
     };
     let t = Instant::now();
-    let initrd = build_initramfs(&dir, &kernel, &modules, &spec, &opts.kvmtrace)?;
+    let initrd = build_initramfs(
+        &dir,
+        &kernel,
+        &modules,
+        &spec,
+        &opts.kvmtrace,
+        &opts.extra_bins,
+    )?;
     eprintln!(
         "xtask: svm-host: initramfs {} ({:.1} MiB, {:.1} s); kernel {}, QEMU {qemu_version}",
         initrd.display(),
@@ -656,6 +665,7 @@ fn build_initramfs(
     modules: &[String],
     spec: &InitSpec,
     kvmtrace: &Path,
+    extra_bins: &[PathBuf],
 ) -> anyhow::Result<PathBuf> {
     let root = dir.join("root");
     for d in ["bin", "lib/modules", "proc", "sys", "dev", "tmp"] {
@@ -666,8 +676,16 @@ fn build_initramfs(
     std::os::unix::fs::symlink("busybox", root.join("bin/sh"))?;
     copy_file(kvmtrace, &root.join("bin/kvmtrace"))
         .with_context(|| format!("the kvmtrace binary {}", kvmtrace.display()))?;
+    for bin in extra_bins {
+        let name = bin.file_name().context("an extra binary without a name")?;
+        copy_file(bin, &root.join("bin").join(name))
+            .with_context(|| format!("the binary {}", bin.display()))?;
+    }
     let mut libs = BTreeSet::new();
-    for bin in [&busybox, &kvmtrace.to_path_buf()] {
+    for bin in [&busybox, &kvmtrace.to_path_buf()]
+        .into_iter()
+        .chain(extra_bins)
+    {
         let out = Command::new("ldd")
             .arg(bin)
             .output()
@@ -1296,6 +1314,7 @@ kernel/virt/lib/irqbypass.ko:
     fn arguments_are_checked_before_anything_runs() {
         let ok = Options {
             kvmtrace: "k".into(),
+            extra_bins: Vec::new(),
             cmd: vec!["true".into()],
             copy_out: vec!["/tmp/a".into(), "/tmp/b/c".into()],
             out_dir: "o".into(),
