@@ -100,6 +100,10 @@ pub struct TargetArgs {
     /// streams its exits, in microseconds.
     #[arg(long, default_value_t = 50, value_name = "US")]
     pub stream_hold_us: u64,
+    /// Attach classic tracepoint programs only, even where the kernel's BTF allows the
+    /// cheaper BTF ones (for kernels where those misbehave, and to compare the two).
+    #[arg(long)]
+    pub no_btf: bool,
     /// CPUs for kvmtrace's own threads (a cpulist such as 0 or 0-3,8). `auto`: those that
     /// host no traced vCPU and are not isolated (isolcpus, nohz_full); `off`: wherever the
     /// scheduler puts them.

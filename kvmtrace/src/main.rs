@@ -77,6 +77,7 @@ fn session_options(t: &TargetArgs) -> anyhow::Result<SessionOptions> {
         all_exits: t.all_exits,
         exit_threshold_ns: Some(t.exit_threshold_us.saturating_mul(1000)),
         stream_hold_ns: Some(t.stream_hold_us.saturating_mul(1000)),
+        no_btf: t.no_btf,
         housekeeping: t.housekeeping.parse()?,
     })
 }

@@ -51,6 +51,8 @@ pub struct SessionOptions {
     /// How long an interrupt for a vCPU (its acceptance, wake-up, switch-in, injection)
     /// streams its exits (default: the probes' 50 us).
     pub stream_hold_ns: Option<u64>,
+    /// Classic tracepoint programs only (no BTF tracepoints).
+    pub no_btf: bool,
     /// Where kvmtrace's own threads run (`Off` by default here; the command line's default
     /// is `Auto`).
     pub housekeeping: Housekeeping,
@@ -99,6 +101,10 @@ struct ExitSnapshots {
     prev: HashMap<ExitKey, ExitHist>,
     last: Option<Instant>,
     warned_misses: bool,
+    /// The latest event read so far: the records' time. ("Now" would run ahead of events
+    /// still in the ring when the reader lags, and make them late in the engine's reorder
+    /// buffer.)
+    latest_ns: u64,
 }
 
 /// How a session ended.
@@ -159,6 +165,7 @@ impl Session {
         let mut probe_opts = ProbeOptions {
             pids: pids.clone(),
             all_exits: opts.all_exits,
+            btf: !opts.no_btf,
             ..Default::default()
         };
         if let Some(ns) = opts.exit_threshold_ns {
@@ -450,6 +457,14 @@ impl Session {
 
     fn after_read(&mut self, out: &mut Vec<Event>, start: usize) {
         let end = out.len();
+        if let Some(ts) = out[start..end]
+            .iter()
+            .filter(|e| e.kind().is_ok_and(|k| k.is_tracepoint()))
+            .map(|e| e.ts_ns)
+            .max()
+        {
+            self.exits.latest_ns = self.exits.latest_ns.max(ts);
+        }
         let mut own = Vec::new();
         for i in start..end {
             let e = out[i];
@@ -520,7 +535,11 @@ impl Session {
                         b2: b(2),
                         b3: b(3),
                     };
-                    out.push(Event::new(now(key.tid, tgid), &rec));
+                    let mut at = now(key.tid, tgid);
+                    if self.exits.latest_ns != 0 {
+                        at.ts_ns = self.exits.latest_ns;
+                    }
+                    out.push(Event::new(at, &rec));
                 }
             }
             self.exits.prev.insert(*key, *hist);
