@@ -65,6 +65,10 @@ pub struct CaptureInfo {
     pub first_event_ns: u64,
     pub last_event_ns: u64,
     pub probes_attached: usize,
+    /// Of those, how many run as BTF tracepoint programs (absent when none: classic
+    /// programs only, or a capture from before kvmtrace recorded it).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub probes_btf: usize,
     pub probes_unavailable: Vec<Unavailable>,
     /// Flight recorder: the samples that triggered the windows written.
     pub triggers: Vec<Trigger>,
@@ -266,6 +270,11 @@ impl Report {
                 first_event_ns: counts.first_ns.unwrap_or(0),
                 last_event_ns: counts.last_ns,
                 probes_attached: header.probes.iter().filter(|p| p.attached).count(),
+                probes_btf: header
+                    .probes
+                    .iter()
+                    .filter(|p| p.attached && p.mode == Some(crate::capture::ProbeMode::TpBtf))
+                    .count(),
                 triggers: trailer.map(|t| t.triggers.clone()).unwrap_or_default(),
                 probes_unavailable: header
                     .probes
@@ -685,4 +694,8 @@ mod tests {
         assert_eq!(json["demo"]["by_path"]["timer"]["count"], 1);
         assert_eq!(json["demo"]["irqoff_ns"], 200_000);
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }

@@ -81,9 +81,14 @@ impl Report {
                     .summary()
                     .map_or(String::new(), |v| format!(" | {v}"))
             );
+            let btf = if c.probes_btf > 0 {
+                format!(" ({} as BTF tracepoints)", c.probes_btf)
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 s,
-                "probes: {} attached, {} unavailable",
+                "probes: {} attached{btf}, {} unavailable",
                 c.probes_attached,
                 c.probes_unavailable.len()
             );
