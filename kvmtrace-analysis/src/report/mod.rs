@@ -406,6 +406,10 @@ pub fn analyse_text(
     Ok((report, engine))
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 #[cfg(test)]
 mod tests {
     use kvmtrace_common::{ev, Comm, Event, Origin, Record};
@@ -694,8 +698,4 @@ mod tests {
         assert_eq!(json["demo"]["by_path"]["timer"]["count"], 1);
         assert_eq!(json["demo"]["irqoff_ns"], 200_000);
     }
-}
-
-fn is_zero(n: &usize) -> bool {
-    *n == 0
 }
