@@ -68,7 +68,7 @@ pub fn arm_thread(t: *mut VcpuThread, now: u64) {
 #[inline(always)]
 pub fn arm_target(tgid: u32, vcpu_id: u32, now: u64) {
     // SAFETY: a lookup in a map of plain integers; the value is copied out.
-    let tid = unsafe { VCPU_BY_ID.get(&vcpu_key(tgid, vcpu_id)).copied() };
+    let tid = unsafe { VCPU_BY_ID.get(vcpu_key(tgid, vcpu_id)).copied() };
     match tid.and_then(vcpu_thread) {
         Some(t) => arm_thread(t, now),
         None => arm_raise(tgid, false, now),
@@ -112,7 +112,7 @@ fn learn_vcpu_id(t: *mut VcpuThread, ids: (u32, u32), e: &Event, slot: usize) {
         return;
     }
     let key = vcpu_key(ids.1, e.slots[slot] as u32);
-    if VCPU_BY_ID.insert(&key, &ids.0, 0).is_ok() {
+    if VCPU_BY_ID.insert(key, ids.0, 0).is_ok() {
         // SAFETY: as above.
         unsafe { (*t).flags = flags | VCPU_ID_KNOWN };
     }
@@ -205,12 +205,12 @@ fn aggregate(tid: u32, exit: &Event, latency: u64) -> bool {
         },
         _pad: 0,
     };
-    let mut h = EXIT_HIST.get_ptr_mut(&key);
+    let mut h = EXIT_HIST.get_ptr_mut(key);
     if h.is_none() {
         if let Some(zero) = ZERO_HIST.get(0) {
-            let _ = EXIT_HIST.insert(&key, zero, BPF_NOEXIST);
+            let _ = EXIT_HIST.insert(key, zero, BPF_NOEXIST);
         }
-        h = EXIT_HIST.get_ptr_mut(&key);
+        h = EXIT_HIST.get_ptr_mut(key);
     }
     let Some(h) = h else {
         count(AGG_MISSES.get_ptr_mut(0));

@@ -21,7 +21,7 @@ pub fn apic_timer_fn() -> u64 {
 pub fn vm_selected(tgid: u32) -> bool {
     if filter_mode() == filter::PIDS {
         // SAFETY: the value is only tested for presence.
-        unsafe { TRACED_TGIDS.get(&tgid).is_some() }
+        unsafe { TRACED_TGIDS.get(tgid).is_some() }
     } else {
         true
     }
@@ -33,27 +33,27 @@ pub fn is_vcpu(tid: u32) -> bool {
     // Reading the value (a tgid, never 0) keeps the result a scalar: testing two lookups'
     // pointers for null lets LLVM OR the pointers, which the verifier rejects.
     // SAFETY: a lookup in a map of plain integers; the reference does not escape.
-    unsafe { VCPU_TIDS.get(&tid).is_some_and(|t| t.tgid != 0) }
+    unsafe { VCPU_TIDS.get(tid).is_some_and(|t| t.tgid != 0) }
 }
 
 /// The state of vCPU thread `tid`, if it is one.
 #[inline(always)]
 pub fn vcpu_thread(tid: u32) -> Option<*mut VcpuThread> {
-    VCPU_TIDS.get_ptr_mut(&tid)
+    VCPU_TIDS.get_ptr_mut(tid)
 }
 
 /// Is `tgid` a process known to run vCPUs?
 #[inline(always)]
 pub fn is_vm(tgid: u32) -> bool {
     // SAFETY: the value is only tested for presence.
-    unsafe { VM_TGIDS.get(&tgid).is_some() }
+    unsafe { VM_TGIDS.get(tgid).is_some() }
 }
 
 /// Remembers `tid` as a vCPU thread of `tgid` (first KVM event in vCPU context).
 #[inline(always)]
 pub fn register_vcpu(tid: u32, tgid: u32) {
-    let _ = VCPU_TIDS.insert(&tid, &VcpuThread::new(tgid), 0);
-    let _ = VM_TGIDS.insert(&tgid, &1, 0);
+    let _ = VCPU_TIDS.insert(tid, VcpuThread::new(tgid), 0);
+    let _ = VM_TGIDS.insert(tgid, 1, 0);
 }
 
 #[inline(always)]

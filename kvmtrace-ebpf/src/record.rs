@@ -53,7 +53,7 @@ fn field(raw: &[u64; RAW_BYTES / 8], spec: FieldSpec) -> Option<u64> {
             1 => *at as u64,
             // The kernel lays fields out at their natural alignment and `raw` is 8-aligned:
             // aligned loads (the unaligned path is kept for packed layouts).
-            2 if off % 2 != 0 => {
+            2 if !off.is_multiple_of(2) => {
                 let v = (at as *const u16).read_unaligned();
                 if signed {
                     v as i16 as i64 as u64
@@ -63,7 +63,7 @@ fn field(raw: &[u64; RAW_BYTES / 8], spec: FieldSpec) -> Option<u64> {
             }
             2 if signed => *(at as *const i16) as i64 as u64,
             2 => *(at as *const u16) as u64,
-            4 if off % 4 != 0 => {
+            4 if !off.is_multiple_of(4) => {
                 let v = (at as *const u32).read_unaligned();
                 if signed {
                     v as i32 as i64 as u64
@@ -73,7 +73,7 @@ fn field(raw: &[u64; RAW_BYTES / 8], spec: FieldSpec) -> Option<u64> {
             }
             4 if signed => *(at as *const i32) as i64 as u64,
             4 => *(at as *const u32) as u64,
-            8 if off % 8 != 0 => (at as *const u64).read_unaligned(),
+            8 if !off.is_multiple_of(8) => (at as *const u64).read_unaligned(),
             8 => *(at as *const u64),
             _ => return None,
         })
