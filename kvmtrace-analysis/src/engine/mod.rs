@@ -254,6 +254,9 @@ impl Engine {
             | Payload::KvmWaitLapicExpire(_)
             | Payload::KvmPageFault(_)
             | Payload::KvmEoi(_) => self.on_vcpu_note(ev, ts),
+            // Timeline-only KVM events: a note when the tracepoint fires only in vCPU threads.
+            Payload::KvmOther(x) if x.is_vcpu_context() => self.on_vcpu_note(ev, ts),
+            Payload::KvmOther(_) => {}
             // Scheduling of vCPU threads (vcpu.rs).
             Payload::SchedSwitch(x) => self.on_switch(ev, &x, ts),
             Payload::SchedWakeup(x) => self.on_wakeup(ev, &x, ts),
