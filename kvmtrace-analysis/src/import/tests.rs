@@ -74,16 +74,24 @@ fn sched_comm(e: &Event) -> String {
         .expect("a comm field")
 }
 
-/// Tracepoint records by kind name (ThreadInfo and Drops left out).
+/// Events by tracepoint name, `kvm_other` records by their own tracepoint's (ThreadInfo and
+/// Drops left out).
 fn counts(im: &Imported) -> BTreeMap<&'static str, u64> {
     let mut m = BTreeMap::new();
     for ev in &im.events {
-        let k = kind(ev);
-        if k.is_tracepoint() {
-            *m.entry(k.name()).or_default() += 1;
-        }
+        *m.entry(event_name(ev)).or_default() += 1;
     }
+    m.remove("thread_info");
+    m.remove("drops");
     m
+}
+
+/// The tracepoint an event is of (a `kvm_other` record's own).
+fn event_name(ev: &Event) -> &'static str {
+    match ev.get::<ev::KvmOther>() {
+        Some(o) => o.event().expect("a known KVM tracepoint").name,
+        None => kind(ev).name(),
+    }
 }
 
 fn of(im: &Imported, k: Kind) -> Vec<Event> {
@@ -137,11 +145,19 @@ fn check_invariants(im: &Imported) {
         im.events.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns),
         "not sorted"
     );
-    assert_eq!(s.lines, s.skipped + s.events + s.not_understood, "{s:?}");
+    assert_eq!(
+        s.lines,
+        s.skipped + s.events + s.not_understood + s.continued,
+        "{s:?}"
+    );
     assert_eq!(s.by_reason.values().sum::<u64>(), s.not_understood);
     assert_eq!(s.first_unparsed.len() as u64, s.not_understood.min(5));
-    let tracepoints = im.events.iter().filter(|e| kind(e).is_tracepoint()).count();
-    assert_eq!(tracepoints as u64, s.events);
+    let events = im
+        .events
+        .iter()
+        .filter(|e| !matches!(kind(e), Kind::ThreadInfo | Kind::Drops))
+        .count();
+    assert_eq!(events as u64, s.events);
     let mut infos: HashMap<u32, u32> = HashMap::new();
     for ev in &im.events {
         match kind(ev) {
@@ -177,7 +193,11 @@ fn ftrace_real_trace() {
         ("hrtimer_expire_exit", 4),
         ("irq_handler_entry", 2),
         ("irq_handler_exit", 2),
+        ("kvm_ack_irq", 1),
+        ("kvm_apic", 2),
+        ("kvm_emulate_insn", 32),
         ("kvm_eoi", 2),
+        ("kvm_fpu", 10),
         ("kvm_ioapic_set_irq", 4),
         ("kvm_pic_set_irq", 4),
         ("kvm_pio", 6),
@@ -200,22 +220,16 @@ fn ftrace_real_trace() {
     assert_eq!(counts(&im), want);
     assert_eq!(
         (im.stats.lines, im.stats.skipped, im.stats.events),
-        (162, 12, 105)
+        (162, 12, 150)
     );
-    assert_eq!(
-        reasons(&im),
-        [
-            ("unknown event kvm_ack_irq", 1),
-            ("unknown event kvm_apic", 2),
-            ("unknown event kvm_emulate_insn", 32),
-            ("unknown event kvm_fpu", 10),
-        ]
-    );
-    // Line 13 is the first event line; the first not understood is a kvm_apic one.
-    assert_eq!(im.stats.first_unparsed[0].0, 66);
-    assert!(im.stats.first_unparsed[0]
-        .1
-        .contains("kvm_apic: apic_write APIC_EOI"));
+    assert_eq!(im.stats.not_understood, 0, "{:?}", im.stats.by_reason);
+    // KVM tracepoints without a kind of their own are timeline-only records.
+    let apic = of(&im, Kind::KvmOther)
+        .into_iter()
+        .find(|e| e.ts_ns == line::ts_ns("3057.056867").unwrap())
+        .expect("kvm_apic at 3057.056867");
+    assert_eq!(event_name(&apic), "kvm_apic");
+    assert_eq!(slot(&apic, "a"), Some(0), "the first number, 0x0");
 
     let pio = at(&im, Kind::KvmPio, "3057.056877");
     assert_eq!((pio.tid, pio.cpu, pio.tgid), (16065, 1, IMPORTED_VM_TGID));
@@ -311,6 +325,7 @@ fn trace_cmd_real_report() {
         ("hrtimer_expire_exit", 9),
         ("irq_handler_entry", 7),
         ("irq_handler_exit", 6),
+        ("kvm_fpu", 19),
         ("kvm_ioapic_set_irq", 4),
         ("kvm_pic_set_irq", 4),
         ("kvm_pio", 12),
@@ -328,7 +343,8 @@ fn trace_cmd_real_report() {
     .into_iter()
     .collect();
     assert_eq!(counts(&im), want);
-    assert_eq!(reasons(&im), [("unknown event kvm_fpu", 19)]);
+    assert_eq!(counts(&im)["kvm_fpu"], 19);
+    assert_eq!(im.stats.not_understood, 0, "{:?}", im.stats.by_reason);
     assert_eq!((im.stats.lines, im.stats.skipped), (166, 1));
 
     // The sched_switch plugin's layout: "comm:pid [prio] STATE ==> comm:pid [prio]".
@@ -456,12 +472,12 @@ fn ftrace_kvm_vmx_host() {
     assert_eq!(c.get("kvm_exit"), Some(&8));
     assert_eq!(c.get("kvm_entry"), Some(&8));
     assert_eq!(c.get("sched_switch"), Some(&5));
-    assert_eq!(c.values().sum::<u64>(), 48);
+    assert_eq!(c.get("kvm_fpu"), Some(&2), "kept as timeline-only events");
+    assert_eq!(c.values().sum::<u64>(), 50);
     assert_eq!(
         reasons(&im),
         [
             ("not an event line", 1),
-            ("unknown event kvm_fpu", 2),
             ("unknown event tracing_mark_write", 1),
             ("unknown exit reason SEAMCALL", 1),
         ]
@@ -472,7 +488,7 @@ fn ftrace_kvm_vmx_host() {
             .iter()
             .map(|(n, _)| *n)
             .collect::<Vec<_>>(),
-        [18, 20, 44, 51, 54]
+        [44, 51, 54]
     );
 
     // Modern layout, VMX name.
@@ -514,13 +530,13 @@ fn ftrace_kvm_vmx_host() {
         (slot(&failed, "exit_reason"), slot(&failed, "isa")),
         (Some(0x8000_0021), Some(ISA_VMX))
     );
-    // A reason the kernel printed as a number: no isa.
+    // A reason the kernel printed as a number: the isa of the text's other exits.
     let numeric = at(&im, Kind::KvmExit, "10452.000410");
     assert_eq!(
         (slot(&numeric, "exit_reason"), slot(&numeric, "isa")),
-        (Some(0x4e), None)
+        (Some(0x4e), Some(ISA_VMX))
     );
-    assert_eq!(numeric.missing, 1 << 1);
+    assert_eq!(numeric.missing, 0);
 
     let hr = at(&im, Kind::HrtimerExpireEntry, "10452.000112");
     assert_eq!(slot(&hr, "function"), Some(APIC_TIMER_FN_MARKER));
@@ -622,10 +638,11 @@ fn ftrace_pre5_svm_host_without_irq_info() {
     );
     let hlt = at(&im, Kind::KvmExit, "1892.448900");
     assert_eq!(slot(&hlt, "exit_reason"), Some(0x78));
+    // A number: the isa the text's names say.
     let num = at(&im, Kind::KvmExit, "1892.449950");
     assert_eq!(
         (slot(&num, "exit_reason"), slot(&num, "isa")),
-        (Some(0x4d2), None)
+        (Some(0x4d2), Some(ISA_SVM))
     );
 
     // trace_pipe printed CPU 1's events after later ones of CPU 3: sorted on import.
@@ -696,10 +713,11 @@ fn trace_cmd_kvm_plugin_layouts_in_nanoseconds() {
             Some(0)
         ]
     );
+    // The plugin's UNKNOWN (78): VMX, as the text's named exits say.
     let unk = at(&im, Kind::KvmExit, "10452.000120000");
     assert_eq!(
         (slot(&unk, "exit_reason"), slot(&unk, "isa")),
-        (Some(78), None)
+        (Some(78), Some(ISA_VMX))
     );
     let hlt = at(&im, Kind::KvmExit, "10452.000130000");
     assert_eq!(slot(&hlt, "exit_reason"), Some(12));
@@ -728,8 +746,9 @@ fn trace_cmd_kvm_plugin_layouts_in_nanoseconds() {
 fn perf_kvm_with_pid_and_tid() {
     let im = import(PERF_SCRIPT_KVM);
     assert_eq!(im.format, TextFormat::PerfScript);
-    assert_eq!(reasons(&im), [("unknown event kvm_halt_poll_ns", 1)]);
-    assert_eq!(im.stats.events, 26);
+    assert_eq!(im.stats.not_understood, 0, "{:?}", im.stats.by_reason);
+    assert_eq!(counts(&im)["kvm_halt_poll_ns"], 1);
+    assert_eq!(im.stats.events, 27);
 
     let exit = at(&im, Kind::KvmExit, "7731.250002000");
     let entry = at(&im, Kind::KvmEntry, "7731.250005500");
@@ -830,7 +849,7 @@ fn empty_and_unrecognised_texts_are_errors() {
         "<text>: no line looks like ftrace, trace-cmd report or perf script output"
     );
     // Only unknown events is not an error: the lines are counted.
-    let im = import("  bash-1 [000] .... 1.000001: kvm_fpu: load\n");
+    let im = import("  bash-1 [000] .... 1.000001: tracing_mark_write: hello\n");
     assert_eq!((im.stats.events, im.stats.not_understood), (0, 1));
     assert!(im.events.is_empty());
 }
@@ -1016,14 +1035,31 @@ fn no_panic_on_odd_bytes() {
         let _ = import_str(l);
         let _ = detect(l);
     }
-    let im = import("  a-1 [0] 1.5: kvm_entry: vcpu 99999999999\n");
-    let e = of(&im, Kind::KvmEntry)[0];
-    assert_eq!(slot(&e, "vcpu_id"), Some(99_999_999_999));
-    assert_eq!(
-        vcpu_field(&thread(&im, 1)),
-        VCPU_UNKNOWN,
-        "not a u32 vCPU id"
+    // Numbers that would name a CPU, vCPU, task or vector that cannot exist: counted, not
+    // used.
+    let im = import(
+        "  a-1 [0] 1.5: kvm_entry: vcpu 99999999999
+  a-1 [4000000000] 1.6: kvm_entry: vcpu 1
+  a-1 [4096] 1.6: kvm_entry: vcpu 1
+  a-1 [4095] 1.7: kvm_entry: vcpu 1
+  a-1 [0] 1.8: sched_wakeup: comm=b pid=7 prio=120 target_cpu=5000
+  a-1 [0] 1.8: sched_switch: prev_comm=a prev_pid=1 prev_prio=120 prev_state=S ==> next_comm=b next_pid=4294967296 next_prio=120
+  a-1 [0] 1.9: kvm_inj_virq: IRQ 0x100
+  a-1 [0] 1.9: kvm_apic_accept_irq: apicid 100000000 vec 236 (Fixed|edge)
+",
     );
+    assert_eq!(
+        reasons(&im),
+        [
+            ("apic id out of range", 1),
+            ("cpu out of range", 3),
+            ("pid out of range", 1),
+            ("vcpu id out of range", 1),
+            ("vector out of range", 1),
+        ]
+    );
+    assert_eq!(im.stats.events, 1, "only the kvm_entry on CPU 4095");
+    assert_eq!(of(&im, Kind::KvmEntry)[0].cpu, 4095);
 }
 
 /// The engine reads an import like a capture: the 3.5 µs exit is its exit latency.
@@ -1044,6 +1080,6 @@ fn engine_measures_imported_exits() {
     let h = &v.stats.exits[&(ISA_VMX as u8, 1)].latency;
     assert_eq!(h.len(), 1);
     assert!(h.equivalent(h.max(), 3_500), "{}", h.max());
-    // The exit the kernel had no name for: isa 0.
-    assert!(v.stats.exits.contains_key(&(0, 78)));
+    // The exit the plugin had no name for: VMX, like the text's other exits.
+    assert!(v.stats.exits.contains_key(&(ISA_VMX as u8, 78)));
 }
