@@ -1083,3 +1083,288 @@ fn engine_measures_imported_exits() {
     // The exit the plugin had no name for: VMX, like the text's other exits.
     assert!(v.stats.exits.contains_key(&(ISA_VMX as u8, 78)));
 }
+
+// Layouts no public trace in tests/fixtures/text/public shows, written by hand in the tools'
+// formats (trace-cmd/tracecmd/trace-read.c for -l/-R/--ts-diff, the kernel's print formats).
+
+#[test]
+fn mail_client_spaces_and_wrapped_records() {
+    // No-break spaces (U+00A0) as Thunderbird writes them, a U+FFFD where one was lost, a
+    // tab; the record wrapped after "rip " (format=flowed: trailing space, column 0).
+    let text = "     CPU-77\u{a0}[001]\u{a0}100.000001:\u{a0}kvm_exit:\u{a0}\u{a0}\u{a0}\u{a0}reason \n\
+                EPT_VIOLATION rip 0x1 info 683 0\n\
+                \u{a0}\u{a0}\u{a0}\u{a0} CPU-77\t[001]\u{fffd}100.000003: kvm_inj_virq:         IRQ 0xec \n\
+                [reinjected]\n\
+                     CPU-77 [001] 100.000004: kvm_entry:            vcpu 1, rip \n\
+                0xffffffffc0771aa2\n";
+    let im = import(text);
+    assert_eq!(
+        (im.stats.events, im.stats.continued),
+        (3, 3),
+        "{:?}",
+        im.stats
+    );
+    let exit = at(&im, Kind::KvmExit, "100.000001");
+    assert_eq!(
+        (slot(&exit, "exit_reason"), slot(&exit, "isa"), exit.cpu),
+        (Some(48), Some(ISA_VMX), 1)
+    );
+    let virq = at(&im, Kind::KvmInjVirq, "100.000003");
+    assert_eq!(slot(&virq, "reinjected"), Some(1));
+    let entry = at(&im, Kind::KvmEntry, "100.000004");
+    assert_eq!(slot(&entry, "rip"), Some(0xffff_ffff_c077_1aa2));
+}
+
+#[test]
+fn wrapped_perf_records_and_callchains() {
+    // perf script output pasted from a terminal 100 columns wide: the records wrap; a
+    // callchain under one of them (perf script -G/--call-graph output) is skipped.
+    let text = " qemu-system-x86 4200/4242 [000]  7.000001000:    kvm:kvm_exit: reason EPT_VIOLATION rip\n\
+                0xffffffff81000000 info 181 0\n\
+                \tffffffffc0a1b2c3 vmx_handle_exit+0x12 ([kvm_intel])\n\
+                \tffffffffc09f0000 vcpu_enter_guest+0x345 ([kvm])\n\
+                      vhost-4200 4200/4251 [001]  7.000001200:    kvm:kvm_msi_set_irq: dst 0 vec 34\n\
+                (Fixed|physical|edge)\n\
+                 qemu-system-x86 4200/4242 [000]  7.000002500:    kvm:kvm_entry: vcpu 0\n\
+                         swapper     0/0     [001]   7.000003000: sched:sched_switch: prev_comm=swapper/1 prev_pid=0 prev_prio=120 prev_state=R ==>\n\
+                next_comm=CPU 1/KVM next_pid=4243 next_prio=120\n";
+    let im = import(text);
+    assert_eq!(im.format, TextFormat::PerfScript);
+    assert_eq!(
+        (im.stats.events, im.stats.continued, im.stats.skipped),
+        (4, 3, 2),
+        "{:?}",
+        im.stats
+    );
+    assert_eq!(im.stats.notes["perf callchain line (skipped)"], 2);
+    let exit = at(&im, Kind::KvmExit, "7.000001000");
+    assert_eq!(slot(&exit, "guest_rip"), Some(0xffff_ffff_8100_0000));
+    let msi = at(&im, Kind::KvmMsiSetIrq, "7.000001200");
+    assert_eq!(slot(&msi, "data").map(|d| d & 0xff), Some(34));
+    let sw = at(&im, Kind::SchedSwitch, "7.000003000");
+    assert_eq!(slot(&sw, "next_pid"), Some(4243));
+}
+
+#[test]
+fn trace_cmd_latency_raw_and_ts_diff_columns() {
+    let text = "\
+cpus=4
+CPU 0/KV-4242    1d..2.  5678.123456: kvm_exit:             reason HLT rip 0x1 info 0 0
+CPU 0/KV-4242    1d..2.  5678.123460: kvm_entry:            vcpu 0 rip 0x1
+       CPU 1/KVM-4243  [002]-0x1  5678.123470: kvm_exit:             exit_reason=1 guest_rip=0x2 isa=1 info1=0 info2=0 intr_info=2147483885 error_code=0 vcpu_id=1
+       CPU 1/KVM-4243  [002]  5678.123475: (+5)     kvm_entry:            vcpu_id=1 rip=0x2 immediate_exit=0
+";
+    let im = import(text);
+    assert_eq!(im.format, TextFormat::TraceCmd);
+    assert_eq!(im.stats.not_understood, 0, "{:?}", im.stats.by_reason);
+    let hlt = at(&im, Kind::KvmExit, "5678.123456");
+    assert_eq!(
+        (hlt.tid, hlt.cpu, slot(&hlt, "exit_reason")),
+        (4242, 1, Some(12))
+    );
+    let raw = at(&im, Kind::KvmExit, "5678.123470");
+    assert_eq!(
+        (
+            slot(&raw, "exit_reason"),
+            slot(&raw, "isa"),
+            slot(&raw, "vcpu_id"),
+            raw.cpu
+        ),
+        (Some(1), Some(ISA_VMX), Some(1), 2)
+    );
+    let entry = at(&im, Kind::KvmEntry, "5678.123475");
+    assert_eq!(
+        (slot(&entry, "vcpu_id"), slot(&entry, "rip")),
+        (Some(1), Some(2))
+    );
+    assert_eq!(vcpu_field(&thread(&im, 4243)), 1);
+}
+
+#[test]
+fn kvm_exit_fields_in_any_order() {
+    // Field order is not fixed across kernels and tools: isa first, vcpu last, info
+    // fields swapped, `requests` appended.
+    let text = "\
+  a-10 [000] .... 1.000001: kvm_exit: exit_reason=120 isa=2 guest_rip=0x5 vcpu_id=3 info1=0x7
+  a-10 [000] .... 1.000002: kvm_exit: reason msr rip 0x6 info2 0x0 info1 0x1 intr_info 0x0 error_code 0x0 vcpu 3 requests 0x0
+  a-10 [000] .... 1.000003: kvm_exit: reason GP excp info 6a 0 rip 0x7
+";
+    let im = import(text);
+    let e = at(&im, Kind::KvmExit, "1.000001");
+    assert_eq!(
+        [
+            slot(&e, "exit_reason"),
+            slot(&e, "isa"),
+            slot(&e, "vcpu_id"),
+            slot(&e, "guest_rip"),
+            slot(&e, "info1")
+        ],
+        [Some(0x78), Some(ISA_SVM), Some(3), Some(5), Some(7)]
+    );
+    let e = at(&im, Kind::KvmExit, "1.000002");
+    assert_eq!(
+        [
+            slot(&e, "exit_reason"),
+            slot(&e, "vcpu_id"),
+            slot(&e, "info1")
+        ],
+        [Some(0x7c), Some(3), Some(1)]
+    );
+    let e = at(&im, Kind::KvmExit, "1.000003");
+    assert_eq!(
+        [
+            slot(&e, "exit_reason"),
+            slot(&e, "guest_rip"),
+            slot(&e, "info1")
+        ],
+        [Some(0x4d), Some(7), Some(0x6a)]
+    );
+}
+
+#[test]
+fn ambiguous_names_and_numbers_take_the_texts_isa() {
+    // Linux 2.6.3x: `cpuid` and `hypercall` are VMX here, because `apic_access` and
+    // `io_instruction` say the host is Intel; a number likewise.
+    let vmx = "\
+  kvm-1 [000] 5.000001: kvm_exit: reason apic_access rip 0x1
+  kvm-1 [000] 5.000002: kvm_exit: reason io_instruction rip 0x1
+  kvm-1 [000] 5.000003: kvm_exit: reason cpuid rip 0x1
+  kvm-1 [000] 5.000004: kvm_exit: reason hypercall rip 0x1
+  kvm-1 [000] 5.000005: kvm_exit: reason 0x30 rip 0x1
+";
+    let im = import(vmx);
+    let exits: Vec<(Option<u64>, Option<u64>)> = of(&im, Kind::KvmExit)
+        .iter()
+        .map(|e| (slot(e, "isa"), slot(e, "exit_reason")))
+        .collect();
+    let v = Some(ISA_VMX);
+    assert_eq!(
+        exits,
+        [
+            (v, Some(44)),
+            (v, Some(30)),
+            (v, Some(10)),
+            (v, Some(18)),
+            (v, Some(48))
+        ]
+    );
+    // The same names with SVM ones around: SVM.
+    let svm = "\
+  kvm-1 [000] 5.000001: kvm_exit: reason npf rip 0x1
+  kvm-1 [000] 5.000003: kvm_exit: reason cpuid rip 0x1
+  kvm-1 [000] 5.000005: kvm_exit: reason 0x30 rip 0x1
+";
+    let im = import(svm);
+    let exits: Vec<(Option<u64>, Option<u64>)> = of(&im, Kind::KvmExit)
+        .iter()
+        .map(|e| (slot(e, "isa"), slot(e, "exit_reason")))
+        .collect();
+    let s = Some(ISA_SVM);
+    assert_eq!(exits, [(s, Some(0x400)), (s, Some(0x72)), (s, Some(0x30))]);
+    // Nothing to vote: SVM for a shared name (today's kernels print it), VMX for a number
+    // (libtraceevent's default).
+    let im = import("  kvm-1 [000] 5.1: kvm_exit: reason wbinvd rip 0x1\n  kvm-1 [000] 5.2: kvm_exit: reason UNKNOWN (99) rip 0x1 info 0 0\n");
+    let exits: Vec<(Option<u64>, Option<u64>)> = of(&im, Kind::KvmExit)
+        .iter()
+        .map(|e| (slot(e, "isa"), slot(e, "exit_reason")))
+        .collect();
+    assert_eq!(exits, [(s, Some(0x89)), (v, Some(99))]);
+}
+
+#[test]
+fn excerpts_without_columns_are_one_anonymous_thread() {
+    // Timestamps only (columns cut): one thread, CPU 0, latencies measured.
+    let text = " 6204.951631: kvm_entry: vcpu 0, rip 0x406a89\n 6204.951632: kvm_exit: vcpu 0 reason hlt rip 0x4004ad info1 0x0 info2 0x0 intr_info 0x00000000 error_code 0x00000000\n 6204.951640: kvm_entry: vcpu 0, rip 0x4004ae\n";
+    let im = import(text);
+    let e = at(&im, Kind::KvmExit, "6204.951632");
+    assert_eq!((e.tid, e.cpu, e.tgid), (ANONYMOUS_TID, 0, IMPORTED_VM_TGID));
+    assert_eq!(vcpu_field(&thread(&im, ANONYMOUS_TID)), 0);
+    // No columns at all: counted, read at time 0, entries skipped (no latency).
+    let text = "  kvm_exit:             reason EXIT_NPF rip 0x1 info\n    200000006 1ab000\n  kvm_entry:            vcpu 0, rip 0x2\n  kvm_exit:             reason EXIT_RSM rip 0x2 info 0 0\n";
+    let im = import(text);
+    assert_eq!(
+        (
+            im.stats.events,
+            im.stats.continued,
+            im.stats.skipped,
+            im.stats.not_understood
+        ),
+        (2, 1, 1, 0)
+    );
+    assert!(im.events.iter().all(|e| e.ts_ns == 0));
+    let exits = of(&im, Kind::KvmExit);
+    assert_eq!(slot(&exits[0], "info1"), Some(0x2_0000_0006), "joined");
+    assert_eq!(exits[1].tid, ANONYMOUS_TID);
+    // A column-less line in a text that has columns is not a record of its own.
+    let text = "  a-1 [000] 1.5: kvm_entry: vcpu 0\n\nkvm_exit: reason HLT rip 0x1\n";
+    let im = import(text);
+    assert_eq!(
+        reasons(&im),
+        [("event line without task, CPU and time columns", 1)]
+    );
+}
+
+#[test]
+fn garbage_after_a_record_is_not_joined_to_it() {
+    // A line that changes nothing in the record before it is a line of its own.
+    let text = "  a-1 [000] 1.000001: kvm_entry: vcpu 20\n2021-12-12 16:11:10.437325 \n  a-1 [000] 1.000002: kvm_fpu: unload\nSegmentation fault (core dumped) 12 34\n";
+    let im = import(text);
+    assert_eq!(im.stats.continued, 0);
+    assert_eq!(reasons(&im), [("not an event line", 2)]);
+    let fpu = of(&im, Kind::KvmOther);
+    assert_eq!(
+        slot(&fpu[0], "a"),
+        None,
+        "no numbers taken from the next line"
+    );
+}
+
+#[test]
+fn kvm_events_without_a_kind_are_kept_and_named() {
+    let text = "\
+  CPU 0/KVM-7 [000] .... 1.000001: kvm_cr: cr_write 4 = 0x3706f0
+  CPU 0/KVM-7 [000] .... 1.000002: kvm_nested_vmexit: vcpu 0 reason EPT_VIOLATION rip 0x1 info1 0x181
+  CPU 0/KVM-7 [000] .... 1.000003: kvm_ple_window_update: vcpu 0 old 4096 new 8192 (growed)
+  CPU 0/KVM-7 [000] .... 1.000004: kvm_mmu_get_page: existing sp gfn 3a22e 1/4 q3 direct --x !pge !nxe root 6 sync
+ kworker/0:1-9 [000] .... 1.000005: kvm_async_pf_completed: gva 0x1000 address 0xffff8880
+";
+    let im = import(text);
+    assert_eq!(im.stats.not_understood, 0, "{:?}", im.stats.by_reason);
+    let names: Vec<&str> = of(&im, Kind::KvmOther).iter().map(event_name).collect();
+    assert_eq!(
+        names,
+        [
+            "kvm_cr",
+            "kvm_nested_vmexit",
+            "kvm_ple_window_update",
+            "kvm_mmu_get_page",
+            "kvm_async_pf_completed"
+        ]
+    );
+    // kvm_nested_vmexit carries an exit reason but is not an exit.
+    assert!(of(&im, Kind::KvmExit).is_empty());
+    let cr = &of(&im, Kind::KvmOther)[0];
+    assert_eq!(
+        (slot(cr, "a"), slot(cr, "b"), slot(cr, "c")),
+        (Some(4), Some(0x3706f0), None)
+    );
+    // The kworker is not taken for a vCPU (kvm_async_pf_completed fires in kworkers).
+    let mut engine = crate::engine::Engine::new(crate::engine::EngineConfig::default());
+    for e in &im.events {
+        engine.push(e);
+    }
+    engine.flush();
+    let vcpus: Vec<u32> = engine.vcpus().map(|v| v.tid).collect();
+    assert_eq!(vcpus, [7]);
+    let r = crate::report::Report::build(
+        "x",
+        &crate::capture::CaptureHeader::default(),
+        None,
+        None,
+        &engine,
+    );
+    assert_eq!(r.events.by_kind["kvm_cr"], 1);
+    assert_eq!(r.events.by_kind["kvm_async_pf_completed"], 1);
+    assert!(!r.events.by_kind.contains_key("kvm_other"));
+    assert_eq!(r.vcpus[0].events_by_kind["kvm_mmu_get_page"], 1);
+}
