@@ -112,7 +112,12 @@ fn public_traces_agree_with_the_simple_parser() {
             }
         }
     }
-    assert!(bad.is_empty(), "{} files differ:\n{}", bad.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} files differ:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
 }
 
 /// Nothing in the public traces is left as "not understood" but lines that are not trace
