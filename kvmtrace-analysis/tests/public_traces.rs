@@ -120,6 +120,48 @@ fn public_traces_agree_with_the_simple_parser() {
     );
 }
 
+/// Layouts no public trace shows (ftrace's tgid column, trace-cmd -l, perf script wrapped by
+/// a terminal, raw fields, no-break spaces), written by hand in the tools' formats: both
+/// parsers must read them the same way too.
+#[test]
+fn hand_written_layouts_agree_with_the_simple_parser() {
+    let texts = [
+        // ftrace with record-tgid and irq-info; trace-cmd -l.
+        " CPU 0/KVM-301     ( 300) [003] d..1.   10.000001: kvm_exit: reason CPUID rip 0x1 info 0 0
+ CPU 0/KVM-301     ( 300) [003] d..1.   10.000003: kvm_entry: vcpu 0
+CPU 1/KV-302     5d..2  10.000010: kvm_exit:             reason CPUID rip 0x1 info 0 0
+CPU 1/KV-302     5d..2  10.000013: kvm_entry:            vcpu 1
+",
+        // perf script, pid/tid, ns, records wrapped by the terminal, a callchain.
+        " qemu-system-x86 4200/4242 [000]  7.000001000:    kvm:kvm_exit: reason EPT_VIOLATION rip
+0xffffffff81000000 info 181 0
+\tffffffffc0a1b2c3 vmx_handle_exit+0x12 ([kvm_intel])
+      vhost-4200 4200/4251 [001]  7.000001200:    kvm:kvm_fpu: load
+ qemu-system-x86 4200/4242 [000]  7.000002500:    kvm:kvm_entry: vcpu 0
+ qemu-system-x86 4200/4242 [000]  7.000003000:    kvm:kvm_exit: exit_reason=120 guest_rip=0x1 isa=2 info1=0 info2=0
+ qemu-system-x86 4200/4242 [000]  7.000004000:    kvm:kvm_entry: vcpu 0
+",
+        // No-break spaces and a format=flowed wrap (Thunderbird), SVM plugin names.
+        "     CPU-77\u{a0}[001]\u{a0}100.000001:\u{a0}kvm_exit:\u{a0}\u{a0}reason \nEXIT_NPF rip 0x1 info 0 0
+     CPU-77 [001] 100.000004: kvm_entry:            vcpu 1, rip \n0x1
+     CPU-77 [001] 100.000005: kvm_exit:             reason EXIT_IOIO rip 0x1 info 0 0
+     CPU-77 [001] 100.000009: kvm_entry:            vcpu 1, rip 0x1
+",
+    ];
+    for (i, t) in texts.iter().enumerate() {
+        let path = std::env::temp_dir().join(format!(
+            "kvmtrace-hand-layout-{}-{i}.txt",
+            std::process::id()
+        ));
+        std::fs::write(&path, t).expect("write a temporary file");
+        let got = compare(&path);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(got, None, "text {i}");
+        let simple = simple_trace::exit_stats(t);
+        assert!(simple.exits >= 2, "text {i}: {:?}", simple.by_reason);
+    }
+}
+
 /// Nothing in the public traces is left as "not understood" but lines that are not trace
 /// records (prose, tool banners, a line cut by Ctrl-C) and events of other subsystems.
 #[test]
