@@ -1368,3 +1368,26 @@ fn kvm_events_without_a_kind_are_kept_and_named() {
     assert!(!r.events.by_kind.contains_key("kvm_other"));
     assert_eq!(r.vcpus[0].events_by_kind["kvm_mmu_get_page"], 1);
 }
+
+#[test]
+fn timeline_only_events_show_in_timelines_and_the_chrome_trace() {
+    // perf_script_kvm: vCPU 1's timer sample holds its kvm_halt_poll_ns.
+    let im = import(PERF_SCRIPT_KVM);
+    let mut engine = crate::engine::Engine::new(crate::engine::EngineConfig {
+        apic_timer_fn: APIC_TIMER_FN_MARKER,
+        ..crate::engine::EngineConfig::default()
+    });
+    for e in &im.events {
+        engine.push(e);
+    }
+    engine.flush();
+    let worst = crate::report::latency::worst_samples(&engine);
+    let line = worst
+        .iter()
+        .flat_map(|w| &w.events)
+        .find(|e| e.event == "kvm_halt_poll_ns")
+        .expect("in a timeline");
+    assert_eq!(line.fields, "a=1 b=10000 c=0");
+    let chrome = crate::report::export::chrome_trace(&engine).to_string();
+    assert!(chrome.contains("\"name\":\"kvm_halt_poll_ns\""), "{chrome}");
+}
