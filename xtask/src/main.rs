@@ -36,7 +36,8 @@ enum Task {
     },
     /// Setup, then run the benchmarks whose figures go in docs/performance.md.
     Bench,
-    /// Setup, then fuzz the capture reader and the text importer.
+    /// Setup, then fuzz the capture reader and the text importer, alone and through the
+    /// engine and the report.
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 300)]
@@ -112,7 +113,13 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-const FUZZ_TARGETS: &[&str] = &["capture_reader", "text_import"];
+/// The readers alone, then the whole pipeline (reader, engine, report) from each input.
+const FUZZ_TARGETS: &[&str] = &[
+    "capture_reader",
+    "text_import",
+    "text_report",
+    "capture_report",
+];
 
 /// Runs each fuzz target for `secs` seconds from the committed seeds; new inputs go to
 /// target/fuzz-corpus, crashes to fuzz/artifacts (and fail the run).
