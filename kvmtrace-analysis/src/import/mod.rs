@@ -290,6 +290,10 @@ enum Shape {
     HeaderOnly,
     /// No columns at all (`  event: text`), indented this much.
     Bare { indent: usize },
+    /// A line that is no record by itself: not understood, for `why`, unless the next line
+    /// completes its columns (a record wrapped inside them: `comm-pid [cpu] flags` and the
+    /// timestamp and event on the next line).
+    Orphan { why: &'static str },
 }
 
 /// A record being assembled from one or more lines.
@@ -412,6 +416,7 @@ fn parse_record(text: &str, shape: Shape) -> Result<ParsedRecord<'_>, line::Line
             }
         }
         Shape::Columns | Shape::HeaderOnly => line::parse_line(text)?,
+        Shape::Orphan { .. } => return Err(line::LineError::NotEvent),
     };
     let ev = if l.header_only() {
         Err(Fail::Field("event"))
@@ -449,6 +454,7 @@ impl Importer {
             return;
         }
         match line::parse_line(l) {
+            Ok(p) if p.tid.is_none() && self.completes_columns(l) => self.join(l),
             Ok(p) => {
                 self.flush();
                 self.seen_columns = true;
@@ -476,7 +482,7 @@ impl Importer {
                     Some(_) if known => {
                         self.fail(no, l, "event line without task, CPU and time columns");
                     }
-                    _ => self.fail(no, l, e.reason()),
+                    _ => self.start(no, l, Shape::Orphan { why: e.reason() }),
                 }
             }
         }
@@ -504,6 +510,7 @@ impl Importer {
         match p.shape {
             Shape::HeaderOnly => return true,
             Shape::Bare { indent: first } if indent > first => return true,
+            Shape::Orphan { .. } => return false,
             _ => {}
         }
         if known_event {
@@ -526,16 +533,36 @@ impl Importer {
         }
     }
 
+    /// Does line `l` (columns without a task: `ts: event: ...`) complete the columns of the
+    /// pending line that was no record by itself?
+    fn completes_columns(&self, l: &str) -> bool {
+        let Some(p) = &self.pending else {
+            return false;
+        };
+        if !matches!(p.shape, Shape::Orphan { .. }) {
+            return false;
+        }
+        let joined = format!("{} {}", p.text, l.trim());
+        line::parse_line(&joined).is_ok_and(|j| j.tid.is_some())
+    }
+
     fn join(&mut self, l: &str) {
         if let Some(p) = &mut self.pending {
             p.text.push(' ');
             p.text.push_str(l.trim());
             p.lines += 1;
             p.trailing_space = l.ends_with(' ');
-            if p.shape == Shape::HeaderOnly {
+            match p.shape {
                 // The columns have their event text now; further lines continue it only as
                 // any record's would.
-                p.shape = Shape::Columns;
+                Shape::HeaderOnly => p.shape = Shape::Columns,
+                Shape::Orphan { .. } => {
+                    p.shape = match line::parse_line(&p.text) {
+                        Ok(j) if j.header_only() => Shape::HeaderOnly,
+                        _ => Shape::Columns,
+                    }
+                }
+                _ => {}
             }
         }
         self.stats.continued += 1;
@@ -546,6 +573,9 @@ impl Importer {
         let Some(p) = self.pending.take() else {
             return;
         };
+        if let Shape::Orphan { why } = p.shape {
+            return self.fail(p.no, &p.text, why);
+        }
         let (l, ev) = match parse_record(&p.text, p.shape) {
             Ok(r) => r,
             Err(e) => return self.fail(p.no, &p.text, e.reason()),

@@ -1391,3 +1391,19 @@ fn timeline_only_events_show_in_timelines_and_the_chrome_trace() {
     let chrome = crate::report::export::chrome_trace(&engine).to_string();
     assert!(chrome.contains("\"name\":\"kvm_halt_poll_ns\""), "{chrome}");
 }
+
+#[test]
+fn records_wrapped_inside_their_columns() {
+    // A narrow mail wrapped the columns themselves: the timestamp and event on the next line
+    // belong to the task before, not to an anonymous thread.
+    let text = "           <...>-3441924 (3441900) [004] ....\n1907374.582975: kvm_set_irq: gsi 0 level 1 source 0\n qemu-system-x86 4200/4242 [000]\n7.000001000: kvm:kvm_entry: vcpu 0\nSegmentation fault\n 6.000000001: kvm_entry: vcpu 1\n";
+    let im = import(text);
+    assert_eq!(im.stats.continued, 2, "{:?}", im.stats);
+    let set = at(&im, Kind::KvmSetIrq, "1907374.582975");
+    assert_eq!((set.tid, set.cpu, set.tgid), (3441924, 4, 3441900));
+    let entry = at(&im, Kind::KvmEntry, "7.000001000");
+    assert_eq!((entry.tid, entry.tgid), (4242, 4200));
+    // Garbage before a line without columns stays garbage; the line is the anonymous one.
+    assert_eq!(reasons(&im), [("not an event line", 1)]);
+    assert_eq!(at(&im, Kind::KvmEntry, "6.000000001").tid, ANONYMOUS_TID);
+}
