@@ -76,8 +76,9 @@ pub const KVM_EVENTS: &[KvmEvent] = &[
     kvm("kvm_skinit", true),
     kvm("kvm_emulate_insn", true),
     kvm("vcpu_match_mmio", true),
-    kvm("kvm_write_tsc_offset", true),
-    // Also from KVM_SET_CLOCK and other VM ioctls in the VMM.
+    // Also when a vCPU is created, which some VMMs do from their main thread; and from
+    // KVM_SET_CLOCK and other VM ioctls in the VMM.
+    kvm("kvm_write_tsc_offset", false),
     kvm("kvm_update_master_clock", false),
     kvm("kvm_track_tsc", false),
     kvm("kvm_pml_full", true),
