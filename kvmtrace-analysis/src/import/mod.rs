@@ -95,6 +95,7 @@ mod tests;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use kvmtrace_common::{ev, limits, Event, Origin, Payload};
@@ -305,6 +306,74 @@ struct Pending {
     lines: u64,
     /// The last line joined ended in a space (a `format=flowed` soft break).
     trailing_space: bool,
+    /// The columns of a one-line record, as parsed when it came (not parsed twice).
+    columns: Option<Columns>,
+}
+
+/// A [`Line`] whose text parts are kept as byte ranges of the record's text.
+struct Columns {
+    comm: Range<usize>,
+    tid: Option<u32>,
+    tgid: Option<u32>,
+    cpu: Option<u32>,
+    ts: Option<Range<usize>>,
+    system: Option<Range<usize>>,
+    event: Range<usize>,
+    body: Range<usize>,
+    style: TextFormat,
+}
+
+impl Columns {
+    /// `l`'s parts as ranges of `base`, the text it was parsed from; None if one is not in it.
+    fn of(l: &Line<'_>, base: &str) -> Option<Columns> {
+        let range = |part: &str| -> Option<Range<usize>> {
+            if part.is_empty() {
+                return Some(0..0);
+            }
+            let start = (part.as_ptr() as usize).checked_sub(base.as_ptr() as usize)?;
+            let end = start.checked_add(part.len())?;
+            (end <= base.len() && base.is_char_boundary(start) && base.is_char_boundary(end))
+                .then_some(start..end)
+        };
+        Some(Columns {
+            comm: range(l.comm)?,
+            tid: l.tid,
+            tgid: l.tgid,
+            cpu: l.cpu,
+            ts: match l.ts {
+                Some(t) => Some(range(t)?),
+                None => None,
+            },
+            system: match l.system {
+                Some(s) => Some(range(s)?),
+                None => None,
+            },
+            event: range(l.event)?,
+            body: range(l.body)?,
+            style: l.style,
+        })
+    }
+
+    /// The line again, from the text its ranges are of.
+    fn line<'a>(&self, text: &'a str) -> Option<Line<'a>> {
+        Some(Line {
+            comm: text.get(self.comm.clone())?,
+            tid: self.tid,
+            tgid: self.tgid,
+            cpu: self.cpu,
+            ts: match &self.ts {
+                Some(r) => Some(text.get(r.clone())?),
+                None => None,
+            },
+            system: match &self.system {
+                Some(r) => Some(text.get(r.clone())?),
+                None => None,
+            },
+            event: text.get(self.event.clone())?,
+            body: text.get(self.body.clone())?,
+            style: self.style,
+        })
+    }
 }
 
 /// An exit whose isa the text does not say: decided at the end by the vote.
@@ -369,7 +438,9 @@ fn placeholder(comm: &str) -> bool {
 /// space becomes in a text that was not UTF-8) as a plain space.
 fn normalise(l: &str) -> Cow<'_, str> {
     let odd = |c: char| c != ' ' && (c.is_whitespace() || c == '\u{fffd}');
-    if l.contains(odd) {
+    // Most lines are plain ASCII with plain spaces: a byte scan tells.
+    let maybe_odd = l.bytes().any(|b| b >= 0x80 || (0x09..=0x0d).contains(&b));
+    if maybe_odd && l.contains(odd) {
         Cow::Owned(l.chars().map(|c| if odd(c) { ' ' } else { c }).collect())
     } else {
         Cow::Borrowed(l)
@@ -418,12 +489,17 @@ fn parse_record(text: &str, shape: Shape) -> Result<ParsedRecord<'_>, line::Line
         Shape::Columns | Shape::HeaderOnly => line::parse_line(text)?,
         Shape::Orphan { .. } => return Err(line::LineError::NotEvent),
     };
-    let ev = if l.header_only() {
+    let ev = event_of(&l);
+    Ok((l, ev))
+}
+
+/// The event of a record's columns (none for columns alone).
+fn event_of<'a>(l: &Line<'a>) -> Result<Parsed<'a>, Fail> {
+    if l.header_only() {
         Err(Fail::Field("event"))
     } else {
         events::parse(l.event, l.body)
-    };
-    Ok((l, ev))
+    }
 }
 
 impl Importer {
@@ -456,17 +532,18 @@ impl Importer {
         match line::parse_line(l) {
             Ok(p) if p.tid.is_none() && self.completes_columns(l) => self.join(l),
             Ok(p) => {
+                let shape = if p.header_only() {
+                    Shape::HeaderOnly
+                } else {
+                    Shape::Columns
+                };
+                let columns = Columns::of(&p, l);
                 self.flush();
                 self.seen_columns = true;
-                self.start(
-                    no,
-                    l,
-                    if p.header_only() {
-                        Shape::HeaderOnly
-                    } else {
-                        Shape::Columns
-                    },
-                );
+                self.start(no, l, shape);
+                if let Some(pending) = &mut self.pending {
+                    pending.columns = columns;
+                }
             }
             Err(e) => {
                 let bare = line::bare(l);
@@ -495,6 +572,7 @@ impl Importer {
             shape,
             lines: 1,
             trailing_space: l.ends_with(' '),
+            columns: None,
         });
     }
 
@@ -552,6 +630,7 @@ impl Importer {
             p.text.push_str(l.trim());
             p.lines += 1;
             p.trailing_space = l.ends_with(' ');
+            p.columns = None;
             match p.shape {
                 // The columns have their event text now; further lines continue it only as
                 // any record's would.
@@ -576,7 +655,11 @@ impl Importer {
         if let Shape::Orphan { why } = p.shape {
             return self.fail(p.no, &p.text, why);
         }
-        let (l, ev) = match parse_record(&p.text, p.shape) {
+        let parsed = match p.columns.as_ref().and_then(|c| c.line(&p.text)) {
+            Some(l) => Ok((l, event_of(&l))),
+            None => parse_record(&p.text, p.shape),
+        };
+        let (l, ev) = match parsed {
             Ok(r) => r,
             Err(e) => return self.fail(p.no, &p.text, e.reason()),
         };

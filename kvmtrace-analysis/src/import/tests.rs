@@ -1407,3 +1407,26 @@ fn records_wrapped_inside_their_columns() {
     assert_eq!(reasons(&im), [("not an event line", 1)]);
     assert_eq!(at(&im, Kind::KvmEntry, "6.000000001").tid, ANONYMOUS_TID);
 }
+
+/// Import throughput on the real fixtures repeated (run with `--release --ignored`).
+#[test]
+#[ignore = "a measurement: cargo test --release -p kvmtrace-analysis import_throughput -- --ignored --nocapture"]
+fn import_throughput() {
+    let mut text = String::new();
+    while text.len() < 64 << 20 {
+        for (_, t, _) in ALL {
+            text.push_str(t);
+        }
+    }
+    let t0 = std::time::Instant::now();
+    let im = import_str(&text).unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "{} MB, {} lines, {} events in {secs:.2} s: {:.0} MB/s, {:.0} k lines/s",
+        text.len() >> 20,
+        im.stats.lines,
+        im.stats.events,
+        (text.len() >> 20) as f64 / secs,
+        im.stats.lines as f64 / secs / 1000.0
+    );
+}
