@@ -15,6 +15,8 @@
 //! compile-time size assertion.
 #![cfg_attr(not(feature = "std"), no_std)]
 
+pub mod kvm_events;
+
 /// Number of value slots in an [`Event`].
 pub const NSLOTS: usize = 5;
 
@@ -673,6 +675,16 @@ kinds! {
     Drops = 66, "kvmtrace", "drops" {
         kernel: u64 @ 0 = "kernel",
         userspace: u64 @ 1 = "userspace",
+    }
+    /// A KVM tracepoint without a kind of its own (`kvm_fpu`, `kvm_cr`, `kvm_emulate_insn`,
+    /// `kvmmmu:*`, ...), kept for timelines and counts: `name_id` indexes
+    /// [`kvm_events::KVM_EVENTS`], `a`..`c` are the first numbers of its text (text import)
+    /// or fields (a recorder), absent when it has fewer.
+    KvmOther = 67, "kvmtrace", "kvm_other" {
+        name_id: u64 @ 0 = "name_id",
+        a: opt @ 1 = "a",
+        b: opt @ 2 = "b",
+        c: opt @ 3 = "c",
     }
 }
 

@@ -46,10 +46,25 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kvmtrace: error: {e:#}");
+            eprintln!("kvmtrace: error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once: many errors print their cause in their own
+/// message (`{path}: {source}`) and also return it as their source, which `{:#}` would print
+/// a second time ("... (os error 2): No such file or directory (os error 2)").
+fn error_text(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
 }
 
 fn session_options(t: &TargetArgs) -> anyhow::Result<SessionOptions> {
@@ -256,4 +271,29 @@ fn run_exporter(args: ExporterArgs) -> anyhow::Result<()> {
 
 fn run_check(args: CheckArgs) -> anyhow::Result<()> {
     kvmtrace::check::run(&args.root, args.capture.as_deref(), args.json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{path}: cannot open: {source}")]
+    struct Open {
+        path: String,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn os_errors_are_said_once() {
+        let io = std::io::Error::from_raw_os_error(2);
+        let e = anyhow::Error::new(Open {
+            path: "x.kvmtrace".into(),
+            source: io,
+        })
+        .context("reading the capture");
+        let text = error_text(&e);
+        assert_eq!(text.matches("os error 2").count(), 1, "{text}");
+        assert!(text.starts_with("reading the capture: x.kvmtrace: cannot open: "));
+    }
 }

@@ -43,7 +43,8 @@ enum Task {
     },
     /// Setup, then run the benchmarks whose figures go in docs/performance.md.
     Bench,
-    /// Setup, then fuzz the capture reader and the text importer.
+    /// Setup, then fuzz the capture reader and the text importer, alone and through the
+    /// engine and the report.
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 300)]
@@ -492,7 +493,12 @@ fn install_assets(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-const FUZZ_TARGETS: &[&str] = &["capture_reader", "text_import"];
+const FUZZ_TARGETS: &[&str] = &[
+    "capture_reader",
+    "text_import",
+    "text_report",
+    "capture_report",
+];
 
 /// Runs each fuzz target for `secs` seconds from the committed seeds; new inputs go to
 /// target/fuzz-corpus, crashes to fuzz/artifacts (and fail the run).

@@ -369,6 +369,9 @@ impl Engine {
                 self.on_vcpu_note(ev, ts);
                 self.on_apic_ipi(ev, ts);
             }
+            // Timeline-only KVM events: a note when the tracepoint fires only in vCPU threads.
+            Payload::KvmOther(x) if x.is_vcpu_context() => self.on_vcpu_note(ev, ts),
+            Payload::KvmOther(_) => {}
             // Scheduling of vCPU threads (vcpu.rs).
             Payload::SchedSwitch(x) => self.on_switch(ev, &x, ts),
             Payload::SchedWakeup(x) => self.on_wakeup(ev, &x, ts),

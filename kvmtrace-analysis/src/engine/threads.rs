@@ -29,6 +29,8 @@ pub struct ThreadRec {
     pub comm: String,
     /// Events about it (its own, and sched events naming it), by kind.
     pub by_kind: BTreeMap<Kind, u64>,
+    /// Its `kvm_other` events by tracepoint (`name_id`).
+    pub kvm_other: BTreeMap<u64, u64>,
 }
 
 /// Counts over the whole stream.
@@ -37,6 +39,8 @@ pub struct StreamCounts {
     /// Tracepoint events (userspace bookkeeping records not included).
     pub total: u64,
     pub by_kind: BTreeMap<Kind, u64>,
+    /// The `kvm_other` events by tracepoint (`name_id`, see `kvmtrace_common::kvm_events`).
+    pub kvm_other: BTreeMap<u64, u64>,
     /// Records of a kind this kvmtrace does not know (from a newer version).
     pub unknown_kinds: u64,
     /// The largest cumulative drop counters seen in checkpoints.
@@ -100,10 +104,13 @@ impl Threads {
         let c = &mut self.counts;
         c.total += 1;
         *c.by_kind.entry(kind).or_default() += 1;
+        if let Payload::KvmOther(o) = p {
+            *c.kvm_other.entry(o.name_id).or_default() += 1;
+        }
         c.first_ns = Some(c.first_ns.map_or(e.ts_ns, |f| f.min(e.ts_ns)));
         c.last_ns = c.last_ns.max(e.ts_ns);
 
-        if kind.is_vcpu_context() {
+        if kind.is_vcpu_context() || matches!(p, Payload::KvmOther(o) if o.is_vcpu_context()) {
             if let Some(t) = self.rec(e.tid) {
                 t.is_vcpu = true;
                 t.tgid = e.tgid;
@@ -122,6 +129,9 @@ impl Threads {
                 continue;
             };
             *t.by_kind.entry(kind).or_default() += 1;
+            if let Payload::KvmOther(o) = p {
+                *t.kvm_other.entry(o.name_id).or_default() += 1;
+            }
             if let Payload::SchedSwitch(s) = p {
                 if tid == s.next_pid as u32 && t.comm.is_empty() {
                     t.comm = s.next_comm.to_string_lossy();

@@ -248,6 +248,27 @@ pub fn describe(e: &Event) -> (String, String) {
     let Ok(kind) = e.kind() else {
         return (format!("kind {}", e.kind), String::new());
     };
+    if let Some(o) = e.get::<kvmtrace_common::ev::KvmOther>() {
+        // A KVM tracepoint without a kind of its own: its name, and the numbers kept.
+        let name = o.event().map_or_else(
+            || format!("kvm_other#{}", o.name_id),
+            |k| k.name.to_string(),
+        );
+        let mut fields = String::new();
+        for (n, v) in [("a", o.a), ("b", o.b), ("c", o.c)] {
+            if let Some(v) = v {
+                if !fields.is_empty() {
+                    fields.push(' ');
+                }
+                let _ = if v > 0xffff {
+                    write!(fields, "{n}={v:#x}")
+                } else {
+                    write!(fields, "{n}={v}")
+                };
+            }
+        }
+        return (name, fields);
+    }
     let mut fields = String::new();
     // Absent fields show as 0, as the kernel's own record would.
     for f in e.fields() {

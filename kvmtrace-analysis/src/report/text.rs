@@ -42,6 +42,16 @@ impl Report {
                 "text trace: {} ({} format): {} lines, {} events, {} skipped, {} not understood",
                 c.path, i.format, st.lines, st.events, st.skipped, st.not_understood
             );
+            if st.continued > 0 {
+                let _ = writeln!(
+                    s,
+                    "  {} lines continue the record before them (wrapped or split records)",
+                    st.continued
+                );
+            }
+            for (what, n) in &st.notes {
+                let _ = writeln!(s, "  note: {n} x {what}");
+            }
             for (why, n) in &st.by_reason {
                 let _ = writeln!(s, "  not understood: {n} x {why}");
             }
