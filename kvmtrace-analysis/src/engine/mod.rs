@@ -398,6 +398,11 @@ impl Engine {
             // Drop checkpoints (window.rs).
             Payload::Drops(d) => self.on_drops(d.total()),
             Payload::HrtimerExpireExit(_) | Payload::ThreadInfo(_) | Payload::DemoAck(_) => {}
+            // Stacks (docs/stacks.md).
+            Payload::StackAt(_)
+            | Payload::StackSample(_)
+            | Payload::StackFrames(_)
+            | Payload::Symbol(_) => {}
         }
     }
 
