@@ -46,6 +46,13 @@ pub struct TargetArgs {
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, default_value_t = 8, value_name = "MIB")]
     pub ring_mib: u32,
+    /// Also take kernel stacks where latency is spent, and a cpu-clock profile of the CPUs
+    /// running traced vCPUs (docs/stacks.md; costs in docs/performance.md).
+    #[arg(long)]
+    pub stacks: bool,
+    /// The profile's sampling frequency per CPU, in Hz (0: stacks at events only).
+    #[arg(long, default_value_t = kvmtrace_common::limits::DEFAULT_STACK_HZ, value_name = "HZ", requires = "stacks")]
+    pub stack_hz: u32,
 }
 
 #[derive(Debug, Args)]

@@ -38,6 +38,12 @@ fn session_options(t: &TargetArgs) -> anyhow::Result<SessionOptions> {
             t.ring_mib
         );
     }
+    if t.stack_hz > 20_000 {
+        bail!(
+            "--stack-hz must be at most 20000 (the kernel throttles faster sampling), not {}",
+            t.stack_hz
+        );
+    }
     Ok(SessionOptions {
         pids: t.pids.clone(),
         demo: t.demo.then(|| DemoConfig {
@@ -47,6 +53,9 @@ fn session_options(t: &TargetArgs) -> anyhow::Result<SessionOptions> {
             ..DemoConfig::default()
         }),
         ring_bytes: Some(t.ring_mib << 20),
+        stacks: t
+            .stacks
+            .then_some(kvmtrace::probes::stacks::StackOptions { hz: t.stack_hz }),
     })
 }
 

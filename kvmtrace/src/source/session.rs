@@ -6,13 +6,15 @@ use std::collections::HashSet;
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use kvmtrace_common::{ev, Event, Origin};
+use kvmtrace_common::{ev, Event, Kind, Origin};
 
 use super::demo::{self, DemoConfig, DemoError, DemoGuest, DemoSample, DemoStats};
 use super::live::LiveRing;
 use crate::host;
+use crate::probes::stacks::StackOptions;
 use crate::probes::{ProbeError, ProbeOptions, Probes};
 use kvmtrace_analysis::capture::CaptureHeader;
+use kvmtrace_analysis::ksyms::Ksyms;
 use kvmtrace_analysis::threads::{vcpu_from_comm, vm_name_from_cmdline};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,8 @@ pub struct SessionOptions {
     /// Run the embedded demo guest and trace it.
     pub demo: Option<DemoConfig>,
     pub ring_bytes: Option<u32>,
+    /// `--stacks`: kernel stacks and the profile (docs/stacks.md).
+    pub stacks: Option<StackOptions>,
 }
 
 /// A running session.
@@ -47,7 +51,20 @@ pub struct Session {
     known_vms: HashSet<u32>,
     last_drops: (u64, u64),
     last_drop_warning: Option<Instant>,
+    /// With `--stacks`: the stack and symbol definitions already in the stream.
+    stack_defs: StackDefs,
     pub header: CaptureHeader,
+}
+
+/// What the stream has been told about kernel stacks (docs/stacks.md): each stack id's
+/// frames and each function's name, written once, the first time they are used.
+#[derive(Default)]
+struct StackDefs {
+    ksyms: Option<Ksyms>,
+    /// Kernel stack ids defined (at most the stack map's size).
+    stacks: HashSet<u32>,
+    /// Function start addresses named (at most the kernel's text symbols).
+    symbols: HashSet<u64>,
 }
 
 /// How a session ended.
@@ -89,6 +106,7 @@ impl Session {
         }
         let mut probe_opts = ProbeOptions {
             pids: pids.clone(),
+            stacks: opts.stacks,
             ..Default::default()
         };
         if let Some(b) = opts.ring_bytes {
@@ -96,6 +114,17 @@ impl Session {
         }
         let mut probes = Probes::load(&probe_opts)?;
         let ring = LiveRing::new(probes.take_ring()?)?;
+        let mut stack_defs = StackDefs::default();
+        let mut stacks_header = probes.stacks.as_ref().map(|s| s.capture.clone());
+        if let Some(h) = &mut stacks_header {
+            match host::kernel_symbols() {
+                Ok(k) => stack_defs.ksyms = Some(k),
+                Err(e) => {
+                    log::warn!("--stacks: {e}; stack frames will show as addresses");
+                    h.symbols_problem = Some(e);
+                }
+            }
+        }
         let header = CaptureHeader {
             tool: "kvmtrace".to_string(),
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -110,6 +139,7 @@ impl Session {
             probes: probes.status.clone(),
             formats: probes.formats.clone(),
             apic_timer_fn: host::apic_timer_fn_address(),
+            stacks: stacks_header,
         };
         let mut session = Session {
             probes,
@@ -119,6 +149,7 @@ impl Session {
             known_vms: HashSet::new(),
             last_drops: (0, 0),
             last_drop_warning: None,
+            stack_defs,
             header,
         };
         if let Some(cfg) = &opts.demo {
@@ -228,6 +259,16 @@ impl Session {
                 && !self.known_threads.contains(&e.tid)
             {
                 self.note_thread(e.tid, e.tgid, out);
+            } else if let Some(id) = stack_id(&e) {
+                self.define_stack(id, &e, out);
+                // A profile tick names the task that had the CPU (the culprit, when a
+                // vCPU waited for it).
+                if e.kind == Kind::StackSample as u16
+                    && e.tid != 0
+                    && !self.known_threads.contains(&e.tid)
+                {
+                    self.note_other_thread(e.tid, out);
+                }
             }
         }
         if let Some((guest, rx)) = &self.demo {
@@ -238,6 +279,46 @@ impl Session {
         // A drop-counter checkpoint after every read: the engine holds samples until the
         // next one, and drops those that a loss since the previous one may have touched.
         self.push_drops(out);
+    }
+
+    /// The first time kernel stack `id` is used: its frames from the stack map, and the
+    /// name of each function they fall in that the stream has not named yet (docs/stacks.md).
+    fn define_stack(&mut self, id: u32, at: &Event, out: &mut Vec<Event>) {
+        let Some(stacks) = &self.probes.stacks else {
+            return;
+        };
+        if !self.stack_defs.stacks.insert(id) {
+            return;
+        }
+        let frames = match stacks.frames(id) {
+            Ok(f) => f,
+            Err(e) => {
+                // Shown as a stack not in the capture.
+                log::debug!("reading kernel stack {id}: {e}");
+                return;
+            }
+        };
+        let origin = Origin {
+            ts_ns: at.ts_ns,
+            tid: 0,
+            tgid: 0,
+            cpu: at.cpu,
+        };
+        out.extend(ev::StackFrames::chunks(id, &frames).map(|r| Event::new(origin, &r)));
+        let Some(ksyms) = &self.stack_defs.ksyms else {
+            return;
+        };
+        for &ip in &frames {
+            let Some(sym) = ksyms.lookup(ip) else {
+                continue;
+            };
+            if self.stack_defs.symbols.insert(sym.start) {
+                out.extend(
+                    ev::Symbol::chunks(sym.start, sym.end, sym.text)
+                        .map(|r| Event::new(origin, &r)),
+                );
+            }
+        }
     }
 
     fn push_drops(&mut self, out: &mut Vec<Event>) {
@@ -285,6 +366,17 @@ impl Session {
             detach: Detach(self.probes),
         }
     }
+}
+
+/// The kernel stack id a stack program's record carries, if it has one.
+fn stack_id(e: &Event) -> Option<u32> {
+    let (stack, error) = if let Some(s) = e.get::<ev::StackAt>() {
+        (s.stack, s.error)
+    } else {
+        let s = e.get::<ev::StackSample>()?;
+        (s.stack, s.error)
+    };
+    (error == 0).then_some(stack as u32)
 }
 
 /// A bookkeeping record's origin: now, about `tid` of process `tgid`.
