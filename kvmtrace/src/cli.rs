@@ -131,6 +131,21 @@ pub struct ReportArgs {
     /// Perfetto's UI).
     #[arg(long, value_name = "FILE")]
     pub chrome_trace: Option<PathBuf>,
+    /// Also write the kernel stacks of a `--stacks` capture as folded stacks to FILE, one
+    /// line per (cause, stack) weighted in nanoseconds (flamegraph.pl, inferno, speedscope).
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<PathBuf>,
+    /// Also write them as a flame graph SVG to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub flamegraph: Option<PathBuf>,
+    /// What the stack weights are: `latency` (interrupt-to-guest latency by cause) or
+    /// `time` (the vCPU threads' whole run by state).
+    #[arg(long, default_value = "latency", value_name = "WEIGHT")]
+    pub stack_weight: kvmtrace_analysis::report::stacks::StackWeight,
+    /// Keep the time of segments no profile tick fell in as `[not sampled]` instead of
+    /// spreading it over the same cause's sampled stacks in proportion.
+    #[arg(long)]
+    pub stack_exact: bool,
     /// Overwrite export files that exist.
     #[arg(short, long)]
     pub force: bool,

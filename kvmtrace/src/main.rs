@@ -155,7 +155,7 @@ fn run_top(args: TopArgs) -> anyhow::Result<()> {
 }
 
 fn run_report(args: ReportArgs) -> anyhow::Result<()> {
-    use kvmtrace_analysis::report::{analyse_capture, analyse_text, export};
+    use kvmtrace_analysis::report::{analyse_capture, analyse_text, export, stacks};
     let cfg = kvmtrace_analysis::engine::EngineConfig {
         worst: args.worst,
         ..Default::default()
@@ -174,6 +174,29 @@ fn run_report(args: ReportArgs) -> anyhow::Result<()> {
         eprintln!(
             "kvmtrace: wrote {n} trace events ({} worst samples) to {}",
             engine.worst().len(),
+            p.display()
+        );
+    }
+    let fold = stacks::Fold {
+        weight: args.stack_weight,
+        exact: args.stack_exact,
+    };
+    if let Some(p) = &args.folded {
+        let f = stacks::write_folded(p, args.force, &engine, fold)?;
+        eprintln!(
+            "kvmtrace: wrote {} folded stacks ({} weight, {:.1} us) to {}",
+            f.lines,
+            args.stack_weight.name(),
+            f.total_ns as f64 / 1e3,
+            p.display()
+        );
+    }
+    if let Some(p) = &args.flamegraph {
+        let f = stacks::write_flamegraph(p, args.force, &engine, fold)?;
+        eprintln!(
+            "kvmtrace: wrote a flame graph of {} stacks ({} weight) to {}",
+            f.lines,
+            args.stack_weight.name(),
             p.display()
         );
     }

@@ -15,6 +15,7 @@ use crate::host::HostFacts;
 
 pub mod export;
 pub mod latency;
+pub mod stacks;
 mod text;
 
 use self::latency::{AttributionInfo, VcpuLatency, WorstSample};
@@ -35,6 +36,9 @@ pub struct Report {
     /// For `--from-text`: what the importer made of the text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub import: Option<ImportInfo>,
+    /// With `--stacks`: the stack records the capture holds (docs/stacks.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stacks: Option<stacks::StackSummary>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -189,6 +193,7 @@ impl Report {
             attribution: latency::attribution_info(engine),
             demo,
             import: None,
+            stacks: stacks::summary(engine, header),
         }
     }
 }

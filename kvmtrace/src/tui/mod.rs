@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod model;
+mod stack_view;
 pub mod ui;
 
 #[cfg(test)]

@@ -517,6 +517,9 @@ fn render_sample(app: &App, frame: &mut Frame, area: Rect, i: usize) {
     frame.render_widget(block, area);
     let causes: Vec<(String, u64)> = w.causes.iter().map(|c| (c.cause.clone(), c.ns)).collect();
     let mut lines = breakdown(&causes, inner.width, 6);
+    if let Some(st) = &w.stack {
+        lines.extend(super::stack_view::lines(st, 12));
+    }
     lines.push(Line::from(Span::styled("timeline", Style::new().bold())));
     for e in &w.events {
         lines.push(Line::from(e.line()));
