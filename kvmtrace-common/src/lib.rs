@@ -1160,7 +1160,7 @@ mod tests {
         let n: usize = ev::Symbol::chunks(0, 1, &long)
             .map(|r| r.piece().len())
             .sum();
-        assert!(n <= stack::MAX_TEXT && n % 2 == 0);
+        assert!(n <= stack::MAX_TEXT && n.is_multiple_of(2));
     }
 
     #[test]

@@ -104,6 +104,9 @@ const MAX_ACC: usize = 1 << 16;
 #[derive(Clone, Debug, Default)]
 pub struct StackAcc {
     ns: FxHashMap<(Cause, StackKey), u64>,
+    /// Keys per cause: a relabel of a cause with none (the common case: the engine renames
+    /// placeholders at every event of a vCPU) costs one lookup, not a scan.
+    keys: FxHashMap<Cause, u32>,
 }
 
 impl StackAcc {
@@ -120,12 +123,18 @@ impl StackAcc {
         } else {
             key
         };
-        *self.ns.entry((cause, key)).or_default() += ns;
+        match self.ns.entry((cause, key)) {
+            std::collections::hash_map::Entry::Occupied(mut o) => *o.get_mut() += ns,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(ns);
+                *self.keys.entry(cause).or_default() += 1;
+            }
+        }
     }
 
     /// Gives placeholder cause `from`'s time to `to` (as the cause split does).
     pub(super) fn relabel(&mut self, from: Cause, to: Cause) {
-        if self.ns.is_empty() {
+        if self.keys.remove(&from).is_none() {
             return;
         }
         let moved: Vec<(StackKey, u64)> = self
@@ -158,6 +167,9 @@ impl StackAcc {
 
     /// The entries, largest first.
     pub(super) fn into_sorted(self) -> Vec<(Cause, StackKey, u64)> {
+        if self.ns.is_empty() {
+            return Vec::new();
+        }
         let mut v: Vec<(Cause, StackKey, u64)> =
             self.ns.into_iter().map(|((c, k), ns)| (c, k, ns)).collect();
         v.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1)));
@@ -511,21 +523,18 @@ impl Stacks {
             None => split_by_count(&mut keyed, ns, &mut self.split),
         }
         self.keyed = keyed;
+        let vs = self.vcpus.entry(tid).or_default();
         if v.sched == Sched::OnCpu {
-            vs_mut(&mut self.vcpus, tid).ran_until = end;
+            vs.ran_until = end;
         }
         if cause != Cause::Lock {
-            vs_mut(&mut self.vcpus, tid).uncontended_until = end;
+            vs.uncontended_until = end;
         }
         let mut ticks = ticks;
         ticks.clear();
-        vs_mut(&mut self.vcpus, tid).ticks = ticks;
+        vs.ticks = ticks;
         &self.split
     }
-}
-
-fn vs_mut(m: &mut FxHashMap<u32, VcpuStacks>, tid: u32) -> &mut VcpuStacks {
-    m.entry(tid).or_default()
 }
 
 fn blocked(s: Option<StackRef>) -> StackKey {
