@@ -124,7 +124,10 @@ impl StackAcc {
             key
         };
         match self.ns.entry((cause, key)) {
-            std::collections::hash_map::Entry::Occupied(mut o) => *o.get_mut() += ns,
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let t = o.get_mut();
+                *t = t.saturating_add(ns);
+            }
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(ns);
                 *self.keys.entry(cause).or_default() += 1;
@@ -437,7 +440,11 @@ impl Stacks {
         let own_stack = |what: u64, after: u64| {
             own.iter()
                 .rev()
-                .find(|s| s.what == what && s.ts <= start + NEAR_NS && s.ts + NEAR_NS >= after)
+                .find(|s| {
+                    s.what == what
+                        && s.ts <= start.saturating_add(NEAR_NS)
+                        && s.ts.saturating_add(NEAR_NS) >= after
+                })
                 .map(|s| s.stack)
         };
         let tid = v.tid;
@@ -456,7 +463,9 @@ impl Stacks {
                     };
                     let entry = recent.and_then(|r| {
                         r.iter().rev().find(|s| {
-                            s.what == what && s.ts <= start + NEAR_NS && s.ts + IRQ_SPAN_NS >= start
+                            s.what == what
+                                && s.ts <= start.saturating_add(NEAR_NS)
+                                && s.ts.saturating_add(IRQ_SPAN_NS) >= start
                         })
                     });
                     Some(entry.map_or(StackKey::NotSampled, |s| StackKey::Stack {

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use kvmtrace_common::{ev, stack, Comm, Event, Origin, Payload, Record};
+use kvmtrace_common::{ev, stack, Comm, Event, Kind, Origin, Payload, Record};
 use proptest::prelude::*;
 
 use super::super::{Cause, Engine, EngineConfig};
@@ -438,6 +438,52 @@ proptest! {
             e.push(ev);
         }
         e.flush();
+        check_adds_up(&e);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Stack records with any values (a corrupt or hostile capture), among the events that
+    /// split segments: never a panic, an overflow or an unbounded table.
+    #[test]
+    fn any_stack_record_is_taken_without_a_panic(
+        recs in prop::collection::vec(
+            (any::<u64>(), 0u16..4, prop::array::uniform5(any::<u64>()), 0u32..3, any::<bool>()),
+            0..200,
+        )
+    ) {
+        let mut e = Engine::new(EngineConfig::default());
+        let mut s = Sim::new();
+        s.at(0.0).switch(0, 0, false, V0, "CPU 0/KVM");
+        for ev in &s.evs {
+            e.push(ev);
+        }
+        for (ts, k, slots, cpu, sched) in recs {
+            let kind = [Kind::StackAt, Kind::StackSample, Kind::StackFrames, Kind::Symbol]
+                [k as usize];
+            let mut ev = Event {
+                ts_ns: ts,
+                tid: if sched { V0 } else { 999 },
+                tgid: VM,
+                cpu,
+                kind: kind as u16,
+                slots,
+                ..Default::default()
+            };
+            e.push(&ev);
+            if sched {
+                ev = Event::new(
+                    Origin { ts_ns: ts, tid: V0, tgid: VM, cpu },
+                    &ev::LocalTimerEntry { vector: 0xec },
+                );
+                e.push(&ev);
+            }
+        }
+        e.flush();
+        let (stacks, symbols) = e.stacks().tables().counts();
+        prop_assert!(stacks <= super::MAX_STACK_DEFS && symbols <= super::MAX_SYMBOLS);
         check_adds_up(&e);
     }
 }

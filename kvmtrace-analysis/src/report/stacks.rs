@@ -140,6 +140,12 @@ pub struct Fold {
     pub exact: bool,
 }
 
+/// Adds without overflowing (a corrupt input's times can be anything).
+fn add(m: &mut FxHashMap<Cause, u64>, c: Cause, ns: u64) {
+    let t = m.entry(c).or_default();
+    *t = t.saturating_add(ns);
+}
+
 /// Spreads each cause's `[not sampled]` time over that cause's sampled stacks, in
 /// proportion to their time; the total per cause is unchanged.
 fn spread_unsampled(entries: &mut Vec<(Cause, StackKey, u64)>) {
@@ -150,8 +156,8 @@ fn spread_unsampled(entries: &mut Vec<(Cause, StackKey, u64)>) {
             StackKey::Stack {
                 source: StackSource::Sampled,
                 ..
-            } => *sampled.entry(c).or_default() += ns,
-            StackKey::NotSampled => *unsampled.entry(c).or_default() += ns,
+            } => add(&mut sampled, c, ns),
+            StackKey::NotSampled => add(&mut unsampled, c, ns),
             _ => {}
         }
     }
@@ -167,8 +173,8 @@ fn spread_unsampled(entries: &mut Vec<(Cause, StackKey, u64)>) {
         } = k
         {
             let part = (u128::from(extra) * u128::from(*ns) / u128::from(total.max(1))) as u64;
-            *ns += part;
-            *given.entry(*c).or_default() += part;
+            *ns = ns.saturating_add(part);
+            add(&mut given, *c, part);
         }
     }
     // Rounding: what is left of a cause's spread goes to its largest sampled stack.
@@ -191,7 +197,7 @@ fn spread_unsampled(entries: &mut Vec<(Cause, StackKey, u64)>) {
             })
             .max_by_key(|e| (e.2, std::cmp::Reverse(e.1)));
         if let Some(e) = largest {
-            e.2 += left;
+            e.2 = e.2.saturating_add(left);
         }
     }
 }
@@ -209,7 +215,7 @@ fn weighted(engine: &Engine, fold: Fold) -> Vec<(Cause, StackKey, u64)> {
         };
         let mut have: FxHashMap<Cause, u64> = FxHashMap::default();
         for (c, k, ns) in acc.iter() {
-            *have.entry(c).or_default() += ns;
+            add(&mut have, c, ns);
             out.push((c, k, ns));
         }
         for (&c, &ns) in causes {
@@ -241,7 +247,8 @@ pub fn folded(engine: &Engine, fold: Fold) -> BTreeMap<String, u64> {
             line.push(';');
             line.push_str(&f);
         }
-        *lines.entry(line).or_default() += ns;
+        let w = lines.entry(line).or_default();
+        *w = w.saturating_add(ns);
     }
     lines
 }
