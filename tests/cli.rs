@@ -361,16 +361,33 @@ fn sigint_flushes_and_closes_the_capture() {
     }
     let dir = tmpdir("sigint");
     let cap = dir.join("int.kvmtrace");
-    let child = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .args(["record", "--demo", "-o", cap.to_str().unwrap()])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Ctrl-C once it records (on a loaded machine attaching takes a while), a second in.
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    let t0 = std::time::Instant::now();
+    while !said.contains("recording to") && t0.elapsed() < Duration::from_secs(60) {
+        use std::io::BufRead as _;
+        if err.read_line(&mut said).unwrap_or(0) == 0 {
+            break;
+        }
+    }
+    assert!(said.contains("recording to"), "never started: {said}");
+    let rest = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
+    std::thread::sleep(Duration::from_millis(1000));
     // SAFETY: sending a signal to our own child process by pid.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    let status = child.wait().unwrap();
+    let said = said + &rest.join().unwrap();
+    assert!(status.success(), "{said}");
     let j = report_json(&cap);
     assert_eq!(j["capture"]["complete"], true);
     assert_eq!(j["capture"]["stop_reason"], "SIGINT");
@@ -440,4 +457,189 @@ fn unprivileged_user_is_told_which_capabilities_are_missing() {
     assert!(err.contains("missing: CAP_BPF, CAP_PERFMON"), "{err}");
     assert!(!cap.exists(), "a refused recording leaves no empty file");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_pid_that_does_not_exist_is_refused_naming_it() {
+    let dir = tmpdir("nopid");
+    let cap = dir.join("x.kvmtrace");
+    // Above the kernel's largest pid_max (4194304): never a process.
+    let out = kvmtrace(&[
+        "record",
+        "-p",
+        "4999999",
+        "--duration",
+        "1",
+        "-o",
+        cap.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("-p 4999999: no such process"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!cap.exists(), "a refused recording leaves no file");
+    // A thread id is not a process id either.
+    let me = std::process::id();
+    let tid = std::fs::read_dir(format!("/proc/{me}/task"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|&t| t != me)
+        .expect("the test harness runs threads");
+    let out = kvmtrace(&[
+        "record",
+        "-p",
+        &tid.to_string(),
+        "-o",
+        cap.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!("is a thread of process {me}")),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_pid_without_vcpus_is_warned_about_and_its_exit_reported() {
+    if !privileged::privileged("a_pid_without_vcpus_is_warned_about_and_its_exit_reported") {
+        return;
+    }
+    let dir = tmpdir("novcpu");
+    let cap = dir.join("x.kvmtrace");
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = sleeper.id();
+    let rec = Command::new(BIN)
+        .args(["record", "-p", &pid.to_string(), "--duration", "3", "-o"])
+        .arg(&cap)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    let out = rec.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("pid {pid} (sleep) runs no vCPU")),
+        "warned at start: {err}"
+    );
+    assert!(
+        err.contains(&format!("VM pid {pid} (sleep) exited")),
+        "warned when it went: {err}"
+    );
+    let text = kvmtrace(&["report", cap.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!(
+            "warning: pid {pid} ran no vCPU during the capture"
+        )),
+        "{text}"
+    );
+    let j = report_json(&cap);
+    assert_eq!(j["targets"]["without_vcpu"][0], pid);
+    let gone = &j["targets"]["exited"][0];
+    assert_eq!(gone["pid"], pid);
+    let after = gone["after_ns"].as_u64().unwrap();
+    // Killed 1.5 s after kvmtrace started (loading the probes is part of that), seen
+    // within the 0.5 s poll: inside the 3 s capture.
+    assert!(
+        after > 0 && after < 2_000_000_000,
+        "exit seen {after} ns into the capture"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The build generated the completions and man pages (kvmtrace/build.rs) that `cargo xtask
+/// setup` installs: they parse, complete, and render.
+#[test]
+fn completions_and_man_pages_are_built_and_work() {
+    let dir = Path::new(env!("OUT_DIR")).join("assets");
+    let bash = dir.join("kvmtrace.bash");
+    let ok = Command::new("bash").arg("-n").arg(&bash).status().unwrap();
+    assert!(ok.success(), "bash -n {}", bash.display());
+    // Completing `kvmtrace rec` and `kvmtrace record --hou` in bash itself.
+    let complete = |words: &str, cword: usize| {
+        let script = format!(
+            "source {}; COMP_WORDS=({words}); COMP_CWORD={cword}; _kvmtrace kvmtrace; \
+             printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            bash.display()
+        );
+        let out = Command::new("bash").args(["-c", &script]).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        complete("kvmtrace rec", 1).lines().any(|l| l == "record"),
+        "{}",
+        complete("kvmtrace rec", 1)
+    );
+    assert!(complete("kvmtrace record --hou", 2)
+        .lines()
+        .any(|l| l == "--housekeeping"));
+    for (shell, file) in [("zsh", "_kvmtrace"), ("fish", "kvmtrace.fish")] {
+        assert!(dir.join(file).is_file(), "{file} missing");
+        // Parsed too where the shell is installed (setup does not install zsh or fish).
+        if let Ok(st) = Command::new(shell).arg("-n").arg(dir.join(file)).status() {
+            assert!(st.success(), "{shell} -n {file}");
+        }
+    }
+    for page in [
+        "kvmtrace.1",
+        "kvmtrace-top.1",
+        "kvmtrace-record.1",
+        "kvmtrace-report.1",
+    ] {
+        let out = Command::new("man")
+            .args(["-P", "cat", "-l"])
+            .arg(dir.join(page))
+            .env("MANWIDTH", "80")
+            .output()
+            .expect("man (man-db, installed by `cargo xtask setup`)");
+        assert!(out.status.success(), "man -l {page}: {}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("NAME") && text.contains("SYNOPSIS"), "{text}");
+        if page == "kvmtrace-record.1" {
+            assert!(text.contains("--housekeeping"), "{text}");
+        }
+        if page == "kvmtrace.1" {
+            assert!(text.contains("kvmtrace-record(1)"), "{text}");
+            assert!(
+                text.contains("(git "),
+                "the version names the commit: {text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn version_names_the_commit_and_the_kernels_features() {
+    let short = kvmtrace(&["-V"]);
+    assert!(short.status.success());
+    let short = String::from_utf8_lossy(&short.stdout).into_owned();
+    assert!(short.starts_with("kvmtrace 0."), "{short}");
+    assert!(short.contains("(git "), "{short}");
+    assert_eq!(short.lines().count(), 1);
+    let long = kvmtrace(&["--version"]);
+    assert!(long.status.success());
+    let long = String::from_utf8_lossy(&long.stdout).into_owned();
+    let kernel = long.lines().nth(1).unwrap_or_default();
+    for part in ["kernel ", ": BTF ", ", tp_btf ", ", KVM ", ", tracefs "] {
+        assert!(kernel.contains(part), "{part:?} missing from {long}");
+    }
+    let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    if btf && root {
+        assert!(
+            !kernel.contains("tp_btf unknown"),
+            "root can load the probe: {kernel}"
+        );
+    }
 }

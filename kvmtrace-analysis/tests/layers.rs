@@ -17,10 +17,10 @@ const ANALYSIS: &[&[&str]] = &[
 
 /// The `kvmtrace` crate's layers; `kvmtrace_analysis` sits below all of them.
 const KVMTRACE: &[&[&str]] = &[
-    &["host"],
+    &["host", "housekeeping"],
     &["probes"],
     &["source"],
-    &["record", "tui"],
+    &["record", "tui", "exporter", "check"],
     &["cli"],
 ];
 

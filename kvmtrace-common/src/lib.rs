@@ -655,7 +655,8 @@ kinds! {
         apicid: u64 @ 0 = "apicid",
         vector: u64 @ 1 = "vector",
     }
-    /// Made by userspace: a thread's name and vCPU id, a VM's name, or a task's name.
+    /// Made by userspace: a thread's name and vCPU id, a VM's name, a task's name, one of
+    /// kvmtrace's own threads, or a VM's exit (`flags`).
     ThreadInfo = 64, "kvmtrace", "thread_info" {
         vcpu_id: u64 @ 0 = "vcpu_id",
         flags: u64 @ 1 = "flags",
@@ -666,6 +667,8 @@ kinds! {
         seq: u64 @ 0 = "seq",
         raised_ns: u64 @ 1 = "raised_ns",
         acked_ns: u64 @ 2 = "acked_ns",
+        path: u64 @ 3 = "path",
+        irqoff_ns: u64 @ 4 = "irqoff_ns",
     }
     /// Made by userspace after each ring-buffer read: the cumulative drop counters.
     Drops = 66, "kvmtrace", "drops" {
@@ -782,6 +785,14 @@ pub const THREAD_INFO_NAME_ONLY: u64 = 2;
 /// thread's name (QEMU names threads by cpu_index, which is not KVM's vcpu_id).
 pub const THREAD_INFO_VCPU_FROM_KVM: u64 = 0x100;
 
+/// `ThreadInfo.flags`: one of kvmtrace's own threads (the reader, the writer, the TUI, ...).
+/// Time a vCPU waits behind it is the `tracer` cause (the observer effect), not `preempted`.
+pub const THREAD_INFO_TRACER: u64 = 4;
+
+/// `ThreadInfo.flags`: the VM of process `tgid` exited (its VMM process is gone) at the
+/// record's time, as the recorder noticed it (within a poll interval).
+pub const THREAD_INFO_VM_GONE: u64 = 8;
+
 /// What a [`Kind::ThreadInfo`] record says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ThreadInfoIs {
@@ -791,6 +802,10 @@ pub enum ThreadInfoIs {
     VmName,
     /// Only the name of a task that is not a traced vCPU.
     NameOnly,
+    /// The name of one of kvmtrace's own threads.
+    Tracer,
+    /// The VM whose VMM process is the record's `tgid` exited.
+    VmGone,
 }
 
 impl ev::ThreadInfo {
@@ -836,10 +851,30 @@ impl ev::ThreadInfo {
         }
     }
 
+    /// One of kvmtrace's own threads (the record's `tid`).
+    pub fn tracer(comm: &str) -> Self {
+        ev::ThreadInfo {
+            vcpu_id: VCPU_UNKNOWN,
+            flags: THREAD_INFO_TRACER,
+            comm: Comm::new(comm),
+        }
+    }
+
+    /// The VM run by the record's `tgid` (named `name`) exited.
+    pub fn vm_gone(name: &str) -> Self {
+        ev::ThreadInfo {
+            vcpu_id: VCPU_UNKNOWN,
+            flags: THREAD_INFO_VM_GONE,
+            comm: Comm::new(name),
+        }
+    }
+
     pub fn is(&self) -> ThreadInfoIs {
         match self.flags & 0xff {
             THREAD_INFO_VM_NAME => ThreadInfoIs::VmName,
             THREAD_INFO_NAME_ONLY => ThreadInfoIs::NameOnly,
+            THREAD_INFO_TRACER => ThreadInfoIs::Tracer,
+            THREAD_INFO_VM_GONE => ThreadInfoIs::VmGone,
             _ => ThreadInfoIs::Thread {
                 vcpu: (self.vcpu_id != VCPU_UNKNOWN).then_some(self.vcpu_id as u32),
             },
@@ -969,6 +1004,31 @@ impl ev::DemoAck {
     /// Raise to acknowledgement, as the demo VMM measured it.
     pub fn latency_ns(&self) -> u64 {
         self.acked_ns.saturating_sub(self.raised_ns)
+    }
+}
+
+/// `DemoAck.path`: which of the demo guest's interrupt paths was acknowledged (captures
+/// written before paths existed hold 0 there: the PIC, then the only one).
+pub mod demo_path {
+    /// A device interrupt through the in-kernel PIC (`KVM_IRQ_LINE`).
+    pub const PIC: u64 = 0;
+    /// An MSI into the guest's LAPIC (`KVM_SIGNAL_MSI`).
+    pub const MSI: u64 = 1;
+    /// The guest's own periodic LAPIC timer.
+    pub const TIMER: u64 = 2;
+    /// An MSI raised while the guest runs with interrupts disabled (`DemoAck.irqoff_ns`:
+    /// for how long).
+    pub const IRQOFF: u64 = 3;
+    /// Names by value.
+    pub const NAMES: [&str; 4] = ["pic", "msi", "timer", "irqoff"];
+
+    /// The path's name, or `unknown` for a value from a newer kvmtrace.
+    pub fn name(path: u64) -> &'static str {
+        usize::try_from(path)
+            .ok()
+            .and_then(|i| NAMES.get(i))
+            .copied()
+            .unwrap_or("unknown")
     }
 }
 
@@ -1255,5 +1315,10 @@ mod tests {
         );
         assert_eq!(ev::ThreadInfo::vm_name("vm").is(), ThreadInfoIs::VmName);
         assert_eq!(ev::ThreadInfo::name_only("x").is(), ThreadInfoIs::NameOnly);
+        assert_eq!(
+            ev::ThreadInfo::tracer("kvmtrace").is(),
+            ThreadInfoIs::Tracer
+        );
+        assert_eq!(ev::ThreadInfo::vm_gone("vm").is(), ThreadInfoIs::VmGone);
     }
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use kvmtrace::tui::app::App;
 use kvmtrace::tui::model::{Header, TopModel};
-use kvmtrace::tui::ui;
+use kvmtrace::tui::view;
 use kvmtrace_analysis::engine::{Engine, EngineConfig};
 use kvmtrace_common::{Event, Kind};
 use ratatui::backend::TestBackend;
@@ -86,9 +86,9 @@ fn main() {
         let s = TopModel::build(&total, 1_000_000_000, Header::default(), &names);
         interval.reset_stats();
         app.update(i, s);
-        term.draw(|f| ui::render(&app, f)).expect("draw");
+        term.draw(|f| view::render(&app, f)).expect("draw");
         app.key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
-        term.draw(|f| ui::render(&app, f)).expect("draw");
+        term.draw(|f| view::render(&app, f)).expect("draw");
         app.key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
         spent += start.elapsed();
     }

@@ -1,5 +1,8 @@
-//! Command-line interface.
+// Command-line interface: clap definitions only (std and clap, nothing of this crate), so
+// that build.rs can include this file to generate the shell completions and man pages.
+// The module's documentation is on `pub mod cli` in lib.rs.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -7,7 +10,12 @@ use clap::{Args, Parser, Subcommand};
 /// Explains why interrupts reach KVM guests late: eBPF probes on KVM, scheduler, IRQ and
 /// lock tracepoints, attributed per vCPU.
 #[derive(Debug, Parser)]
-#[command(name = "kvmtrace", version, propagate_version = true)]
+#[command(
+    name = "kvmtrace",
+    version,
+    propagate_version = true,
+    after_long_help = EXAMPLES
+)]
 pub struct Cli {
     /// More log output (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -15,6 +23,26 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+const EXAMPLES: &str = "\
+Examples:
+  kvmtrace top --demo
+      the live view, on the embedded demo guest
+  kvmtrace top -p $(pidof qemu-system-x86_64)
+      the live view of one VM
+  kvmtrace record -p 4242 --duration 60 -o vm.kvmtrace
+      a minute of one VM to a capture file
+  kvmtrace record --trigger-us 200 -o slow.kvmtrace
+      keep only the windows around samples of 200 us or more
+  kvmtrace report vm.kvmtrace --hdr-log vm.hlog
+      the report, and HdrHistogram logs per vCPU
+  kvmtrace report --from-text trace.txt
+      the same report from ftrace, trace-cmd or perf script text
+
+kvmtrace's own threads run on CPUs that host no traced vCPU and are
+not isolated (--housekeeping); what they still take from a vCPU is
+reported as the `tracer` cause. Documentation: README.md and docs/
+in the source tree.";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -24,6 +52,11 @@ pub enum Command {
     Record(RecordArgs),
     /// Summarise a capture file.
     Report(ReportArgs),
+    /// Serve the live per-vCPU latency model as Prometheus/OpenMetrics metrics over HTTP.
+    Exporter(ExporterArgs),
+    /// Audit the host's settings that matter for interrupt latency (and rank them by a
+    /// capture's attributed latency).
+    Check(CheckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -43,6 +76,15 @@ pub struct TargetArgs {
     /// Pin the demo's vCPU thread to this host CPU.
     #[arg(long, value_name = "CPU", requires = "demo")]
     pub demo_cpu: Option<usize>,
+    /// The demo's interrupt paths, comma-separated: pic (KVM_IRQ_LINE through the PIC), msi
+    /// (KVM_SIGNAL_MSI into the LAPIC), timer (the guest's LAPIC timer), irqoff (an MSI while
+    /// the guest has interrupts disabled), or all.
+    #[arg(long, default_value = "pic", value_name = "PATHS", requires = "demo",
+          value_parser = demo_paths)]
+    pub demo_path: String,
+    /// How long each irqs-off phase of the demo guest lasts, in microseconds.
+    #[arg(long, default_value_t = 200, value_name = "US", requires = "demo")]
+    pub demo_irqoff_us: u64,
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, default_value_t = 8, value_name = "MIB")]
     pub ring_mib: u32,
@@ -50,9 +92,15 @@ pub struct TargetArgs {
     /// running traced vCPUs (docs/stacks.md; costs in docs/performance.md).
     #[arg(long)]
     pub stacks: bool,
-    /// The profile's sampling frequency per CPU, in Hz (0: stacks at events only).
-    #[arg(long, default_value_t = kvmtrace_common::limits::DEFAULT_STACK_HZ, value_name = "HZ", requires = "stacks")]
+    /// The profile's sampling frequency per CPU, in Hz (0: stacks at events only; the
+    /// default is `limits::DEFAULT_STACK_HZ`, checked by a test: this file uses only clap).
+    #[arg(long, default_value_t = 4999, value_name = "HZ", requires = "stacks")]
     pub stack_hz: u32,
+    /// CPUs for kvmtrace's own threads (a cpulist such as 0 or 0-3,8). `auto`: those that
+    /// host no traced vCPU and are not isolated (isolcpus, nohz_full); `off`: wherever the
+    /// scheduler puts them.
+    #[arg(long, default_value = "auto", value_name = "CPUS")]
+    pub housekeeping: String,
 }
 
 #[derive(Debug, Args)]
@@ -140,8 +188,9 @@ pub struct ReportArgs {
     pub flamegraph: Option<PathBuf>,
     /// What the stack weights are: `latency` (interrupt-to-guest latency by cause) or
     /// `time` (the vCPU threads' whole run by state).
-    #[arg(long, default_value = "latency", value_name = "WEIGHT")]
-    pub stack_weight: kvmtrace_analysis::report::stacks::StackWeight,
+    #[arg(long, default_value = "latency", value_name = "WEIGHT",
+          value_parser = ["latency", "time"])]
+    pub stack_weight: String,
     /// Keep the time of segments no profile tick fell in as `[not sampled]` instead of
     /// spreading it over the same cause's sampled stacks in proportion.
     #[arg(long)]
@@ -149,4 +198,48 @@ pub struct ReportArgs {
     /// Overwrite export files that exist.
     #[arg(short, long)]
     pub force: bool,
+}
+
+/// `--demo-path`: comma-separated `pic`, `msi`, `timer`, `irqoff` or `all` (checked here;
+/// the demo reads the words).
+fn demo_paths(s: &str) -> Result<String, String> {
+    for word in s.split(',').map(str::trim) {
+        if !["pic", "msi", "timer", "irqoff", "all"].contains(&word) {
+            return Err(format!(
+                "unknown demo path {word:?}: give pic, msi, timer, irqoff or all, comma-separated"
+            ));
+        }
+    }
+    Ok(s.to_string())
+}
+
+#[derive(Debug, Args)]
+pub struct ExporterArgs {
+    /// Address to serve /metrics and /report on (0.0.0.0:PORT for every interface).
+    #[arg(long, default_value = "127.0.0.1:9477", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// (VM, vCPU) series exported at most; further vCPUs are counted, not exported.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub max_series: usize,
+    /// Seconds a VM's series are kept after its process is gone.
+    #[arg(long, default_value_t = 300.0, value_name = "SECS")]
+    pub vm_grace: f64,
+    /// Worst samples kept for /report.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub worst: usize,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Rank the findings by the latency this capture's report attributes to them.
+    #[arg(value_name = "CAPTURE")]
+    pub capture: Option<PathBuf>,
+    /// Print JSON (a `findings` list).
+    #[arg(long)]
+    pub json: bool,
+    /// Read /proc and /sys under this directory instead of / (a copy of another host's).
+    #[arg(long, value_name = "DIR", default_value = "/", hide = true)]
+    pub root: PathBuf,
 }

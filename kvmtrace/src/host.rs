@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub use kvmtrace_analysis::host::HostFacts;
+pub use kvmtrace_analysis::host::{qemu_version_from_cmdline, HostFacts, VirtFacts};
 use kvmtrace_analysis::threads::vcpu_from_comm;
 
 /// Reads the facts of the machine this runs on.
@@ -14,15 +14,14 @@ pub fn read_facts() -> HostFacts {
             .map(|s| s.trim().to_string())
             .unwrap_or_default()
     };
-    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
         .unwrap_or_default();
+    let cmdline = read("/proc/cmdline");
     HostFacts {
         hostname: read("/proc/sys/kernel/hostname"),
         kernel: read("/proc/sys/kernel/osrelease"),
@@ -32,9 +31,61 @@ pub fn read_facts() -> HostFacts {
         ncpus: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
-        cmdline: read("/proc/cmdline"),
+        virt: read_virt(&cpuinfo, Path::new("/sys/class/dmi/id"), &cmdline),
+        cmdline,
         clock: "CLOCK_MONOTONIC".to_string(),
     }
+}
+
+/// Reads what says this host is a VM (`sys_class_dmi` is normally `/sys/class/dmi/id`).
+pub fn read_virt(cpuinfo: &str, sys_class_dmi: &Path, cmdline: &str) -> VirtFacts {
+    let dmi = |name: &str| {
+        std::fs::read_to_string(sys_class_dmi.join(name))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let hypervisor_flag = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "hypervisor"));
+    VirtFacts {
+        hypervisor_flag,
+        cpuid_signature: if hypervisor_flag {
+            cpuid_hypervisor_signature()
+        } else {
+            None
+        },
+        sys_vendor: dmi("sys_vendor"),
+        product_name: dmi("product_name"),
+        product_version: dmi("product_version"),
+        bios_version: dmi("bios_version"),
+        qemu_version: qemu_version_from_cmdline(cmdline),
+    }
+}
+
+/// The hypervisor's CPUID signature (leaf 0x4000_0000, EBX ECX EDX), NULs trimmed.
+#[cfg(target_arch = "x86_64")]
+fn cpuid_hypervisor_signature() -> Option<String> {
+    // Leaf 0x4000_0000 is reserved for hypervisors: callers ask only when the CPU's
+    // hypervisor flag is set (on bare metal it returns another leaf's data).
+    let r = std::arch::x86_64::__cpuid(0x4000_0000);
+    let mut bytes = Vec::with_capacity(12);
+    for w in [r.ebx, r.ecx, r.edx] {
+        bytes.extend_from_slice(&w.to_le_bytes());
+    }
+    let s: String = bytes
+        .iter()
+        .take_while(|&&b| b != 0)
+        .map(|&b| b as char)
+        .collect();
+    let s = s.trim().to_string();
+    (!s.is_empty() && s.chars().all(|c| c.is_ascii_graphic() || c == ' ')).then_some(s)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn cpuid_hypervisor_signature() -> Option<String> {
+    None
 }
 
 /// The loaded KVM backend module, from `/sys/module/kvm_*`.
@@ -224,6 +275,77 @@ pub fn discover_vcpu_threads(pids: &[u32]) -> BTreeMap<u32, VcpuThread> {
     out
 }
 
+/// What /proc says about a process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcInfo {
+    pub pid: u32,
+    /// Its thread group: differs from `pid` when `pid` is a thread of another process.
+    pub tgid: u32,
+    pub comm: String,
+    /// Start time in clock ticks since boot: a reused pid has another.
+    pub start_ticks: u64,
+    /// A zombie (exited, not yet reaped) or dead.
+    pub exited: bool,
+}
+
+/// Reads /proc/PID/{stat,status}; None when there is no such process.
+pub fn proc_info(pid: u32) -> Option<ProcInfo> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(').map_or("", |(_, c)| c).to_string();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // state is field 3 and starttime field 22 (0 and 19 after `(comm)`).
+    let exited = matches!(f.first(), Some(&("Z" | "X" | "x")));
+    let start_ticks = f.get(19)?.parse().ok()?;
+    let tgid = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Tgid:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(pid);
+    Some(ProcInfo {
+        pid,
+        tgid,
+        comm,
+        start_ticks,
+        exited,
+    })
+}
+
+/// A `-p` target that cannot be traced.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TargetError {
+    #[error("-p {pid}: no such process")]
+    NoSuchProcess { pid: u32 },
+    #[error("-p {pid}: {pid} is a thread of process {tgid}; give the process id (-p {tgid})")]
+    NotAProcess { pid: u32, tgid: u32 },
+}
+
+/// Checks that `pid` names a running process (perf refuses a pid that does not exist).
+pub fn check_target(pid: u32) -> Result<ProcInfo, TargetError> {
+    let info = proc_info(pid)
+        .filter(|i| !i.exited)
+        .ok_or(TargetError::NoSuchProcess { pid })?;
+    if info.tgid != pid {
+        return Err(TargetError::NotAProcess {
+            pid,
+            tgid: info.tgid,
+        });
+    }
+    Ok(info)
+}
+
+/// Does process `pid` run a vCPU now (a `kvm-vcpu` file descriptor, or a vCPU in KVM's
+/// debugfs)?
+pub fn runs_vcpus(pid: u32) -> bool {
+    !vcpu_fds(&Path::new("/proc").join(pid.to_string())).is_empty()
+        || debugfs_vcpu_threads(Path::new("/sys/kernel/debug/kvm"))
+            .values()
+            .any(|&(p, _)| p == pid)
+}
+
 /// KVM's LAPIC timer callback address from /proc/kallsyms (0 when hidden or absent).
 pub fn apic_timer_fn_address() -> u64 {
     std::fs::read_to_string("/proc/kallsyms")
@@ -291,6 +413,37 @@ mod tests {
     }
 
     #[test]
+    fn targets_are_checked() {
+        let me = std::process::id();
+        let info = check_target(me).expect("this process");
+        assert_eq!((info.pid, info.tgid, info.exited), (me, me, false));
+        assert!(info.start_ticks > 0);
+        // A pid above the kernel's pid_max (4194304 at most) never exists.
+        assert_eq!(
+            check_target(4_999_999),
+            Err(TargetError::NoSuchProcess { pid: 4_999_999 })
+        );
+        let e = check_target(4_999_999).unwrap_err().to_string();
+        assert_eq!(e, "-p 4999999: no such process");
+        // A thread of this process is not a process.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            let _ = tx.send(unsafe { libc::gettid() } as u32);
+            let _ = stop_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        assert_eq!(
+            check_target(tid),
+            Err(TargetError::NotAProcess { pid: tid, tgid: me })
+        );
+        stop_tx.send(()).unwrap();
+        t.join().unwrap();
+        assert!(!runs_vcpus(me), "the test process holds no vCPU");
+    }
+
+    #[test]
     fn backend_detection() {
         let dir = std::env::temp_dir().join(format!("kvmtrace-mod-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -300,5 +453,58 @@ mod tests {
         assert_eq!(kvm_backend(&dir).as_deref(), Some("kvm_intel"));
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(kvm_backend(&dir), None);
+    }
+
+    #[test]
+    fn virtual_machine_facts() {
+        let dir = std::env::temp_dir().join(format!("kvmtrace-dmi-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cpuinfo = "processor\t: 0\nflags\t\t: fpu vme hypervisor lahf_lm svm\n";
+        // Nothing at all: bare metal as far as anyone can tell.
+        let bare = read_virt("flags\t: fpu svm\n", &dir, "quiet");
+        assert_eq!(bare, VirtFacts::default());
+        assert_eq!(bare.summary(), None);
+        // QEMU's SMBIOS strings and the version xtask passes on the command line.
+        for (f, v) in [
+            ("sys_vendor", "QEMU\n"),
+            ("product_name", "Standard PC (Q35 + ICH9, 2009)\n"),
+            ("product_version", "pc-q35-7.2\n"),
+            ("bios_version", "1.16.2-debian-1.16.2-1\n"),
+        ] {
+            std::fs::write(dir.join(f), v).unwrap();
+        }
+        let mut v = read_virt(
+            cpuinfo,
+            &dir,
+            "console=ttyS0 kvmtrace.qemu=7.2.22 kvmtrace.accel=tcg",
+        );
+        assert!(v.hypervisor_flag);
+        assert_eq!(v.sys_vendor.as_deref(), Some("QEMU"));
+        assert_eq!(v.product_version.as_deref(), Some("pc-q35-7.2"));
+        assert_eq!(v.bios_version.as_deref(), Some("1.16.2-debian-1.16.2-1"));
+        assert_eq!(v.qemu_version.as_deref(), Some("7.2.22"));
+        v.cpuid_signature = Some("TCGTCGTCGTCG".into());
+        assert_eq!(
+            v.summary().as_deref(),
+            Some("VM on QEMU 7.2.22 (TCG, pc-q35-7.2)")
+        );
+        // A KVM guest without DMI (Firecracker): the CPUID signature names the hypervisor.
+        let fc = VirtFacts {
+            hypervisor_flag: true,
+            cpuid_signature: Some("KVMKVMKVM".into()),
+            ..VirtFacts::default()
+        };
+        assert_eq!(fc.summary().as_deref(), Some("VM on KVM"));
+        let unknown = VirtFacts {
+            hypervisor_flag: true,
+            ..VirtFacts::default()
+        };
+        assert_eq!(
+            unknown.summary().as_deref(),
+            Some("VM on an unidentified hypervisor")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(qemu_version_from_cmdline("kvmtrace.qemu= x"), None);
     }
 }

@@ -2,13 +2,32 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use clap::Parser as _;
-use kvmtrace::cli::{Cli, Command, RecordArgs, ReportArgs, TargetArgs, TopArgs};
+use clap::{CommandFactory as _, FromArgMatches as _};
+use kvmtrace::cli::{
+    CheckArgs, Cli, Command, ExporterArgs, RecordArgs, ReportArgs, TargetArgs, TopArgs,
+};
 use kvmtrace::record::{record, RecordOptions};
 use kvmtrace::source::{demo::DemoConfig, session::SessionOptions};
 
+/// `-V`: the version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("KVMTRACE_GIT"),
+    ")"
+);
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cmd = Cli::command().version(VERSION);
+    // `--version` also says what the kernel offers; looked up only when asked for.
+    if std::env::args_os().any(|a| a == "--version") {
+        let kernel = kvmtrace::probes::features::KernelFeatures::detect();
+        cmd = cmd.long_version(format!("{VERSION}\n{kernel}"));
+    }
+    let cli = match Cli::from_arg_matches(&cmd.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",
@@ -21,6 +40,8 @@ fn main() -> ExitCode {
         Command::Top(args) => run_top(args),
         Command::Record(args) => run_record(args),
         Command::Report(args) => run_report(args),
+        Command::Exporter(args) => run_exporter(args),
+        Command::Check(args) => run_check(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -44,18 +65,25 @@ fn session_options(t: &TargetArgs) -> anyhow::Result<SessionOptions> {
             t.stack_hz
         );
     }
+    let paths = t
+        .demo_path
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--demo-path: {e}"))?;
     Ok(SessionOptions {
         pids: t.pids.clone(),
         demo: t.demo.then(|| DemoConfig {
             irq_period: Duration::from_micros(t.demo_period_us),
             slow_io: Duration::from_micros(t.demo_slow_io_us),
             vcpu_cpu: t.demo_cpu,
+            paths,
+            irqoff: Duration::from_micros(t.demo_irqoff_us),
             ..DemoConfig::default()
         }),
         ring_bytes: Some(t.ring_mib << 20),
         stacks: t
             .stacks
             .then_some(kvmtrace::probes::stacks::StackOptions { hz: t.stack_hz }),
+        housekeeping: t.housekeeping.parse()?,
     })
 }
 
@@ -126,11 +154,38 @@ fn run_record(args: RecordArgs) -> anyhow::Result<()> {
             );
         }
     }
+    eprintln!(
+        "kvmtrace: its own CPU time: {:.3} s ({:.1} % of one CPU)",
+        summary.tracer_cpu_ns as f64 / 1e9,
+        100.0 * summary.tracer_cpu_ns as f64 / summary.elapsed.as_nanos().max(1) as f64
+    );
     if let Some(d) = summary.demo {
         eprintln!(
             "kvmtrace: demo guest: {} interrupts raised, {} acknowledged, {} port I/O exits",
             d.raised, d.acked, d.work_exits
         );
+        for p in kvmtrace::source::demo::DemoPath::ALL {
+            let c = d.path(p);
+            if c.raised + c.acked > 0 {
+                eprintln!(
+                    "kvmtrace:   {:<7} {} {}, {} acknowledged",
+                    p.name(),
+                    c.raised,
+                    if p == kvmtrace::source::demo::DemoPath::Timer {
+                        "periods"
+                    } else {
+                        "raised"
+                    },
+                    c.acked
+                );
+            }
+        }
+        if d.msi_blocked > 0 {
+            eprintln!(
+                "kvmtrace:   {} MSIs refused by the guest's LAPIC",
+                d.msi_blocked
+            );
+        }
     }
     eprintln!("kvmtrace: see `kvmtrace report {}`", opts.output.display());
     Ok(())
@@ -178,7 +233,7 @@ fn run_report(args: ReportArgs) -> anyhow::Result<()> {
         );
     }
     let fold = stacks::Fold {
-        weight: args.stack_weight,
+        weight: args.stack_weight.parse().map_err(anyhow::Error::msg)?,
         exact: args.stack_exact,
     };
     if let Some(p) = &args.folded {
@@ -186,7 +241,7 @@ fn run_report(args: ReportArgs) -> anyhow::Result<()> {
         eprintln!(
             "kvmtrace: wrote {} folded stacks ({} weight, {:.1} us) to {}",
             f.lines,
-            args.stack_weight.name(),
+            fold.weight.name(),
             f.total_ns as f64 / 1e3,
             p.display()
         );
@@ -196,7 +251,7 @@ fn run_report(args: ReportArgs) -> anyhow::Result<()> {
         eprintln!(
             "kvmtrace: wrote a flame graph of {} stacks ({} weight) to {}",
             f.lines,
-            args.stack_weight.name(),
+            fold.weight.name(),
             p.display()
         );
     }
@@ -206,4 +261,31 @@ fn run_report(args: ReportArgs) -> anyhow::Result<()> {
         print!("{}", report.to_text());
     }
     Ok(())
+}
+
+fn run_exporter(args: ExporterArgs) -> anyhow::Result<()> {
+    if args.max_series == 0 || args.max_series > 100_000 {
+        bail!("--max-series must be between 1 and 100000");
+    }
+    if !(args.vm_grace >= 0.0 && args.vm_grace.is_finite() && args.vm_grace <= 86_400.0) {
+        bail!("--vm-grace must be between 0 and 86400 seconds");
+    }
+    if args.worst > 1000 {
+        bail!("--worst must be at most 1000");
+    }
+    let opts = kvmtrace::exporter::ExporterOptions {
+        listen: args.listen,
+        session: session_options(&args.target)?,
+        metrics: kvmtrace::exporter::metrics::MetricsConfig {
+            max_series: args.max_series,
+            vm_grace_ns: Duration::from_secs_f64(args.vm_grace).as_nanos() as u64,
+            ..Default::default()
+        },
+        worst: args.worst,
+    };
+    runtime()?.block_on(kvmtrace::exporter::run(&opts))
+}
+
+fn run_check(args: CheckArgs) -> anyhow::Result<()> {
+    kvmtrace::check::run(&args.root, args.capture.as_deref(), args.json)
 }

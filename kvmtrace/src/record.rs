@@ -154,6 +154,8 @@ pub struct RecordSummary {
     pub stop_reason: StopReason,
     pub elapsed: Duration,
     pub demo: Option<DemoStats>,
+    /// CPU time of kvmtrace's own threads while tracing.
+    pub tracer_cpu_ns: u64,
 }
 
 const RUNNING: u8 = 0;
@@ -203,11 +205,18 @@ async fn run(
     let mut writer = CaptureWriter::new(file, &opts.output, &session.header)?;
     let attached = session.probes().attached().count();
     eprintln!(
-        "kvmtrace: recording to {} with {attached} probes{} (Ctrl-C to stop)",
+        "kvmtrace: recording to {} with {attached} probes{} (Ctrl-C to stop){}",
         opts.output.display(),
         opts.duration
             .map(|d| format!(" for {:.1} s", d.as_secs_f64()))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        match &session.header.placement {
+            Some(p) if !p.cpus.is_empty() => format!(
+                "; its own threads on CPU {}",
+                crate::housekeeping::cpu_list(&p.cpus)
+            ),
+            _ => String::new(),
+        }
     );
     let started = Instant::now();
     let mut buf: Vec<Event> = Vec::with_capacity(16 * 1024);
@@ -284,6 +293,7 @@ async fn run(
         end_ns: crate::source::demo::monotonic_ns(),
         stop_reason,
         triggers: triggers.clone(),
+        tracer_cpu_ns: Some(end.tracer_cpu_ns),
     })?;
     Ok(RecordSummary {
         triggers,
@@ -294,6 +304,7 @@ async fn run(
         stop_reason,
         elapsed: started.elapsed(),
         demo,
+        tracer_cpu_ns: end.tracer_cpu_ns,
     })
 }
 

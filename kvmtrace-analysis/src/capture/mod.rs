@@ -120,6 +120,30 @@ pub struct CaptureHeader {
     /// How `--stacks` took kernel stacks (docs/stacks.md); absent without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stacks: Option<StackCapture>,
+    /// Where kvmtrace ran its own threads (absent from older captures).
+    #[serde(default)]
+    pub placement: Option<Placement>,
+}
+
+/// Where kvmtrace placed its own threads (reader, writer, TUI), decided at start: CPUs that
+/// host no traced vCPU and are not isolated, or `--housekeeping CPUS`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// The CPUs kvmtrace's threads were confined to; empty: not confined (`off`).
+    pub cpus: Vec<u32>,
+    /// How they were chosen: `auto`, `--housekeeping` or `off`.
+    pub how: String,
+    /// CPUs that hosted a traced vCPU at start.
+    pub vcpu_cpus: Vec<u32>,
+    /// CPUs isolated from the scheduler (`isolcpus`, `nohz_full`).
+    pub isolated: Vec<u32>,
+    /// Why the choice is a compromise, when it is (every CPU hosts a vCPU).
+    #[serde(default)]
+    pub note: Option<String>,
+    /// When the threads were confined (CLOCK_MONOTONIC): events before it come from
+    /// start-up (loading the probes, starting the demo) wherever the threads then ran.
+    #[serde(default)]
+    pub since_ns: u64,
 }
 
 /// What a capture says about its kernel stacks (`--stacks`, docs/stacks.md).
@@ -224,6 +248,10 @@ pub struct CaptureTrailer {
     /// Flight recorder: the samples that triggered a write, in order.
     #[serde(default)]
     pub triggers: Vec<Trigger>,
+    /// CPU time kvmtrace's own threads used from the start of tracing to the end (user and
+    /// system; the demo guest's threads, the traced workload, not included).
+    #[serde(default)]
+    pub tracer_cpu_ns: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -36,6 +36,9 @@ pub enum Cause {
     Preempted {
         pid: u32,
     },
+    /// Runnable but one of kvmtrace's own threads had the CPU: the tracer's observer
+    /// effect, measured apart from `Preempted` (threads named by a tracer `thread_info`).
+    Tracer,
     /// Woken, not yet running, with the CPU idle or its task unknown.
     Wakeup,
     /// Halted (blocked in KVM_RUN) and not yet woken: inside a window, the host's interrupt
@@ -80,6 +83,9 @@ pub enum Cause {
     /// Placeholder for a woken vCPU waiting for its CPU: at the switch-in it becomes
     /// `Preempted` by the task that had the CPU, or `Wakeup` when the CPU was idle.
     UnresolvedWaiting,
+    /// Placeholder for host time after the guest exited but before its `kvm_exit` was
+    /// traced (6.1 SVM): the exit's reason when it comes.
+    UnresolvedExit,
     /// Placeholder, per window, for guest time after an entry that delivered nothing:
     /// `GuestIrqsOff` or `GuestPending` when the window closes.
     GuestUndelivered,
@@ -125,6 +131,7 @@ impl Cause {
                 Some(c) if !c.is_empty() => format!("preempted:{c}:{pid}"),
                 _ => format!("preempted:pid:{pid}"),
             },
+            Cause::Tracer => "tracer".into(),
             Cause::Wakeup => "wakeup".into(),
             Cause::Halted => "halted".into(),
             Cause::Blocked => "blocked".into(),
@@ -135,6 +142,7 @@ impl Cause {
             Cause::GuestIrqsOff => "guest:irqs-off".into(),
             Cause::GuestPending => "guest:pending".into(),
             Cause::GuestUndelivered => "guest:undelivered".into(),
+            Cause::UnresolvedExit => "exit:pending".into(),
             Cause::Hardirq { irq } => format!("hardirq:{irq}"),
             Cause::Softirq { vec } => match softirq_name(u64::from(vec)) {
                 Some(n) => format!("softirq:{n}"),
@@ -184,6 +192,7 @@ mod tests {
         assert_eq!(l(Cause::Vmm { reason: 77 }), "vmm:77");
         assert_eq!(l(Cause::Preempted { pid: 42 }), "preempted:stress:42");
         assert_eq!(l(Cause::Preempted { pid: 43 }), "preempted:pid:43");
+        assert_eq!(l(Cause::Tracer), "tracer");
         assert_eq!(l(Cause::Softirq { vec: 3 }), "softirq:NET_RX");
         assert_eq!(l(Cause::Apic(ApicVector::LocalTimer)), "apic:local_timer");
         assert!(!Cause::Guest.out_of_guest());

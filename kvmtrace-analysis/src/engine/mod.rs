@@ -151,6 +151,10 @@ pub struct Engine {
     dropped: u64,
     unresolved_raises: u64,
     demo_truth: Histogram<u64>,
+    /// The same by the demo's interrupt path (`kvmtrace_common::demo_path`).
+    demo_paths: std::collections::BTreeMap<u64, Histogram<u64>>,
+    /// How long the demo guest kept interrupts disabled after each `irqoff` raise.
+    demo_irqoff_ns: u64,
     /// Time of the last processed event.
     clock: u64,
     next_expiry_check: u64,
@@ -188,6 +192,8 @@ impl Engine {
             dropped: 0,
             unresolved_raises: 0,
             demo_truth: latency_histogram(),
+            demo_paths: std::collections::BTreeMap::new(),
+            demo_irqoff_ns: 0,
             clock: 0,
             next_expiry_check: 0,
             checkpointed: false,
@@ -218,7 +224,18 @@ impl Engine {
             // Bookkeeping records describe the stream rather than a moment in it.
             Some(Payload::ThreadInfo(t)) => return self.on_thread_info(ev, &t),
             Some(Payload::DemoAck(a)) => {
-                let _ = self.demo_truth.record(a.latency_ns().max(1));
+                let lat = a.latency_ns().max(1);
+                let _ = self.demo_truth.record(lat);
+                if self.demo_paths.len() < 16 || self.demo_paths.contains_key(&a.path) {
+                    let _ = self
+                        .demo_paths
+                        .entry(a.path)
+                        .or_insert_with(latency_histogram)
+                        .record(lat);
+                }
+                if a.path == kvmtrace_common::demo_path::IRQOFF {
+                    self.demo_irqoff_ns = self.demo_irqoff_ns.max(a.irqoff_ns);
+                }
                 return;
             }
             Some(_) => {}
@@ -320,6 +337,11 @@ impl Engine {
         &self.demo_truth
     }
 
+    /// The demo's ground truth by interrupt path code, and the irqs-off phase's length.
+    pub fn demo_truth_by_path(&self) -> (&std::collections::BTreeMap<u64, Histogram<u64>>, u64) {
+        (&self.demo_paths, self.demo_irqoff_ns)
+    }
+
     /// Forgets the statistics (histograms, causes, worst samples) and keeps following the
     /// vCPUs' states, so the next interval starts from a correct state machine.
     pub fn reset_stats(&mut self) {
@@ -331,6 +353,7 @@ impl Engine {
         self.worst.clear();
         self.pending.clear();
         self.demo_truth.reset();
+        self.demo_paths.clear();
     }
 
     /// One event in timestamp order: dispatched to the handler of its kind, grouped by what

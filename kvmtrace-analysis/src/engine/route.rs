@@ -14,6 +14,8 @@
 
 use kvmtrace_common::{ev, Event};
 
+use super::vcpu::IdSource;
+
 use super::window::{OpenedBy, Opening};
 use super::Engine;
 
@@ -368,8 +370,22 @@ impl Engine {
     /// The vCPU thread(s) with KVM vcpu_id `id` that a raise from `e`'s task may be for.
     fn target_of_id(&self, e: &Event, id: u32) -> Target {
         let empty = Vec::new();
-        let cands = self.by_id.get(&id).unwrap_or(&empty);
         let vm = self.raiser_vm(e);
+        // A raise the raiser's VM makes is for that VM's vCPU: another VM's vCPU with the
+        // same id (a VM that exited, another tenant) is never it.
+        let all = self.by_id.get(&id).unwrap_or(&empty);
+        let in_vm: Vec<u32>;
+        let cands = match vm {
+            Some(vm) => {
+                in_vm = all
+                    .iter()
+                    .copied()
+                    .filter(|t| self.vcpus.get(t).is_some_and(|v| v.tgid == vm))
+                    .collect();
+                &in_vm
+            }
+            None => all,
+        };
         if cands.is_empty() {
             // No vCPU has that id; with ids unknown, a VM's only vCPU is the one.
             let pool: Vec<u32> = self
@@ -388,20 +404,75 @@ impl Engine {
             return Target::One(*one);
         }
         if let Some(vm) = vm {
-            let mut own = cands
+            let own: Vec<u32> = cands
                 .iter()
-                .filter(|t| self.vcpus.get(t).is_some_and(|v| v.tgid == vm));
-            if let (Some(t), None) = (own.next(), own.next()) {
-                return Target::One(*t);
+                .copied()
+                .filter(|t| self.vcpus.get(t).is_some_and(|v| v.tgid == vm))
+                .collect();
+            if let [one] = own.as_slice() {
+                return Target::One(*one);
+            }
+            // One VM has each vcpu_id once (kvm_main.c `kvm_vm_ioctl_create_vcpu` refuses a
+            // duplicate): an id KVM gave beats one guessed from a thread name.
+            let kvm: Vec<u32> = own
+                .iter()
+                .copied()
+                .filter(|t| {
+                    self.vcpus
+                        .get(t)
+                        .is_some_and(|v| v.id_source == IdSource::Kvm)
+                })
+                .collect();
+            if let [one] = kvm.as_slice() {
+                return Target::One(*one);
             }
         }
-        Target::Several(cands.clone())
+        // Likewise across VMs: drop, per VM, name-guessed candidates when KVM named one.
+        let firm: Vec<u32> = cands
+            .iter()
+            .copied()
+            .filter(|t| {
+                self.vcpus.get(t).is_some_and(|v| {
+                    v.id_source == IdSource::Kvm
+                        || !cands.iter().any(|o| {
+                            self.vcpus
+                                .get(o)
+                                .is_some_and(|w| w.tgid == v.tgid && w.id_source == IdSource::Kvm)
+                        })
+                })
+            })
+            .collect();
+        match firm.as_slice() {
+            [one] => Target::One(*one),
+            _ => Target::Several(firm),
+        }
     }
 
     /// The VM a raise from `e`'s task is for, when the task says: a thread of a VMM
     /// process, or a kernel thread named after its VMM (`vhost-PID` before Linux 6.4,
     /// `kvm-pit/PID`); the only VM, when there is one.
     fn raiser_vm(&self, e: &Event) -> Option<u32> {
+        // A raise from inside a hard IRQ handler (VFIO's `vfio_msihandler` → irqfd, run in
+        // whatever task it interrupted, maybe another VM's vCPU: eventfd.c
+        // `irqfd_wakeup`) says nothing about its VM through that task.
+        let in_hardirq = self.cpus.get(e.cpu as usize).is_some_and(|c| {
+            c.overlays
+                .iter()
+                .any(|o| matches!(o.cause, super::Cause::Hardirq { .. }))
+        });
+        if !in_hardirq {
+            if let Some(vm) = self.task_vm(e) {
+                return Some(vm);
+            }
+        }
+        match self.vms.keys().next() {
+            Some(&only) if self.vms.len() == 1 => Some(only),
+            _ => None,
+        }
+    }
+
+    /// The VM the raising task itself belongs to or is named after.
+    fn task_vm(&self, e: &Event) -> Option<u32> {
         if self.is_vm(e.tgid) {
             return Some(e.tgid);
         }
@@ -410,13 +481,7 @@ impl Engine {
             .strip_prefix("vhost-")
             .or_else(|| name.strip_prefix("kvm-pit/"))
             .and_then(|p| p.parse::<u32>().ok());
-        if let Some(pid) = owner.filter(|p| self.is_vm(*p)) {
-            return Some(pid);
-        }
-        match self.vms.keys().next() {
-            Some(&only) if self.vms.len() == 1 => Some(only),
-            _ => None,
-        }
+        owner.filter(|p| self.is_vm(*p))
     }
 
     fn is_vm(&self, tgid: u32) -> bool {

@@ -475,7 +475,7 @@ impl Stacks {
                     }))
                 }
             }
-            Cause::Preempted { .. } | Cause::Wakeup | Cause::UnresolvedWaiting => {
+            Cause::Preempted { .. } | Cause::Tracer | Cause::Wakeup | Cause::UnresolvedWaiting => {
                 // The task is kept even when the cause names it: a waiting placeholder is
                 // named only at the switch-in (the report leaves out a task its cause names).
                 if sampled(&|t| (t != tid).then_some(Some(t))) {
@@ -519,7 +519,8 @@ impl Stacks {
             | Cause::Exit { .. }
             | Cause::Vmm { .. }
             | Cause::Other
-            | Cause::UnresolvedRunning => {
+            | Cause::UnresolvedRunning
+            | Cause::UnresolvedExit => {
                 if sampled(&|t| (t == tid).then_some(None)) {
                     None
                 } else {

@@ -618,6 +618,41 @@ fn another_vms_vcpu_named_as_a_preempter_is_not_taken_for_a_vcpu() {
     );
 }
 
+/// kvmtrace's own threads are the `tracer`, whether they take the CPU from the running vCPU
+/// or keep a woken one waiting (any other task is `preempted`, as the tests above show).
+#[test]
+fn time_lost_to_the_tracers_own_threads_is_the_tracer_cause() {
+    const TRACER: u32 = 777;
+    let mut s = running_guest();
+    s.ev(TRACER, 0, ev::ThreadInfo::tracer("kvmtrace"));
+    s.at(5.0).exit(V0, 0, VMX, 1);
+    s.at(7.0).switch(0, V0, true, TRACER, "kvmtrace");
+    s.at(10.0).msi(0);
+    s.at(50.0).switch(0, TRACER, true, V0, "CPU 0/KVM");
+    s.at(52.0).inj(V0, 0).entry(V0, 0);
+    let e = s.run();
+    expect(&e, &[("tracer", 40.0), ("exit:EXTERNAL_INTERRUPT", 2.0)]);
+    assert!(e.threads().is_tracer(TRACER) && !e.threads().is_tracer(BUSY));
+
+    // Woken while the tracer has its CPU: the wait is the tracer's too.
+    let mut s = Sim::new();
+    s.ev(TRACER, 0, ev::ThreadInfo::tracer("kvmtrace"));
+    s.at(0.0)
+        .switch(1, 0, false, V0, "CPU 0/KVM")
+        .kvm_wakeup(V0, 1);
+    s.at(5.0).switch(1, V0, false, TRACER, "kvmtrace");
+    s.at(100.0).raise_pic();
+    s.at(110.0).wakeup(V0, 1);
+    s.at(610.0).switch(1, TRACER, true, V0, "CPU 0/KVM");
+    s.at(615.0).kvm_wakeup(V0, 1);
+    s.at(620.0).pio(V0, 1, 0xe2);
+    let e = s.run();
+    expect(
+        &e,
+        &[("halted", 10.0), ("tracer", 500.0), ("kvm_run", 10.0)],
+    );
+}
+
 #[test]
 fn exits_whose_entry_is_not_in_the_trace_are_counted_not_measured() {
     let mut s = Sim::new();
@@ -985,4 +1020,58 @@ fn several_vectors_pending_each_have_a_window() {
         .map(|(c, ns)| (c.label(e.threads().names()), *ns))
         .collect();
     assert_eq!(causes["guest:irqs-off"], us(10.0));
+}
+
+/// A VM that exited takes no more raises: the next VM's vCPU 0 gets its own, even before
+/// the engine knows its id (the exporter's churn: one VM after another).
+#[test]
+fn a_gone_vms_vcpu_does_not_take_a_new_vms_raises() {
+    const NEW_VM: u32 = 300;
+    const N0: u32 = 301;
+    const NIOT: u32 = 310;
+    let mut s = running_guest();
+    let at = |t: u64, tid: u32, tgid: u32| Origin {
+        ts_ns: t,
+        tid,
+        tgid,
+        cpu: 1,
+    };
+    s.at(5.0).ev(VM, 0, ev::ThreadInfo::vm_gone("old"));
+    // The new VM's vCPU runs (its id not known yet), then its I/O thread raises an MSI.
+    s.evs
+        .push(Event::new(at(10_000, N0, NEW_VM), &ev::KvmEntry::default()));
+    s.evs.push(Event::new(
+        at(20_000, NIOT, NEW_VM),
+        &ev::KvmApicAcceptIrq {
+            apicid: 0,
+            vec: 0x30,
+            dm: Some(0),
+            tm: Some(0),
+        },
+    ));
+    s.evs.push(Event::new(
+        at(25_000, N0, NEW_VM),
+        &ev::KvmExit {
+            exit_reason: 1,
+            isa: Some(1),
+            ..Default::default()
+        },
+    ));
+    for (t, p) in [
+        (
+            26_000,
+            Payload::KvmInjVirq(ev::KvmInjVirq {
+                vector: 0x30,
+                soft: Some(0),
+                reinjected: Some(0),
+            }),
+        ),
+        (27_000, Payload::KvmEntry(ev::KvmEntry::default())),
+    ] {
+        s.evs.push(p.event(at(t, N0, NEW_VM)));
+    }
+    let e = s.run();
+    assert_eq!(e.worst().len(), 1, "{:?}", e.worst());
+    assert_eq!((e.worst()[0].tid, e.worst()[0].total_ns), (N0, us(7.0)));
+    assert!(e.vcpu(V0).unwrap().windows.is_empty());
 }

@@ -2,11 +2,12 @@
 //! and how many events of each kind the stream and each thread had. Derived once, here, for
 //! the engine's attribution and for the report.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use kvmtrace_common::{ev, Comm, Event, Kind, Payload, ThreadInfoIs};
 
 use super::fxhash::FxHashMap;
+use super::Cause;
 use crate::threads::vcpu_from_comm;
 
 /// Threads whose per-kind counts are kept; events about further threads are counted in
@@ -57,6 +58,10 @@ pub struct Threads {
     names: HashMap<u32, String>,
     /// VMM pid -> VM name.
     vm_names: HashMap<u32, String>,
+    /// kvmtrace's own threads: a vCPU waiting behind one of them waits for the tracer.
+    tracers: HashSet<u32>,
+    /// VMM pid -> when the recorder saw it exit.
+    vm_gone: HashMap<u32, u64>,
     counts: StreamCounts,
 }
 
@@ -131,7 +136,13 @@ impl Threads {
             ThreadInfoIs::VmName => {
                 self.vm_names.insert(e.tgid, comm);
             }
-            ThreadInfoIs::NameOnly => {
+            ThreadInfoIs::VmGone => {
+                self.vm_gone.entry(e.tgid).or_insert(e.ts_ns);
+            }
+            ThreadInfoIs::NameOnly | ThreadInfoIs::Tracer => {
+                if t.is() == ThreadInfoIs::Tracer {
+                    self.tracers.insert(e.tid);
+                }
                 self.names.insert(e.tid, comm.clone());
                 if let Some(r) = self.rec(e.tid) {
                     r.comm = comm;
@@ -167,6 +178,21 @@ impl Threads {
         self.names.insert(tid as u32, comm.to_string_lossy());
     }
 
+    /// Is `tid` one of kvmtrace's own threads?
+    pub fn is_tracer(&self, tid: u32) -> bool {
+        self.tracers.contains(&tid)
+    }
+
+    /// The cause of a vCPU's wait while task `pid` had its CPU: the tracer's or another
+    /// task's.
+    pub(super) fn preempted_by(&self, pid: u32) -> Cause {
+        if self.tracers.contains(&pid) {
+            Cause::Tracer
+        } else {
+            Cause::Preempted { pid }
+        }
+    }
+
     /// The stream's counts.
     pub fn counts(&self) -> &StreamCounts {
         &self.counts
@@ -194,6 +220,11 @@ impl Threads {
     /// Every VM name, by VMM pid.
     pub fn vm_names(&self) -> impl Iterator<Item = (u32, &str)> {
         self.vm_names.iter().map(|(p, n)| (*p, n.as_str()))
+    }
+
+    /// VMs that exited during the stream: (VMM pid, when the recorder saw it gone).
+    pub fn vms_gone(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.vm_gone.iter().map(|(p, t)| (*p, *t))
     }
 
     /// The VM run by process `tgid`: QEMU's `-name guest=`, or the VMM's program name.

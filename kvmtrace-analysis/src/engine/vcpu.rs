@@ -8,7 +8,7 @@ use kvmtrace_common::{ev, limits, switch_prev_runnable, Event, ThreadInfoIs};
 
 use super::fxhash::FxHashMap;
 use super::window::{EndMarker, OpenedBy, Opening, Window};
-use super::{Cause, Engine, StackAcc};
+use super::{Cause, Engine, StackAcc, Threads};
 use crate::hist::latency_histogram;
 use crate::names::{ISA_SVM, ISA_VMX};
 use crate::threads::vcpu_from_comm;
@@ -66,6 +66,11 @@ pub(super) enum Ctx {
         reason: u32,
     },
     KvmRun,
+    /// Out of the guest before its `kvm_exit` was traced: a host interrupt ran in the vCPU
+    /// thread while it was "in guest". On Linux 6.1 SVM `kvm_exit` comes from
+    /// `svm_handle_exit`, after the host IRQ that caused the exit (6.1: svm.c:3446,
+    /// x86.c:10986-11019); the reason comes with that `kvm_exit`.
+    ExitPending,
     Halt,
     /// Blocked with no exit reason to say why (kernels without `kvm_exit`, or an exit not
     /// seen): a halt or another sleep, told apart by the thread's next KVM event:
@@ -234,6 +239,20 @@ const MAX_OVERLAYS: usize = 8;
 impl Engine {
     /// A recorder's thread record: vCPU ids announced before the thread's first event.
     pub(super) fn on_thread_info(&mut self, e: &Event, t: &ev::ThreadInfo) {
+        if t.is() == ThreadInfoIs::VmGone {
+            // Its vCPUs take no more raises: a new VM's vCPU 0 is not the gone one's.
+            self.vms.remove(&e.tgid);
+            let gone: Vec<u32> = self
+                .vcpus
+                .values()
+                .filter(|v| v.tgid == e.tgid)
+                .map(|v| v.tid)
+                .collect();
+            for tids in self.by_id.values_mut() {
+                tids.retain(|t| !gone.contains(t));
+            }
+            return;
+        }
         let ThreadInfoIs::Thread { vcpu } = t.is() else {
             return;
         };
@@ -256,7 +275,12 @@ impl Engine {
         let Some(v) = self.vcpus.get_mut(&tid) else {
             return;
         };
-        if v.vcpu_id == Some(id) || (v.vcpu_id.is_some() && source < v.id_source) {
+        if v.vcpu_id == Some(id) {
+            // KVM confirming a name's guess makes it KVM's.
+            v.id_source = v.id_source.max(source);
+            return;
+        }
+        if v.vcpu_id.is_some() && source < v.id_source {
             return;
         }
         if let Some(old) = v.vcpu_id {
@@ -322,7 +346,7 @@ impl Engine {
     }
 
     /// The cause of the vCPU's current segment.
-    fn cause_of(v: &Vcpu, cpus: &[CpuState]) -> Cause {
+    fn cause_of(v: &Vcpu, cpus: &[CpuState], threads: &Threads) -> Cause {
         let overlay = v
             .cpu
             .and_then(|c| cpus.get(c as usize))
@@ -336,7 +360,7 @@ impl Engine {
                 Ctx::Exit { isa, reason } => Cause::BlockedExit { isa, reason },
                 _ => Cause::Blocked,
             },
-            Sched::Preempted { by } => overlay.unwrap_or(Cause::Preempted { pid: by }),
+            Sched::Preempted { by } => overlay.unwrap_or(threads.preempted_by(by)),
             Sched::Waking => overlay.unwrap_or(Cause::UnresolvedWaiting),
             Sched::OnCpu | Sched::Unknown => {
                 if let Some(o) = overlay {
@@ -347,6 +371,7 @@ impl Engine {
                 }
                 match v.ctx {
                     Ctx::Guest => Cause::Guest,
+                    Ctx::ExitPending => Cause::UnresolvedExit,
                     Ctx::Exit { isa, reason } => Cause::Exit { isa, reason },
                     Ctx::Vmm { reason } => Cause::Vmm { reason },
                     Ctx::KvmRun | Ctx::Halt => Cause::KvmRun,
@@ -365,7 +390,7 @@ impl Engine {
         let now = ts.max(v.seg_start);
         let ns = now - v.seg_start;
         if ns > 0 {
-            let cause = Self::cause_of(v, &self.cpus);
+            let cause = Self::cause_of(v, &self.cpus, &self.threads);
             *v.stats.state_ns.entry(cause).or_default() += ns;
             // Its stacks (stacks.rs; empty without them), wherever the cause goes.
             let split = self.stacks.segment(v, cause, now);
@@ -445,6 +470,7 @@ impl Engine {
         };
         let reason = x.exit_reason as u32;
         let isa = x.isa.unwrap_or(0) as u8;
+        v.resolve(Cause::UnresolvedExit, Cause::Exit { isa, reason });
         v.ctx = Ctx::Exit { isa, reason };
         v.exit_start = Some((ts, isa, reason));
         v.stats
@@ -643,9 +669,10 @@ impl Engine {
                         Ctx::KvmRun | Ctx::Guest | Ctx::Unknown => {
                             Ctx::MaybeHalt { vmm_reason: None }
                         }
-                        // No kvm_entry to say it went back into KVM_RUN: a halt or a wait in
-                        // the VMM, decided likewise.
-                        Ctx::Vmm { reason } if !v.seen_entry => Ctx::MaybeHalt {
+                        // After a userspace exit the VMM may have called KVM_RUN again and
+                        // halted there (no event says so before kvm_vcpu_wakeup), or it
+                        // waits in the VMM: decided likewise.
+                        Ctx::Vmm { reason } => Ctx::MaybeHalt {
                             vmm_reason: Some(reason),
                         },
                         c => c,
@@ -657,12 +684,12 @@ impl Engine {
         if self.known(next, ts) {
             self.account(next, ts);
             // Time spent waiting for this CPU while another task ran is that task's doing.
+            let waited = if prev != 0 {
+                self.threads.preempted_by(prev)
+            } else {
+                Cause::Wakeup
+            };
             if let Some(v) = self.vcpus.get_mut(&next) {
-                let waited = if prev != 0 {
-                    Cause::Preempted { pid: prev }
-                } else {
-                    Cause::Wakeup
-                };
                 v.resolve(Cause::UnresolvedWaiting, waited);
             }
             self.note_in_window(next, e);
@@ -780,6 +807,15 @@ impl Engine {
         if let Some(cause) = end {
             if let Some(i) = c.overlays.iter().rposition(|o| o.cause == cause) {
                 c.overlays.truncate(i);
+            }
+        }
+        // A host interrupt in the vCPU thread itself while it was in its guest: the guest
+        // has exited (its kvm_exit is yet to be traced).
+        if start.is_some_and(|c| !matches!(c, Cause::Softirq { .. })) {
+            if let Some(v) = self.vcpus.get_mut(&e.tid) {
+                if v.ctx == Ctx::Guest && v.cpu == Some(cpu) {
+                    v.ctx = Ctx::ExitPending;
+                }
             }
         }
     }

@@ -322,9 +322,17 @@ fn kvm_wait_lapic_expire(body: &str) -> Result<Parsed<'_>, Fail> {
 }
 
 /// `hrtimer_start`: "hrtimer=0xffff... function=apic_timer_fn [kvm] expires=123
-/// softexpires=123 mode=ABS|HARD" (older kernels: no mode).
+/// softexpires=123 mode=ABS|HARD was_armed=0" (`was_armed` since 6.x backports; older
+/// kernels: no mode).
 fn hrtimer_start(body: &str) -> Result<Parsed<'_>, Fail> {
-    const K: &[&str] = &["hrtimer", "function", "expires", "softexpires", "mode"];
+    const K: &[&str] = &[
+        "hrtimer",
+        "function",
+        "expires",
+        "softexpires",
+        "mode",
+        "was_armed",
+    ];
     let func = need(eq(body, "function", K), "function")?;
     Ok(Parsed::of(Payload::HrtimerStart(ev::HrtimerStart {
         hrtimer: need(eq(body, "hrtimer", K).and_then(hex), "hrtimer")?,

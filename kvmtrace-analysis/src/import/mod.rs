@@ -421,14 +421,19 @@ impl Importer {
                 continue;
             };
             let comm = t.comm.as_deref().or(t.named.as_deref()).unwrap_or("");
-            let vcpu = t.vcpu.or_else(|| crate::threads::vcpu_from_comm(comm));
             let at = Origin {
                 ts_ns: t.first_ts,
                 tid,
                 tgid: tgid_of(tid, t),
                 cpu: t.cpu,
             };
-            out.push(Event::new(at, &ev::ThreadInfo::thread(vcpu, comm)));
+            // An id from the thread's own kvm_exit/kvm_entry is KVM's; one from its name
+            // (QEMU's cpu_index) only a guess.
+            let info = match t.vcpu {
+                Some(id) => ev::ThreadInfo::vcpu_thread(id, comm),
+                None => ev::ThreadInfo::thread(crate::threads::vcpu_from_comm(comm), comm),
+            };
+            out.push(Event::new(at, &info));
         }
         self.stats.threads = out.len() as u64;
         for mut e in self.events {

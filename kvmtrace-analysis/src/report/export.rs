@@ -45,6 +45,25 @@ fn tag_text(s: &str) -> String {
         .collect()
 }
 
+/// The interval-log format version the Java `HistogramLogWriter` writes (and
+/// HistogramLogAnalyzer reads to choose its parser); readers that do not know it (the Java
+/// `HistogramLogReader`, the Rust crate's `IntervalLogIterator`) take it for a comment.
+pub const HDR_LOG_FORMAT_VERSION: &str = "1.3";
+
+/// The header lines, as the Java writer orders them: format version, a comment, the start
+/// time, the column legend.
+fn hdr_log_header(start: std::time::SystemTime) -> String {
+    let secs = start
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    format!(
+        "#[Histogram log format version {HDR_LOG_FORMAT_VERSION}]\n\
+         #kvmtrace: latency histograms per vCPU and metric, values in nanoseconds\n\
+         #[StartTime: {secs:.3} (seconds since epoch)]\n\
+         \"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n"
+    )
+}
+
 /// Writes one interval (the whole run) per vCPU and metric: `irq_to_guest` and each exit
 /// reason, tagged `pid<P>.vcpu<N>.tid<T>.<metric>`; values in nanoseconds.
 pub fn write_hdr_log(path: &Path, force: bool, engine: &Engine) -> Result<usize, ExportError> {
@@ -53,15 +72,11 @@ pub fn write_hdr_log(path: &Path, force: bool, engine: &Engine) -> Result<usize,
         source,
     };
     let mut file = create_output(path, force)?;
-    let mut buf = Vec::new();
+    let mut buf = hdr_log_header(std::time::SystemTime::now()).into_bytes();
     let mut serializer = V2DeflateSerializer::new();
     let mut n = 0;
     {
-        let mut builder = IntervalLogWriterBuilder::new();
-        builder
-            .add_comment("kvmtrace: latency histograms per vCPU and metric, values in nanoseconds");
-        builder.with_start_time(std::time::SystemTime::now());
-        let mut log = builder
+        let mut log = IntervalLogWriterBuilder::new()
             .begin_log_with(&mut buf, &mut serializer)
             .map_err(werr)?;
         let mut vcpus: Vec<_> = engine.vcpus().collect();
@@ -179,4 +194,119 @@ pub fn write_chrome_trace(path: &Path, force: bool, engine: &Engine) -> Result<u
     serde_json::to_writer(&mut file, &v).map_err(|e| werr(e.into()))?;
     file.sync_all().map_err(werr)?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    use kvmtrace_common::{ev, Comm, Event, Origin, Payload};
+
+    use super::*;
+    use crate::engine::EngineConfig;
+
+    /// A halted vCPU woken by a PIC interrupt that reaches the guest 20 µs later.
+    fn engine_with_a_sample() -> Engine {
+        let at = |ts: u64, tid: u32, p: Payload| {
+            p.event(Origin {
+                ts_ns: ts,
+                tid,
+                tgid: 100,
+                cpu: 0,
+            })
+        };
+        let switch = |prev: u64, state: u64, next: u64| {
+            Payload::SchedSwitch(ev::SchedSwitch {
+                prev_pid: prev,
+                prev_state: state,
+                next_pid: next,
+                next_comm: Comm::new("x"),
+            })
+        };
+        let t = 1_000_000;
+        let events: Vec<Event> = vec![
+            at(
+                0,
+                101,
+                Payload::ThreadInfo(ev::ThreadInfo::thread(Some(0), "CPU 0/KVM")),
+            ),
+            at(t / 2, 101, switch(101, 1, 0)),
+            at(
+                t,
+                110,
+                Payload::KvmSetIrq(ev::KvmSetIrq {
+                    gsi: 0,
+                    level: 1,
+                    irq_source_id: Some(0),
+                }),
+            ),
+            at(
+                t + 1,
+                110,
+                Payload::KvmPicSetIrq(ev::KvmPicSetIrq::default()),
+            ),
+            at(
+                t + 2,
+                110,
+                Payload::SchedWakeup(ev::SchedWakeup {
+                    pid: 101,
+                    target_cpu: Some(0),
+                    prio: Some(120),
+                    comm: Comm::default(),
+                }),
+            ),
+            at(t + 3, 0, switch(0, 0, 101)),
+            at(
+                t + 4,
+                101,
+                Payload::KvmVcpuWakeup(ev::KvmVcpuWakeup {
+                    ns: 1,
+                    waited: 1,
+                    valid: Some(1),
+                }),
+            ),
+            at(
+                t + 20_000,
+                101,
+                Payload::KvmPio(ev::KvmPio {
+                    rw: 1,
+                    port: 0xe2,
+                    size: 2,
+                    val: Some(1),
+                }),
+            ),
+            at(t + 30_000, 0, Payload::Drops(ev::Drops::default())),
+        ];
+        let mut e = Engine::new(EngineConfig::default());
+        for ev in &events {
+            e.push(ev);
+        }
+        e.flush();
+        e
+    }
+
+    #[test]
+    fn the_hdr_log_says_its_format_version_and_reads_back() {
+        let engine = engine_with_a_sample();
+        let p = std::env::temp_dir().join(format!("kvmtrace-hlog-{}", std::process::id()));
+        let n = write_hdr_log(&p, true, &engine).unwrap();
+        assert_eq!(n, 1, "one irq_to_guest histogram");
+        let text = std::fs::read(&p).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        let first = text.split(|b| *b == b'\n').next().unwrap();
+        assert_eq!(first, b"#[Histogram log format version 1.3]");
+        // The Rust reader skips the version line and the legend, reads the start time and
+        // the interval.
+        let entries: Vec<LogEntry> = IntervalLogIterator::new(&text)
+            .collect::<Result<_, _>>()
+            .expect("the log parses");
+        assert!(matches!(entries[0], LogEntry::StartTime(_)), "{entries:?}");
+        let LogEntry::Interval(h) = &entries[1] else {
+            panic!("{entries:?}");
+        };
+        assert_eq!(
+            h.tag().map(|t| t.as_str()),
+            Some("pid100.vcpu0.tid101.irq_to_guest")
+        );
+        assert_eq!(entries.len(), 2);
+    }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::capture::{CaptureHeader, CaptureTrailer, Damage, StopReason, Trigger};
+use crate::capture::{CaptureHeader, CaptureTrailer, Damage, Placement, StopReason, Trigger};
 use crate::hist::LatencySummary;
 use crate::host::HostFacts;
 
@@ -33,6 +33,13 @@ pub struct Report {
     pub worst: Vec<WorstSample>,
     pub attribution: AttributionInfo,
     pub demo: Option<DemoReport>,
+    /// kvmtrace itself during the recording: where it ran, its CPU time, what it cost the
+    /// vCPUs (absent for older captures and text traces).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracer: Option<TracerReport>,
+    /// What became of the targets: `-p` pids that ran no vCPU, VMs that exited.
+    #[serde(skip_serializing_if = "Targets::is_empty")]
+    pub targets: Targets,
     /// For `--from-text`: what the importer made of the text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub import: Option<ImportInfo>,
@@ -104,11 +111,60 @@ pub struct VcpuReport {
     pub latency: VcpuLatency,
 }
 
+/// The observer effect: kvmtrace's own placement and CPU time, and the interrupt-to-guest
+/// time it took from the vCPUs (the `tracer` cause).
+#[derive(Clone, Debug, Serialize)]
+pub struct TracerReport {
+    /// Where its threads ran (absent when the capture does not say).
+    pub placement: Option<Placement>,
+    /// CPU time of kvmtrace's own threads during the recording.
+    pub cpu_ns: Option<u64>,
+    /// The recording's length (start of tracing to the trailer).
+    pub wall_ns: u64,
+    /// `cpu_ns` as a share of one CPU over `wall_ns`.
+    pub cpu_pct: Option<f64>,
+    /// Interrupt-to-guest time given to the `tracer` cause, all vCPUs together.
+    pub irq_to_guest_ns: u64,
+}
+
+/// Notes on the traced processes.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Targets {
+    /// `-p` pids none of whose threads ran a vCPU during the capture.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub without_vcpu: Vec<u32>,
+    /// VMs whose VMM process exited during the capture (their samples are kept).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exited: Vec<VmExit>,
+}
+
+impl Targets {
+    pub fn is_empty(&self) -> bool {
+        self.without_vcpu.is_empty() && self.exited.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct VmExit {
+    pub pid: u32,
+    pub vm_name: String,
+    /// When the recorder saw it gone (CLOCK_MONOTONIC; within its 0.5 s poll).
+    pub at_ns: u64,
+    /// `at_ns` after the start of the recording (or of the first event, when the capture
+    /// does not say when it started).
+    pub after_ns: u64,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct DemoReport {
     /// Interrupt raised (KVM_IRQ_LINE) -> the guest's handler acknowledged it (port write
     /// seen by the demo VMM): the ground truth the tracer is checked against.
     pub irq_ack_latency_ns: LatencySummary,
+    /// The same by interrupt path (`pic`, `msi`, `timer`, `irqoff`), for the paths that ran.
+    pub by_path: BTreeMap<String, LatencySummary>,
+    /// How long the guest kept interrupts disabled after each `irqoff` raise (0: no such
+    /// phase).
+    pub irqoff_ns: u64,
 }
 
 impl Report {
@@ -150,9 +206,58 @@ impl Report {
             .collect();
         vcpus.sort_by_key(|v| (v.pid, v.vcpu.unwrap_or(u32::MAX), v.tid));
         let truth = engine.demo_truth();
+        let (paths, irqoff_ns) = engine.demo_truth_by_path();
         let demo = (header.demo || !truth.is_empty()).then(|| DemoReport {
             irq_ack_latency_ns: LatencySummary::from_histogram(truth),
+            by_path: paths
+                .iter()
+                .map(|(p, h)| {
+                    let name = kvmtrace_common::demo_path::name(*p).to_string();
+                    (name, LatencySummary::from_histogram(h))
+                })
+                .collect(),
+            irqoff_ns,
         });
+        let tracer_cpu = trailer.and_then(|t| t.tracer_cpu_ns);
+        let tracer = (header.placement.is_some() || tracer_cpu.is_some()).then(|| {
+            let wall_ns = trailer.map_or(0, |t| t.end_ns.saturating_sub(header.start_ns));
+            TracerReport {
+                placement: header.placement.clone(),
+                cpu_ns: tracer_cpu,
+                wall_ns,
+                cpu_pct: tracer_cpu
+                    .filter(|_| wall_ns > 0)
+                    .map(|c| 100.0 * c as f64 / wall_ns as f64),
+                irq_to_guest_ns: vcpus
+                    .iter()
+                    .filter_map(|v| v.latency.irq_to_guest.causes_ns.get("tracer"))
+                    .sum(),
+            }
+        });
+        let mut targets = Targets {
+            without_vcpu: header
+                .pids
+                .iter()
+                .copied()
+                .filter(|&p| !vcpus.iter().any(|v| v.pid == p))
+                .collect(),
+            exited: threads
+                .vms_gone()
+                .map(|(pid, at_ns)| VmExit {
+                    pid,
+                    vm_name: threads.vm_name(pid).unwrap_or_default().to_string(),
+                    at_ns,
+                    after_ns: at_ns.saturating_sub(if header.start_ns > 0 {
+                        header.start_ns
+                    } else {
+                        counts.first_ns.unwrap_or(at_ns)
+                    }),
+                })
+                .collect(),
+        };
+        targets.without_vcpu.sort_unstable();
+        targets.without_vcpu.dedup();
+        targets.exited.sort_by_key(|e| (e.at_ns, e.pid));
         Report {
             schema: SCHEMA,
             capture: CaptureInfo {
@@ -192,6 +297,8 @@ impl Report {
             worst: latency::worst_samples(engine),
             attribution: latency::attribution_info(engine),
             demo,
+            tracer,
+            targets,
             import: None,
             stacks: stacks::summary(engine, header),
         }
@@ -301,6 +408,88 @@ mod tests {
 
     use super::*;
 
+    /// `-p 100 -p 999` where 999 ran no vCPU and 100 exited; kvmtrace's own CPU time and
+    /// placement from the header and trailer; the tracer's share of the samples.
+    #[test]
+    fn targets_and_the_tracer_are_reported() {
+        let at = |ts: u64, tid: u32, tgid: u32, rec: &ev::ThreadInfo| {
+            let o = Origin {
+                ts_ns: ts,
+                tid,
+                tgid,
+                cpu: 0,
+            };
+            Event::new(o, rec)
+        };
+        let mut engine = Engine::new(EngineConfig::default());
+        for e in [
+            at(0, 101, 100, &ev::ThreadInfo::thread(Some(0), "CPU 0/KVM")),
+            at(0, 100, 100, &ev::ThreadInfo::vm_name("vnf")),
+            at(0, 7, 7, &ev::ThreadInfo::tracer("kvmtrace")),
+            at(2_500_000_000, 100, 100, &ev::ThreadInfo::vm_gone("vnf")),
+        ] {
+            engine.push(&e);
+        }
+        engine.push(&Event::new(
+            Origin {
+                ts_ns: 1_000_000_000,
+                tid: 101,
+                tgid: 100,
+                cpu: 1,
+            },
+            &ev::KvmPio {
+                rw: 1,
+                port: 0x80,
+                size: 1,
+                val: Some(0),
+            },
+        ));
+        engine.flush();
+        let header = CaptureHeader {
+            pids: vec![100, 999],
+            start_ns: 1_000_000_000,
+            placement: Some(Placement {
+                cpus: vec![0],
+                how: "auto".into(),
+                vcpu_cpus: vec![1],
+                ..Placement::default()
+            }),
+            ..CaptureHeader::default()
+        };
+        let trailer = CaptureTrailer {
+            end_ns: 3_000_000_000,
+            tracer_cpu_ns: Some(50_000_000),
+            ..CaptureTrailer::default()
+        };
+        let r = Report::build("x", &header, Some(&trailer), None, &engine);
+        assert_eq!(r.targets.without_vcpu, vec![999]);
+        assert_eq!(r.targets.exited.len(), 1);
+        assert_eq!(
+            (r.targets.exited[0].pid, r.targets.exited[0].at_ns),
+            (100, 2_500_000_000)
+        );
+        let t = r.tracer.as_ref().expect("tracer section");
+        assert_eq!((t.cpu_ns, t.wall_ns), (Some(50_000_000), 2_000_000_000));
+        assert!((t.cpu_pct.unwrap() - 2.5).abs() < 1e-9);
+        let text = r.to_text();
+        assert!(
+            text.contains("warning: pid 999 ran no vCPU during the capture"),
+            "{text}"
+        );
+        assert!(
+            text.contains("VM pid 100 (vnf) exited 1.500 s into the capture; its samples are kept"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kvmtrace itself: 0.050 s of CPU over 2.0 s (2.5 % of one CPU)"),
+            "{text}"
+        );
+        assert!(text.contains("on CPU 0 (auto; vCPUs on 1)"), "{text}");
+        let j = serde_json::to_value(&r).unwrap();
+        assert_eq!(j["targets"]["without_vcpu"][0], 999);
+        assert_eq!(j["tracer"]["placement"]["cpus"][0], 0);
+    }
+
     fn at<R: Record>(ts: u64, tid: u32, rec: R) -> Event {
         let o = Origin {
             ts_ns: ts,
@@ -368,6 +557,7 @@ mod tests {
                     seq: 1,
                     raised_ns: 1000,
                     acked_ns: 36_000,
+                    ..Default::default()
                 },
             ),
             at(
@@ -377,6 +567,7 @@ mod tests {
                     seq: 2,
                     raised_ns: 2000,
                     acked_ns: 12_000,
+                    ..Default::default()
                 },
             ),
             at(
@@ -425,7 +616,78 @@ mod tests {
         assert!(d.max >= 35_000 && d.max <= 35_100, "{}", d.max);
         let text = r.to_text();
         assert!(text.contains("vCPU 0  pid 100 () tid 101"), "{text}");
+        assert!(
+            r.tracer.is_none() && r.targets.is_empty(),
+            "nothing said, nothing shown"
+        );
         assert!(text.contains("<-- DROPS"));
         assert!(!r.capture.complete);
+        // Records from before paths existed read as the PIC's; one path: no per-path lines.
+        let demo = r.demo.clone().unwrap();
+        assert_eq!(demo.by_path.keys().collect::<Vec<_>>(), ["pic"]);
+        assert!(!text.contains("  pic "), "{text}");
+    }
+
+    #[test]
+    fn demo_ground_truth_by_path() {
+        use kvmtrace_common::demo_path;
+        let ack = |seq, raised, acked, path, irqoff| {
+            at(
+                acked,
+                101,
+                ev::DemoAck {
+                    seq,
+                    raised_ns: raised,
+                    acked_ns: acked,
+                    path,
+                    irqoff_ns: irqoff,
+                },
+            )
+        };
+        let stream = [
+            ack(1, 1_000, 31_000, demo_path::PIC, 0),
+            ack(1, 2_000, 12_000, demo_path::MSI, 0),
+            ack(2, 3_000, 15_000, demo_path::MSI, 0),
+            ack(1, 4_000, 54_000, demo_path::TIMER, 0),
+            ack(1, 5_000, 260_000, demo_path::IRQOFF, 200_000),
+            ack(1, 6_000, 7_000, 9, 0),
+        ];
+        let mut engine = Engine::new(EngineConfig::default());
+        for e in &stream {
+            engine.push(e);
+        }
+        engine.flush();
+        let r = Report::build("x", &CaptureHeader::default(), None, None, &engine);
+        let d = r.demo.clone().unwrap();
+        assert_eq!(d.irq_ack_latency_ns.count, 6);
+        let counts: Vec<(&str, u64)> = d
+            .by_path
+            .iter()
+            .map(|(p, l)| (p.as_str(), l.count))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                ("irqoff", 1),
+                ("msi", 2),
+                ("pic", 1),
+                ("timer", 1),
+                ("unknown", 1)
+            ]
+        );
+        assert!(d.by_path["irqoff"].p50 >= 254_000 && d.by_path["irqoff"].p50 <= 256_000);
+        assert_eq!(d.irqoff_ns, 200_000);
+        let text = r.to_text();
+        for want in [
+            "  msi     count 2",
+            "  timer   count 1",
+            "(from when the tick was due)",
+            "(interrupts disabled 200.0 us after each raise)",
+        ] {
+            assert!(text.contains(want), "{want:?} missing:\n{text}");
+        }
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["demo"]["by_path"]["timer"]["count"], 1);
+        assert_eq!(json["demo"]["irqoff_ns"], 200_000);
     }
 }

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{latency, Report};
+use crate::host::cpu_list;
 
 fn us(ns: u64) -> String {
     format!("{:.1}", ns as f64 / 1000.0)
@@ -70,12 +71,15 @@ impl Report {
         if self.import.is_none() {
             let _ = writeln!(
                 s,
-                "host: {} | kernel {} | KVM {} | {} CPUs | {}",
+                "host: {} | kernel {} | KVM {} | {} CPUs | {}{}",
                 h.hostname,
                 h.kernel,
                 h.kvm_backend.as_deref().unwrap_or("not loaded"),
                 h.ncpus,
-                h.cpu_model
+                h.cpu_model,
+                h.virt
+                    .summary()
+                    .map_or(String::new(), |v| format!(" | {v}"))
             );
             let _ = writeln!(
                 s,
@@ -109,6 +113,61 @@ impl Report {
                 let _ = writeln!(s, "  frames are not named: {p}");
             }
         }
+        self.targets_text(s);
+        self.tracer_text(s);
+    }
+
+    /// `-p` pids that ran no vCPU, VMs that exited.
+    fn targets_text(&self, s: &mut String) {
+        for pid in &self.targets.without_vcpu {
+            let _ = writeln!(s, "warning: pid {pid} ran no vCPU during the capture");
+        }
+        for e in &self.targets.exited {
+            let _ = writeln!(
+                s,
+                "VM pid {} ({}) exited {:.3} s into the capture; its samples are kept",
+                e.pid,
+                e.vm_name,
+                e.after_ns as f64 / 1e9
+            );
+        }
+    }
+
+    /// kvmtrace's own cost: its CPU time, where it ran, what it took from the vCPUs.
+    fn tracer_text(&self, s: &mut String) {
+        let Some(t) = &self.tracer else {
+            return;
+        };
+        let cpu = match (t.cpu_ns, t.cpu_pct) {
+            (Some(ns), Some(p)) => format!(
+                "{:.3} s of CPU over {:.1} s ({p:.1} % of one CPU)",
+                ns as f64 / 1e9,
+                t.wall_ns as f64 / 1e9
+            ),
+            (Some(ns), None) => format!("{:.3} s of CPU", ns as f64 / 1e9),
+            _ => "CPU time not recorded".to_string(),
+        };
+        let place = match &t.placement {
+            Some(p) if p.cpus.is_empty() => format!(", threads not placed ({})", p.how),
+            Some(p) => {
+                let vcpus = if p.vcpu_cpus.is_empty() {
+                    String::new()
+                } else {
+                    format!("; vCPUs on {}", cpu_list(&p.vcpu_cpus))
+                };
+                format!(", threads on CPU {} ({}{vcpus})", cpu_list(&p.cpus), p.how)
+            }
+            None => String::new(),
+        };
+        let _ = writeln!(s, "kvmtrace itself: {cpu}{place}");
+        if let Some(note) = t.placement.as_ref().and_then(|p| p.note.as_ref()) {
+            let _ = writeln!(s, "  {note}");
+        }
+        let _ = writeln!(
+            s,
+            "  interrupt-to-guest time it took from the vCPUs (tracer): {} us",
+            us(t.irq_to_guest_ns)
+        );
     }
 
     /// Event counts and drops.
@@ -233,6 +292,28 @@ impl Report {
                 us(l.p99),
                 us(l.max)
             );
+            // By path, once there is more than the PIC (older captures have only it).
+            if d.by_path.keys().any(|p| p != "pic") {
+                for (path, l) in &d.by_path {
+                    let note = match path.as_str() {
+                        "timer" => " (from when the tick was due)".to_string(),
+                        "irqoff" => format!(
+                            " (interrupts disabled {} us after each raise)",
+                            us(d.irqoff_ns)
+                        ),
+                        _ => String::new(),
+                    };
+                    let _ = writeln!(
+                        s,
+                        "  {path:<7} count {}  min {} us  p50 {} us  p99 {} us  max {} us{note}",
+                        l.count,
+                        us(l.min),
+                        us(l.p50),
+                        us(l.p99),
+                        us(l.max)
+                    );
+                }
+            }
         }
     }
 }

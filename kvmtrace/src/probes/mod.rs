@@ -5,6 +5,7 @@
 //! on it, and [`Probes::status`] says which.
 
 pub use kvmtrace_analysis::format;
+pub mod features;
 pub mod stacks;
 pub mod tracefs;
 

@@ -202,3 +202,22 @@ fn attach_profile(
         (false, false) => Ok(Some(format!("not sampled on {failed}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use crate::cli::{Cli, Command};
+
+    /// src/cli.rs uses only clap and std (the build script compiles it for completions and
+    /// man pages), so its default frequency is a literal: the same as the limits'.
+    #[test]
+    fn the_command_lines_default_frequency_is_the_limits() {
+        let cli = Cli::parse_from(["kvmtrace", "record", "-o", "x", "--stacks"]);
+        let Command::Record(r) = cli.command else {
+            panic!("record");
+        };
+        assert!(r.target.stacks);
+        assert_eq!(r.target.stack_hz, super::limits::DEFAULT_STACK_HZ);
+    }
+}

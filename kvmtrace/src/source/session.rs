@@ -1,6 +1,8 @@
 //! A live tracing session: probes attached, the ring buffer read, the demo guest (when
-//! asked for) running, and bookkeeping records (thread names, vCPU ids, demo ground truth,
-//! drop counters) merged into the one event stream that `record` and `top` consume.
+//! asked for) running, and bookkeeping records (thread names, vCPU ids, kvmtrace's own
+//! threads, VMs that exit, demo ground truth, drop counters) merged into the one event
+//! stream that `record` and `top` consume. The session also keeps kvmtrace's own threads off
+//! the traced vCPUs' CPUs (see [`crate::housekeeping`]).
 
 use std::collections::HashSet;
 use std::sync::mpsc::{self, Receiver};
@@ -11,6 +13,7 @@ use kvmtrace_common::{ev, Event, Kind, Origin};
 use super::demo::{self, DemoConfig, DemoError, DemoGuest, DemoSample, DemoStats};
 use super::live::LiveRing;
 use crate::host;
+use crate::housekeeping::{self, CpuFacts, Housekeeping, Placement, PlacementError};
 use crate::probes::stacks::StackOptions;
 use crate::probes::{ProbeError, ProbeOptions, Probes};
 use kvmtrace_analysis::capture::CaptureHeader;
@@ -20,7 +23,11 @@ use kvmtrace_analysis::threads::{vcpu_from_comm, vm_name_from_cmdline};
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     #[error(transparent)]
+    Target(#[from] host::TargetError),
+    #[error(transparent)]
     Privileges(#[from] host::PrivilegeError),
+    #[error(transparent)]
+    Placement(#[from] PlacementError),
     #[error(transparent)]
     Probes(#[from] ProbeError),
     #[error("the demo guest: {0}")]
@@ -40,6 +47,19 @@ pub struct SessionOptions {
     pub ring_bytes: Option<u32>,
     /// `--stacks`: kernel stacks and the profile (docs/stacks.md).
     pub stacks: Option<StackOptions>,
+    /// Where kvmtrace's own threads run (`Off` by default here; the command line's default
+    /// is `Auto`).
+    pub housekeeping: Housekeeping,
+}
+
+/// How often the session looks for new threads of its own and for VMs that exited.
+const POLL: Duration = Duration::from_millis(500);
+
+/// A VM whose exit the session watches for.
+struct Watched {
+    pid: u32,
+    start_ticks: u64,
+    name: String,
 }
 
 /// A running session.
@@ -49,6 +69,17 @@ pub struct Session {
     demo: Option<(DemoGuest, Receiver<DemoSample>)>,
     known_threads: HashSet<u32>,
     known_vms: HashSet<u32>,
+    /// The demo guest's threads: the traced workload, never the tracer.
+    workload: Vec<u32>,
+    /// kvmtrace's own threads already announced (and placed).
+    own: HashSet<u32>,
+    /// Tasks named by a sched_switch already checked for being one of kvmtrace's threads.
+    looked_up: HashSet<u32>,
+    /// VMs not yet seen to exit.
+    watched: Vec<Watched>,
+    last_poll: Option<Instant>,
+    /// kvmtrace's CPU time when tracing started.
+    cpu_start: u64,
     last_drops: (u64, u64),
     last_drop_warning: Option<Instant>,
     /// With `--stacks`: the stack and symbol definitions already in the stream.
@@ -73,6 +104,9 @@ pub struct SessionEnd {
     pub kernel_drops: u64,
     pub malformed: u64,
     pub demo: Option<Result<DemoStats, DemoError>>,
+    /// CPU time kvmtrace's own threads used from the start of tracing (the demo guest's
+    /// threads not included).
+    pub tracer_cpu_ns: u64,
     /// The probes, still attached; dropping this detaches them, which takes about a second
     /// (the kernel waits for an RCU grace period per tracepoint): drop it after the results
     /// are safe.
@@ -89,10 +123,25 @@ impl std::fmt::Debug for Detach {
 }
 
 impl Session {
-    /// Checks privileges, attaches the probes, starts the demo guest if asked, and registers
-    /// the vCPU threads already running.
+    /// Checks the targets and privileges, attaches the probes, starts the demo guest if
+    /// asked, and places kvmtrace's own threads.
     pub fn start(opts: &SessionOptions) -> Result<Session, SessionError> {
+        // A pid that does not exist is refused before anything else (it needs no privilege).
+        let targets = opts
+            .pids
+            .iter()
+            .map(|&p| host::check_target(p))
+            .collect::<Result<Vec<_>, _>>()?;
         host::check_own_privileges()?;
+        for t in &targets {
+            if !host::runs_vcpus(t.pid) {
+                log::warn!(
+                    "pid {} ({}) runs no vCPU now (it holds no KVM vCPU): it is traced in case it starts one",
+                    t.pid,
+                    t.comm
+                );
+            }
+        }
         let facts = host::read_facts();
         if let Some(problem) = facts.kvm_problem() {
             if opts.demo.is_some() {
@@ -140,13 +189,28 @@ impl Session {
             formats: probes.formats.clone(),
             apic_timer_fn: host::apic_timer_fn_address(),
             stacks: stacks_header,
+            placement: None,
         };
+        let watched = targets
+            .iter()
+            .map(|t| Watched {
+                pid: t.pid,
+                start_ticks: t.start_ticks,
+                name: vm_name(t.pid),
+            })
+            .collect();
         let mut session = Session {
             probes,
             ring,
             demo: None,
             known_threads: HashSet::new(),
             known_vms: HashSet::new(),
+            workload: Vec::new(),
+            own: HashSet::new(),
+            looked_up: HashSet::new(),
+            watched,
+            last_poll: None,
+            cpu_start: 0,
             last_drops: (0, 0),
             last_drop_warning: None,
             stack_defs,
@@ -158,9 +222,85 @@ impl Session {
             session
                 .probes
                 .add_vcpu(guest.vcpu_tid(), std::process::id())?;
+            session.workload = vec![guest.vcpu_tid(), guest.irq_tid()];
             session.demo = Some((guest, rx));
         }
+        session.place(&opts.housekeeping, &pids)?;
+        session.cpu_start = housekeeping::tracer_cpu_ns(&session.workload);
         Ok(session)
+    }
+
+    /// Chooses the housekeeping CPUs (off the CPUs the traced vCPUs occupy now) and
+    /// confines kvmtrace's threads to them; threads started later inherit the placement
+    /// from the thread that starts them, and [`Session::read`] places any other.
+    fn place(&mut self, wanted: &Housekeeping, pids: &[u32]) -> Result<(), SessionError> {
+        let facts = CpuFacts::read();
+        let mut vcpus: Vec<(u32, u32)> = host::discover_vcpu_threads(pids)
+            .into_values()
+            .map(|t| (t.tgid, t.tid))
+            .collect();
+        if let Some(tid) = self.demo_vcpu_tid() {
+            vcpus.push((std::process::id(), tid));
+        }
+        let mut vcpu_cpus: Vec<u32> = vcpus
+            .iter()
+            .filter_map(|&(tgid, tid)| housekeeping::vcpu_cpus_of(tgid, tid, &facts.online))
+            .flatten()
+            .collect();
+        vcpu_cpus.sort_unstable();
+        vcpu_cpus.dedup();
+        let placement = housekeeping::choose(&facts, &vcpu_cpus, wanted, housekeeping::least_busy)?;
+        if let Some(note) = &placement.note {
+            log::warn!("{note}");
+        }
+        if !placement.cpus.is_empty() {
+            let list = |c: &[u32]| match housekeeping::cpu_list(c) {
+                l if l.is_empty() => "none".to_string(),
+                l => l,
+            };
+            log::info!(
+                "kvmtrace's threads run on CPU {} ({}; traced vCPUs on {}, isolated CPUs {})",
+                list(&placement.cpus),
+                placement.how,
+                list(&placement.vcpu_cpus),
+                list(&placement.isolated)
+            );
+        }
+        let explicit = matches!(wanted, Housekeeping::Cpus(_));
+        self.header.placement = Some(Placement {
+            since_ns: demo::monotonic_ns(),
+            ..placement
+        });
+        for tid in housekeeping::own_threads() {
+            if let Err(e) = self.place_thread(tid) {
+                if explicit {
+                    return Err(e.into());
+                }
+                log::warn!("{e}; kvmtrace's threads stay where the scheduler puts them");
+                if let Some(p) = &mut self.header.placement {
+                    p.cpus.clear();
+                    p.note = Some(format!("placement failed: {e}"));
+                }
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Confines one of kvmtrace's threads to the housekeeping CPUs (the workload's are
+    /// left alone).
+    fn place_thread(&self, tid: u32) -> Result<(), PlacementError> {
+        match &self.header.placement {
+            Some(p) if !p.cpus.is_empty() && !self.workload.contains(&tid) => {
+                housekeeping::pin(tid, &p.cpus)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// CPU time kvmtrace's own threads used since tracing started.
+    pub fn tracer_cpu_ns(&self) -> u64 {
+        housekeeping::tracer_cpu_ns(&self.workload).saturating_sub(self.cpu_start)
     }
 
     pub fn probes(&self) -> &Probes {
@@ -192,7 +332,56 @@ impl Session {
         if let Some(tid) = self.demo_vcpu_tid() {
             self.note_thread(tid, std::process::id(), out);
         }
+        self.scan_own_threads(out);
         Ok(())
+    }
+
+    /// Announces (and places) kvmtrace's threads not announced yet.
+    fn scan_own_threads(&mut self, out: &mut Vec<Event>) {
+        for tid in housekeeping::own_threads() {
+            self.note_own_thread(tid, out);
+        }
+    }
+
+    /// A thread of this process: the tracer's unless it is the demo's workload.
+    fn note_own_thread(&mut self, tid: u32, out: &mut Vec<Event>) {
+        if self.workload.contains(&tid) || !self.own.insert(tid) {
+            return;
+        }
+        self.known_threads.insert(tid);
+        if let Err(e) = self.place_thread(tid) {
+            log::warn!("{e}");
+        }
+        let comm = host::thread_comm(std::process::id(), tid).unwrap_or_default();
+        out.push(Event::new(
+            now(tid, std::process::id()),
+            &ev::ThreadInfo::tracer(&comm),
+        ));
+    }
+
+    /// Notes VMs that exited since the last look (a pid that is gone, a zombie, or reused
+    /// by another process).
+    fn poll_vms(&mut self, out: &mut Vec<Event>) {
+        let mut i = 0;
+        while i < self.watched.len() {
+            let w = &self.watched[i];
+            let alive =
+                host::proc_info(w.pid).is_some_and(|p| !p.exited && p.start_ticks == w.start_ticks);
+            if alive {
+                i += 1;
+                continue;
+            }
+            let w = self.watched.swap_remove(i);
+            log::warn!(
+                "VM pid {} ({}) exited; its samples so far are kept",
+                w.pid,
+                w.name
+            );
+            out.push(Event::new(
+                now(w.pid, w.pid),
+                &ev::ThreadInfo::vm_gone(&w.name),
+            ));
+        }
     }
 
     fn note_thread(&mut self, tid: u32, tgid: u32, out: &mut Vec<Event>) {
@@ -204,6 +393,17 @@ impl Session {
             if let Ok(cmdline) = std::fs::read(format!("/proc/{tgid}/cmdline")) {
                 let name = vm_name_from_cmdline(&cmdline);
                 out.push(Event::new(now(tgid, tgid), &ev::ThreadInfo::vm_name(&name)));
+            }
+            // Watch for its exit (the demo's VM ends with kvmtrace).
+            let watched = self.watched.iter().any(|w| w.pid == tgid);
+            if tgid != std::process::id() && !watched {
+                if let Some(p) = host::proc_info(tgid).filter(|p| !p.exited) {
+                    self.watched.push(Watched {
+                        pid: tgid,
+                        start_ticks: p.start_ticks,
+                        name: vm_name(tgid),
+                    });
+                }
             }
         }
         let comm = host::thread_comm(tgid, tid).unwrap_or_default();
@@ -238,6 +438,13 @@ impl Session {
         out: &mut Vec<Event>,
         timeout: Duration,
     ) -> Result<(), SessionError> {
+        // Before the events: the engine must know a tracer thread before the events that
+        // name it (bookkeeping records are not reordered).
+        if self.last_poll.is_none_or(|t| t.elapsed() >= POLL) {
+            self.last_poll = Some(Instant::now());
+            self.scan_own_threads(out);
+            self.poll_vms(out);
+        }
         let start = out.len();
         self.ring.read(out, timeout).await?;
         self.after_read(out, start);
@@ -246,9 +453,22 @@ impl Session {
 
     fn after_read(&mut self, out: &mut Vec<Event>, start: usize) {
         let end = out.len();
+        let mut own = Vec::new();
         for i in start..end {
             let e = out[i];
             if let Some(sw) = e.get::<ev::SchedSwitch>() {
+                // One of kvmtrace's threads started since the last look: announced before
+                // this batch's events, so the engine counts it as the tracer.
+                // Each task is looked up once.
+                for tid in [sw.prev_pid as u32, sw.next_pid as u32] {
+                    if tid != 0
+                        && !self.known_threads.contains(&tid)
+                        && self.looked_up.insert(tid)
+                        && housekeeping::is_own_thread(tid)
+                    {
+                        self.note_own_thread(tid, &mut own);
+                    }
+                }
                 // A task a vCPU was switched in from may have delayed it: name it once
                 // (the event itself carries only the next task's name).
                 let prev = sw.prev_pid as u32;
@@ -262,12 +482,16 @@ impl Session {
             } else if let Some(id) = stack_id(&e) {
                 self.define_stack(id, &e, out);
                 // A profile tick names the task that had the CPU (the culprit, when a
-                // vCPU waited for it).
+                // vCPU waited for it), unless it is one of kvmtrace's own.
                 if e.kind == Kind::StackSample as u16
                     && e.tid != 0
                     && !self.known_threads.contains(&e.tid)
                 {
-                    self.note_other_thread(e.tid, out);
+                    if self.looked_up.insert(e.tid) && housekeeping::is_own_thread(e.tid) {
+                        self.note_own_thread(e.tid, &mut own);
+                    } else {
+                        self.note_other_thread(e.tid, out);
+                    }
                 }
             }
         }
@@ -279,6 +503,9 @@ impl Session {
         // A drop-counter checkpoint after every read: the engine holds samples until the
         // next one, and drops those that a loss since the previous one may have touched.
         self.push_drops(out);
+        if !own.is_empty() {
+            out.splice(start..start, own);
+        }
     }
 
     /// The first time kernel stack `id` is used: its frames from the stack map, and the
@@ -345,6 +572,9 @@ impl Session {
 
     /// Stops the demo guest, drains what is left and appends the final counters.
     pub fn finish(mut self, out: &mut Vec<Event>) -> SessionEnd {
+        // Before the demo's threads end: their time is told apart by their ids.
+        let tracer_cpu_ns = self.tracer_cpu_ns();
+        self.poll_vms(out);
         let demo = self.demo.take().map(|(guest, rx)| {
             let tid = guest.vcpu_tid();
             (guest.stop(), rx, tid)
@@ -363,6 +593,7 @@ impl Session {
             kernel_drops: self.last_drops.0,
             malformed: self.last_drops.1,
             demo: demo_stats,
+            tracer_cpu_ns,
             detach: Detach(self.probes),
         }
     }
@@ -377,6 +608,13 @@ fn stack_id(e: &Event) -> Option<u32> {
         (s.stack, s.error)
     };
     (error == 0).then_some(stack as u32)
+}
+
+/// The name of the VM run by process `pid`, from its command line.
+fn vm_name(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| vm_name_from_cmdline(&c))
+        .unwrap_or_default()
 }
 
 /// A bookkeeping record's origin: now, about `tid` of process `tgid`.
@@ -401,6 +639,8 @@ fn demo_ack(s: &DemoSample, vcpu_tid: u32, pid: u32) -> Event {
         seq: s.seq,
         raised_ns: s.raised_ns,
         acked_ns: s.acked_ns,
+        path: s.path.code(),
+        irqoff_ns: s.irqoff_ns,
     };
     Event::new(at, &ack)
 }

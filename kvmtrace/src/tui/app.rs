@@ -172,13 +172,13 @@ impl App {
         let key = self.sort;
         rows.sort_by(|a, b| {
             let ord = match key {
-                SortKey::IrqP99 => a.irq_p99_ns.cmp(&b.irq_p99_ns),
-                SortKey::IrqMax => a.irq_max_ns.cmp(&b.irq_max_ns),
-                SortKey::IrqP50 => a.irq_p50_ns.cmp(&b.irq_p50_ns),
-                SortKey::IrqCount => a.irq_count.cmp(&b.irq_count),
+                SortKey::IrqP99 => a.irq().p99_ns.cmp(&b.irq().p99_ns),
+                SortKey::IrqMax => a.irq().max_ns.cmp(&b.irq().max_ns),
+                SortKey::IrqP50 => a.irq().p50_ns.cmp(&b.irq().p50_ns),
+                SortKey::IrqCount => a.irq().count.cmp(&b.irq().count),
                 SortKey::ExitsPerS => a.exits_per_s.total_cmp(&b.exits_per_s),
-                SortKey::ExitP99 => a.exit_p99_ns.cmp(&b.exit_p99_ns),
-                SortKey::OutOfGuest => a.out_of_guest_pct.total_cmp(&b.out_of_guest_pct),
+                SortKey::ExitP99 => a.exit_p99_ns().cmp(&b.exit_p99_ns()),
+                SortKey::OutOfGuest => a.out_of_guest_pct().total_cmp(&b.out_of_guest_pct()),
                 SortKey::Vm => (a.vm_pid, a.vcpu).cmp(&(b.vm_pid, b.vcpu)),
                 SortKey::Vcpu => (a.vcpu, a.vm_pid).cmp(&(b.vcpu, b.vm_pid)),
                 SortKey::Cpu => a.cpu.cmp(&b.cpu),
@@ -348,15 +348,16 @@ mod tests {
     }
 
     fn row(pid: u32, vcpu: u32, p99: u64, name: &str) -> Row {
-        Row {
+        let mut r = Row {
             vm_pid: pid,
             vm_name: name.into(),
             vcpu: Some(vcpu),
             tid: pid * 10 + vcpu,
-            irq_p99_ns: p99,
-            irq_count: u64::from(vcpu) + 1,
             ..Default::default()
-        }
+        };
+        r.latency.irq_to_guest.p99_ns = p99;
+        r.latency.irq_to_guest.count = u64::from(vcpu) + 1;
+        r
     }
 
     fn app() -> App {

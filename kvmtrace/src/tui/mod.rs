@@ -8,7 +8,9 @@
 pub mod app;
 pub mod model;
 mod stack_view;
-pub mod ui;
+pub mod theme;
+pub mod view;
+pub mod widgets;
 
 #[cfg(test)]
 mod snapshots;
@@ -26,7 +28,7 @@ use kvmtrace_common::{ev, Event, Kind};
 use tokio::sync::mpsc;
 
 use self::app::{App, Command};
-use self::model::{Header, TopModel};
+use self::model::{Header, TopModel, TracerLoad};
 use crate::source::session::{Session, SessionOptions};
 use kvmtrace_analysis::capture::{CaptureHeader, CaptureReader};
 use kvmtrace_analysis::engine::{Engine, EngineConfig};
@@ -84,6 +86,10 @@ impl Collector {
                     .collect(),
                 interval_ms,
                 source,
+                tracer: capture.placement.as_ref().map(|p| TracerLoad {
+                    cpu_pct: None,
+                    cpus: kvmtrace_analysis::host::cpu_list(&p.cpus),
+                }),
                 ..Header::default()
             },
             start_ns: None,
@@ -147,6 +153,15 @@ impl Collector {
         (interval, total)
     }
 
+    /// kvmtrace's own CPU time since tracing started (`wall_ns` ago), for the header.
+    pub fn tracer_cpu(&mut self, cpu_ns: u64, wall_ns: u64) {
+        let pct = 100.0 * cpu_ns as f64 / wall_ns.max(1) as f64;
+        self.header
+            .tracer
+            .get_or_insert_with(TracerLoad::default)
+            .cpu_pct = Some(pct);
+    }
+
     /// Forget everything gathered so far (the `r` key).
     pub fn reset(&mut self, now_ns: u64) {
         self.total.reset_stats();
@@ -207,12 +222,16 @@ fn spawn_signals(tx: mpsc::UnboundedSender<Input>) -> anyhow::Result<()> {
 /// Restores the terminal however the TUI ends.
 struct TerminalGuard {
     stop_input: Arc<AtomicBool>,
+    /// Log lines would be written over the screen: off while the TUI has it (drops are in
+    /// the header, exited VMs in their rows), back on after.
+    log_level: log::LevelFilter,
 }
 
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
         self.stop_input.store(true, Ordering::Relaxed);
         ratatui::restore();
+        log::set_max_level(self.log_level);
     }
 }
 
@@ -226,9 +245,12 @@ fn start_terminal() -> anyhow::Result<(
     let (tx, rx) = mpsc::unbounded_channel();
     spawn_signals(tx.clone())?;
     let stop = Arc::new(AtomicBool::new(false));
+    let log_level = log::max_level();
+    log::set_max_level(log::LevelFilter::Off);
     let terminal = ratatui::init();
     let guard = TerminalGuard {
         stop_input: stop.clone(),
+        log_level,
     };
     spawn_input(tx, stop);
     Ok((terminal, guard, rx))
@@ -257,6 +279,7 @@ pub async fn run_live(opts: &TopOptions) -> anyhow::Result<()> {
     buf.clear();
 
     let (mut terminal, guard, mut rx) = start_terminal()?;
+    let started = monotonic_ns();
     let mut app = App::new(false);
     let (i, t) = collector.refresh(monotonic_ns());
     app.update(i, t);
@@ -265,7 +288,7 @@ pub async fn run_live(opts: &TopOptions) -> anyhow::Result<()> {
     let mut dirty = true;
     while !app.quit {
         if dirty {
-            terminal.draw(|f| ui::render(&app, f))?;
+            terminal.draw(|f| view::render(&app, f))?;
             dirty = false;
         }
         tokio::select! {
@@ -284,7 +307,9 @@ pub async fn run_live(opts: &TopOptions) -> anyhow::Result<()> {
                 dirty = true;
             }
             _ = tick.tick() => {
-                let (i, t) = collector.refresh(monotonic_ns());
+                let now = monotonic_ns();
+                collector.tracer_cpu(session.tracer_cpu_ns(), now.saturating_sub(started));
+                let (i, t) = collector.refresh(now);
                 app.update(i, t);
                 dirty = true;
             }
@@ -433,7 +458,7 @@ pub async fn run_replay(path: &Path, interval: Duration) -> anyhow::Result<()> {
     let mut dirty = true;
     while !app.quit {
         if dirty {
-            terminal.draw(|f| ui::render(&app, f))?;
+            terminal.draw(|f| view::render(&app, f))?;
             dirty = false;
         }
         let steps = tokio::select! {

@@ -8,8 +8,8 @@ use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
 use super::app::App;
-use super::model::{Header, Row, TopModel};
-use super::ui;
+use super::model::{Header, Row, TopModel, TracerLoad};
+use super::view;
 use kvmtrace_analysis::report::latency::{
     CauseNs, ExitReason, Exits, IrqToGuest, TimelineEvent, VcpuLatency, WorstSample,
 };
@@ -26,6 +26,10 @@ fn header() -> Header {
         traced_ns: 3_723_000_000_000,
         interval_ms: 1000,
         source: "live".into(),
+        tracer: Some(TracerLoad {
+            cpu_pct: Some(2.1),
+            cpus: "0-1".into(),
+        }),
     }
 }
 
@@ -107,14 +111,6 @@ fn row(vcpu: u32, p99: u64, name: &str, pid: u32) -> Row {
         tid,
         cpu: Some(vcpu + 2),
         exits_per_s: 48_300.0 + f64::from(vcpu) * 1000.0,
-        exit_p99_ns: 9_400,
-        exit_max_ns: 88_000,
-        irq_count: 1000 + u64::from(vcpu),
-        irq_p50_ns: 4_100,
-        irq_p99_ns: p99,
-        irq_max_ns: p99 * 3,
-        out_of_guest_pct: 6.0,
-        top_cause: Some(("guest".into(), 61.0)),
         irq_buckets: vec![
             (1_000, 0),
             (2_000, 10),
@@ -184,7 +180,7 @@ fn model() -> TopModel {
 
 fn draw(app: &App, w: u16, h: u16) -> String {
     let mut t = Terminal::new(TestBackend::new(w, h)).expect("test terminal");
-    t.draw(|f| ui::render(app, f)).expect("draw");
+    t.draw(|f| view::render(app, f)).expect("draw");
     format!("{}", t.backend())
 }
 

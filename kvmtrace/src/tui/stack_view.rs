@@ -1,12 +1,12 @@
 //! A worst sample's dominant stack in the sample view (docs/stacks.md): what it is, then
 //! its kernel frames, innermost first. Plain lines from the model: no I/O, no clock.
 
-use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 
 use kvmtrace_analysis::report::stacks::SampleStack;
 
-use super::ui::us;
+use super::theme::THEME;
+use super::widgets::us;
 
 /// At most `max_frames` frames; a line says how many more there are.
 pub fn lines(st: &SampleStack, max_frames: usize) -> Vec<Line<'static>> {
@@ -23,7 +23,7 @@ pub fn lines(st: &SampleStack, max_frames: usize) -> Vec<Line<'static>> {
             us(st.ns),
             us(st.cause_ns)
         ),
-        Style::new().bold(),
+        THEME.title,
     ))];
     out.extend(
         st.frames
