@@ -29,6 +29,7 @@ mod kvm;
 mod lock;
 mod record;
 mod sched;
+mod stacks;
 
 use aya_ebpf::{
     macros::map,

@@ -74,6 +74,12 @@ fn session_options(t: &TargetArgs) -> anyhow::Result<SessionOptions> {
             t.ring_mib
         );
     }
+    if t.stack_hz > 20_000 {
+        bail!(
+            "--stack-hz must be at most 20000 (the kernel throttles faster sampling), not {}",
+            t.stack_hz
+        );
+    }
     let paths = t
         .demo_path
         .parse()
@@ -89,6 +95,9 @@ fn session_options(t: &TargetArgs) -> anyhow::Result<SessionOptions> {
             ..DemoConfig::default()
         }),
         ring_bytes: Some(t.ring_mib << 20),
+        stacks: t
+            .stacks
+            .then_some(kvmtrace::probes::stacks::StackOptions { hz: t.stack_hz }),
         housekeeping: t.housekeeping.parse()?,
     })
 }
@@ -216,7 +225,7 @@ fn run_top(args: TopArgs) -> anyhow::Result<()> {
 }
 
 fn run_report(args: ReportArgs) -> anyhow::Result<()> {
-    use kvmtrace_analysis::report::{analyse_capture, analyse_text, export};
+    use kvmtrace_analysis::report::{analyse_capture, analyse_text, export, stacks};
     let cfg = kvmtrace_analysis::engine::EngineConfig {
         worst: args.worst,
         ..Default::default()
@@ -235,6 +244,29 @@ fn run_report(args: ReportArgs) -> anyhow::Result<()> {
         eprintln!(
             "kvmtrace: wrote {n} trace events ({} worst samples) to {}",
             engine.worst().len(),
+            p.display()
+        );
+    }
+    let fold = stacks::Fold {
+        weight: args.stack_weight.parse().map_err(anyhow::Error::msg)?,
+        exact: args.stack_exact,
+    };
+    if let Some(p) = &args.folded {
+        let f = stacks::write_folded(p, args.force, &engine, fold)?;
+        eprintln!(
+            "kvmtrace: wrote {} folded stacks ({} weight, {:.1} us) to {}",
+            f.lines,
+            fold.weight.name(),
+            f.total_ns as f64 / 1e3,
+            p.display()
+        );
+    }
+    if let Some(p) = &args.flamegraph {
+        let f = stacks::write_flamegraph(p, args.force, &engine, fold)?;
+        eprintln!(
+            "kvmtrace: wrote a flame graph of {} stacks ({} weight) to {}",
+            f.lines,
+            fold.weight.name(),
             p.display()
         );
     }

@@ -23,6 +23,7 @@ pub mod fxhash;
 mod proptests;
 pub mod reorder;
 mod route;
+mod stacks;
 #[cfg(test)]
 mod tests;
 pub mod threads;
@@ -35,6 +36,9 @@ use kvmtrace_common::{limits, Event, Kind, Payload};
 pub use self::cause::{ApicVector, Cause};
 use self::fxhash::FxHashMap;
 use self::reorder::Reorder;
+pub use self::stacks::{
+    StackAcc, StackCounts, StackKey, StackRef, StackSource, StackTables, Stacks,
+};
 pub use self::threads::{StreamCounts, ThreadRec, Threads};
 pub use self::vcpu::{is_halt_exit, ExitStat, Vcpu, VcpuStats};
 use self::vcpu::{CpuState, IdSource};
@@ -159,6 +163,8 @@ pub struct Engine {
     triggers: Vec<Trigger>,
     pending: Vec<Closed>,
     scratch: Vec<u32>,
+    /// Kernel stacks, when the stream has them (stacks.rs).
+    stacks: Stacks,
 }
 
 impl Engine {
@@ -194,12 +200,26 @@ impl Engine {
             triggers: Vec::new(),
             pending: Vec::new(),
             scratch: Vec::new(),
+            stacks: Stacks::default(),
         }
     }
 
     /// Feeds one event (in any order within the reorder window).
     pub fn push(&mut self, ev: &Event) {
-        self.threads.count(ev);
+        // Stack records (stacks.rs) are not events of the stream; a profile tick is timed at
+        // the interrupt it fired in.
+        let tick;
+        let ev = match self.stacks_push(ev) {
+            stacks::Pushed::Event => {
+                self.threads.count(ev);
+                ev
+            }
+            stacks::Pushed::Consumed => return,
+            stacks::Pushed::Tick(t) => {
+                tick = t;
+                &tick
+            }
+        };
         match ev.payload() {
             // Bookkeeping records describe the stream rather than a moment in it.
             Some(Payload::ThreadInfo(t)) => return self.on_thread_info(ev, &t),
@@ -424,6 +444,9 @@ impl Engine {
             // Drop checkpoints (window.rs).
             Payload::Drops(d) => self.on_drops(d.total()),
             Payload::HrtimerExpireExit(_) | Payload::ThreadInfo(_) | Payload::DemoAck(_) => {}
+            // Kernel stacks (stacks.rs): ticks in time order; the rest is side-band.
+            Payload::StackSample(x) => self.on_stack_sample(ev, &x),
+            Payload::StackAt(_) | Payload::StackFrames(_) | Payload::Symbol(_) => {}
         }
     }
 

@@ -127,6 +127,9 @@ pub struct WorstSample {
     pub causes: Vec<CauseNs>,
     pub events: Vec<TimelineEvent>,
     pub events_truncated: u32,
+    /// With kernel stacks: the stack most of the dominant cause's time went to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<super::stacks::SampleStack>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -375,6 +378,7 @@ fn worst_sample(engine: &Engine, s: &Sample) -> WorstSample {
             })
             .collect(),
         events_truncated: s.events_dropped,
+        stack: super::stacks::sample_stack(engine, s),
     }
 }
 
@@ -480,6 +484,25 @@ pub fn vcpu_text(out: &mut String, l: &VcpuLatency) {
     }
 }
 
+/// A sample's dominant stack: what it is, then its frames, innermost first.
+pub fn stack_text(out: &mut String, indent: &str, st: &super::stacks::SampleStack) {
+    let _ = writeln!(
+        out,
+        "{indent}stack of {} ({}{}, {} of its {} us):",
+        st.cause,
+        st.source,
+        st.task
+            .as_deref()
+            .map(|t| format!(" {t}"))
+            .unwrap_or_default(),
+        us(st.ns),
+        us(st.cause_ns)
+    );
+    for f in &st.frames {
+        let _ = writeln!(out, "{indent}  {f}");
+    }
+}
+
 /// The worst samples, each with its breakdown; the first `timelines` with their events.
 pub fn worst_text(out: &mut String, worst: &[WorstSample], timelines: usize) {
     if worst.is_empty() {
@@ -500,6 +523,9 @@ pub fn worst_text(out: &mut String, worst: &[WorstSample], timelines: usize) {
         );
         let causes: Vec<(String, u64)> = w.causes.iter().map(|c| (c.cause.clone(), c.ns)).collect();
         breakdown_lines(out, "    ", &causes);
+        if let Some(st) = &w.stack {
+            stack_text(out, "    ", st);
+        }
         if n < timelines {
             let _ = writeln!(out, "    timeline:");
             for e in &w.events {

@@ -15,6 +15,7 @@ use crate::host::HostFacts;
 
 pub mod export;
 pub mod latency;
+pub mod stacks;
 mod text;
 
 use self::latency::{AttributionInfo, VcpuLatency, WorstSample};
@@ -42,6 +43,9 @@ pub struct Report {
     /// For `--from-text`: what the importer made of the text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub import: Option<ImportInfo>,
+    /// With `--stacks`: the stack records the capture holds (docs/stacks.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stacks: Option<stacks::StackSummary>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -288,6 +292,7 @@ impl Report {
             tracer,
             targets,
             import: None,
+            stacks: stacks::summary(engine, header),
         }
     }
 }

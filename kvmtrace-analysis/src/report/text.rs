@@ -101,6 +101,28 @@ impl Report {
         for u in &c.probes_unavailable {
             let _ = writeln!(s, "  unavailable {}: {}", u.tracepoint, u.reason);
         }
+        if let Some(st) = &self.stacks {
+            let profile = if st.hz > 0 {
+                format!("cpu-clock profile at {} Hz", st.hz)
+            } else {
+                "no profile".to_string()
+            };
+            let _ = writeln!(
+                s,
+                "stacks: {} of {} stack programs, {profile}; {} stacks at events, {} profile ticks ({} in user space), {} lost; {} stacks and {} functions defined (report --folded / --flamegraph)",
+                st.programs_attached,
+                st.programs,
+                st.at_events,
+                st.samples,
+                st.user,
+                st.lost,
+                st.stacks,
+                st.symbols
+            );
+            if let Some(p) = &st.symbols_problem {
+                let _ = writeln!(s, "  frames are not named: {p}");
+            }
+        }
         self.targets_text(s);
         self.tracer_text(s);
     }

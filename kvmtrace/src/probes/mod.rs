@@ -6,6 +6,7 @@
 
 pub use kvmtrace_analysis::format;
 pub mod features;
+pub mod stacks;
 pub mod tracefs;
 
 use std::collections::BTreeMap;
@@ -15,7 +16,7 @@ use aya::{
     programs::{trace_point::TracePointLink, ProgramError, TracePoint},
     Ebpf, EbpfError, EbpfLoader,
 };
-use kvmtrace_common::{filter, names, Config, Kind, NTRACEPOINTS};
+use kvmtrace_common::{filter, limits, names, Config, Kind, NTRACEPOINTS};
 
 use self::tracefs::{Tracefs, TracefsError};
 use kvmtrace_analysis::capture::ProbeStatus;
@@ -71,6 +72,8 @@ pub struct ProbeOptions {
     pub pids: Vec<u32>,
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     pub ring_bytes: u32,
+    /// `--stacks`: also attach the stack programs (docs/stacks.md).
+    pub stacks: Option<stacks::StackOptions>,
 }
 
 impl Default for ProbeOptions {
@@ -78,6 +81,7 @@ impl Default for ProbeOptions {
         ProbeOptions {
             pids: Vec::new(),
             ring_bytes: kvmtrace_common::limits::DEFAULT_RING_BYTES,
+            stacks: None,
         }
     }
 }
@@ -95,6 +99,8 @@ pub struct Probes {
     drops: PerCpuArray<MapData, u64>,
     /// Owned here so that [`Drop`] can detach them in parallel.
     links: Vec<TracePointLink>,
+    /// The stack programs and their map, with `--stacks`.
+    pub stacks: Option<stacks::StackProbes>,
 }
 
 impl Drop for Probes {
@@ -161,6 +167,10 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .override_global(names::CONFIG, &config, true)
             .map_max_entries(names::EVENTS, opts.ring_bytes)
+            .map_max_entries(
+                names::KSTACKS,
+                opts.stacks.map_or(1, |_| limits::MAX_STACKS),
+            )
             .load(OBJECT)?;
 
         let mut status = Vec::with_capacity(NTRACEPOINTS);
@@ -200,6 +210,10 @@ impl Probes {
             }
             status.push(st);
         }
+        let stacks = match &opts.stacks {
+            Some(o) => Some(stacks::StackProbes::attach(&mut ebpf, o, &mut links)?),
+            None => None,
+        };
         if !status.iter().any(|s| s.attached) {
             let reasons: Vec<String> = status
                 .iter()
@@ -234,6 +248,7 @@ impl Probes {
             vm_tgids,
             drops,
             links,
+            stacks,
         })
     }
 
