@@ -16,7 +16,8 @@ const VM: u32 = 4242;
 
 /// A VMX host's event mix, generated on the fly: per vCPU, guest runs of ~5 us between
 /// exits (external interrupts, HLT, I/O, EPT violations), an MSI every 50 exits injected at
-/// the next entry, host IRQs and softirqs on its CPU, and an occasional preemption.
+/// the next entry, host IRQs and softirqs on its CPU, and an occasional preemption; one
+/// event in 8 delivered after the next.
 struct Stream {
     t: u64,
     n: u64,
@@ -50,6 +51,7 @@ impl Stream {
 
     /// Appends the next round (one exit/entry per vCPU, and what goes with it) to `out`.
     fn round(&mut self, out: &mut Vec<Event>) {
+        let first = out.len();
         for v in 0..VCPUS {
             let tid = 10_000 + v;
             let cpu = v % CPUS;
@@ -138,6 +140,15 @@ impl Stream {
                     ..Default::default()
                 }),
             ));
+        }
+        // As the ring buffer delivers them: a program takes its timestamp before it
+        // reserves space, so one event in 8 lands after the next one (the engine's reorder
+        // buffer puts it back; events of the same nanosecond keep their order, as
+        // nothing could restore it).
+        for i in first..out.len().saturating_sub(1) {
+            if self.rand().is_multiple_of(8) && out[i].ts_ns < out[i + 1].ts_ns {
+                out.swap(i, i + 1);
+            }
         }
     }
 }

@@ -39,7 +39,7 @@ use self::reorder::Reorder;
 pub use self::stacks::{
     StackAcc, StackCounts, StackKey, StackRef, StackSource, StackTables, Stacks,
 };
-pub use self::threads::{StreamCounts, ThreadRec, Threads};
+pub use self::threads::{KindCounts, StreamCounts, ThreadRec, Threads};
 pub use self::vcpu::{is_halt_exit, ExitStat, Vcpu, VcpuStats};
 use self::vcpu::{CpuState, IdSource};
 use self::window::Closed;

@@ -196,7 +196,7 @@ impl Report {
                 // The engine's id (KVM's own when the stream gave it) over the name's.
                 vcpu: engine.vcpu(tid).and_then(|v| v.vcpu_id).or(t.vcpu),
                 comm: t.comm.clone(),
-                events: t.by_kind.values().sum(),
+                events: t.by_kind.total(),
                 events_by_kind: kind_counts(&t.by_kind, &t.kvm_other),
             })
             .collect();
@@ -301,13 +301,13 @@ impl Report {
 /// their own tracepoint's name (`kvm_fpu`, `kvm_cr`, ...; `kvm_other#N` for an index this
 /// kvmtrace does not know).
 fn kind_counts(
-    by_kind: &BTreeMap<kvmtrace_common::Kind, u64>,
+    by_kind: &crate::engine::KindCounts,
     kvm_other: &BTreeMap<u64, u64>,
 ) -> BTreeMap<String, u64> {
     let mut out: BTreeMap<String, u64> = by_kind
         .iter()
-        .filter(|(k, _)| **k != kvmtrace_common::Kind::KvmOther)
-        .map(|(k, n)| (k.name().to_string(), *n))
+        .filter(|(k, _)| *k != kvmtrace_common::Kind::KvmOther)
+        .map(|(k, n)| (k.name().to_string(), n))
         .collect();
     for (id, n) in kvm_other {
         let name = kvmtrace_common::kvm_events::kvm_event(*id)
