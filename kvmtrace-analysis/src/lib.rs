@@ -6,7 +6,7 @@
 //!
 //! 1. vocabulary: [`names`] (the kernel's name tables), [`threads`] (what thread names say),
 //!    [`hist`] (latency histograms), [`host`] (facts a capture records about its host),
-//!    [`format`] (tracefs format files). The event records themselves are
+//!    [`format`] (tracefs format files), [`ksyms`] (kernel symbols for stack frames). The event records themselves are
 //!    `kvmtrace_common`'s.
 //! 2. streams in and out: [`capture`] (the capture file, reader and writer), [`import`]
 //!    (ftrace, trace-cmd and perf text into events).
@@ -18,6 +18,7 @@ pub mod format;
 pub mod hist;
 pub mod host;
 pub mod import;
+pub mod ksyms;
 pub mod names;
 pub mod report;
 pub mod threads;

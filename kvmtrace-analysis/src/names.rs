@@ -2,6 +2,12 @@
 //! `kvm_exit`'s `isa` field, as the kernel prints them: copied from the `kvm_exit` format file
 //! of Linux 6.18), `KVM_EXIT_*` userspace exit reasons and softirq vectors. Unknown codes are
 //! shown as numbers by the callers.
+//!
+//! Exit reasons are read back from text in every spelling found in the wild
+//! ([`exit_reason_spelling`]): the kernel's (`EXTERNAL_INTERRUPT`, `npf`, `GP excp`),
+//! libtraceevent's kvm plugin's (`PENDING_INTERRUPT`, `EXIT_NPF`, `EXIT_EXCP_GP`) and Linux
+//! 2.6.3x's lower-case VMX names (`apic_access`, `io_instruction`); reports always name them
+//! the kernel's way ([`exit_reason_label`]).
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -217,43 +223,193 @@ pub fn exit_reason_label(isa: u64, reason: u64) -> String {
     exit_reason_name(isa, reason).map_or_else(|| format!("{reason:#x}"), str::to_string)
 }
 
-/// Exit reason names of both tables: name -> (isa, code). The VMX names are upper case and
-/// the SVM names lower case (or `XX excp`), so one map holds both without collisions.
-fn exit_reasons() -> &'static HashMap<&'static str, (u64, u32)> {
-    static TABLE: OnceLock<HashMap<&'static str, (u64, u32)>> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        let mut m = HashMap::new();
-        // VMX basic reasons are below 0x100; SVM's go up to 0x403 and then the SEV-ES
-        // vmgexit codes and -1.
-        for code in 0..=0x500u32 {
-            for isa in [ISA_VMX, ISA_SVM] {
-                if let Some(name) = exit_reason_name(isa, u64::from(code)) {
-                    m.entry(name).or_insert((isa, code));
-                }
-            }
+/// libtraceevent's kvm plugin (`plugins/plugin_kvm.c`, used by `trace-cmd report` and by
+/// perf when it has the plugin): the VMX names it spells differently from today's kernel
+/// (the kernel's own table said `PENDING_INTERRUPT` too, before Linux 5.6).
+const VMX_PLUGIN: &[(u32, &str)] = &[(7, "PENDING_INTERRUPT")];
+
+/// Linux 2.6.3x (`vmx_exit_reasons_str[]` in arch/x86/kvm/vmx.c): lower-case VMX names.
+/// Five of them are also SVM names (`cpuid`, `invlpg`, `hypercall`, `wbinvd`,
+/// `task_switch`): see [`ExitReasonName`].
+const VMX_OLD: &[(u32, &str)] = &[
+    (0, "exception"),
+    (1, "ext_irq"),
+    (2, "triple_fault"),
+    (7, "interrupt_window"),
+    (8, "nmi_window"),
+    (9, "task_switch"),
+    (10, "cpuid"),
+    (12, "halt"),
+    (14, "invlpg"),
+    (18, "hypercall"),
+    (28, "cr_access"),
+    (29, "dr_access"),
+    (30, "io_instruction"),
+    (31, "rdmsr"),
+    (32, "wrmsr"),
+    (43, "tpr_below_thres"),
+    (44, "apic_access"),
+    (48, "ept_violation"),
+    (54, "wbinvd"),
+];
+
+/// libtraceevent's kvm plugin: SVM names (`EXIT_NPF`, `EXIT_EXCP_GP`, ...).
+const SVM_PLUGIN: &[(u32, &str)] = &[
+    (0x000, "EXIT_READ_CR0"),
+    (0x003, "EXIT_READ_CR3"),
+    (0x004, "EXIT_READ_CR4"),
+    (0x008, "EXIT_READ_CR8"),
+    (0x010, "EXIT_WRITE_CR0"),
+    (0x013, "EXIT_WRITE_CR3"),
+    (0x014, "EXIT_WRITE_CR4"),
+    (0x018, "EXIT_WRITE_CR8"),
+    (0x020, "EXIT_READ_DR0"),
+    (0x021, "EXIT_READ_DR1"),
+    (0x022, "EXIT_READ_DR2"),
+    (0x023, "EXIT_READ_DR3"),
+    (0x024, "EXIT_READ_DR4"),
+    (0x025, "EXIT_READ_DR5"),
+    (0x026, "EXIT_READ_DR6"),
+    (0x027, "EXIT_READ_DR7"),
+    (0x030, "EXIT_WRITE_DR0"),
+    (0x031, "EXIT_WRITE_DR1"),
+    (0x032, "EXIT_WRITE_DR2"),
+    (0x033, "EXIT_WRITE_DR3"),
+    (0x034, "EXIT_WRITE_DR4"),
+    (0x035, "EXIT_WRITE_DR5"),
+    (0x036, "EXIT_WRITE_DR6"),
+    (0x037, "EXIT_WRITE_DR7"),
+    (0x040, "EXIT_EXCP_DE"),
+    (0x041, "EXIT_EXCP_DB"),
+    (0x043, "EXIT_EXCP_BP"),
+    (0x044, "EXIT_EXCP_OF"),
+    (0x045, "EXIT_EXCP_BR"),
+    (0x046, "EXIT_EXCP_UD"),
+    (0x047, "EXIT_EXCP_NM"),
+    (0x048, "EXIT_EXCP_DF"),
+    (0x04a, "EXIT_EXCP_TS"),
+    (0x04b, "EXIT_EXCP_NP"),
+    (0x04c, "EXIT_EXCP_SS"),
+    (0x04d, "EXIT_EXCP_GP"),
+    (0x04e, "EXIT_EXCP_PF"),
+    (0x050, "EXIT_EXCP_MF"),
+    (0x051, "EXIT_EXCP_AC"),
+    (0x052, "EXIT_EXCP_MC"),
+    (0x053, "EXIT_EXCP_XF"),
+    (0x060, "EXIT_INTR"),
+    (0x061, "EXIT_NMI"),
+    (0x062, "EXIT_SMI"),
+    (0x063, "EXIT_INIT"),
+    (0x064, "EXIT_VINTR"),
+    (0x065, "EXIT_CR0_SEL_WRITE"),
+    (0x066, "EXIT_IDTR_READ"),
+    (0x067, "EXIT_GDTR_READ"),
+    (0x068, "EXIT_LDTR_READ"),
+    (0x069, "EXIT_TR_READ"),
+    (0x06a, "EXIT_IDTR_WRITE"),
+    (0x06b, "EXIT_GDTR_WRITE"),
+    (0x06c, "EXIT_LDTR_WRITE"),
+    (0x06d, "EXIT_TR_WRITE"),
+    (0x06e, "EXIT_RDTSC"),
+    (0x06f, "EXIT_RDPMC"),
+    (0x070, "EXIT_PUSHF"),
+    (0x071, "EXIT_POPF"),
+    (0x072, "EXIT_CPUID"),
+    (0x073, "EXIT_RSM"),
+    (0x074, "EXIT_IRET"),
+    (0x075, "EXIT_SWINT"),
+    (0x076, "EXIT_INVD"),
+    (0x077, "EXIT_PAUSE"),
+    (0x078, "EXIT_HLT"),
+    (0x079, "EXIT_INVLPG"),
+    (0x07a, "EXIT_INVLPGA"),
+    (0x07b, "EXIT_IOIO"),
+    (0x07c, "EXIT_MSR"),
+    (0x07d, "EXIT_TASK_SWITCH"),
+    (0x07e, "EXIT_FERR_FREEZE"),
+    (0x07f, "EXIT_SHUTDOWN"),
+    (0x080, "EXIT_VMRUN"),
+    (0x081, "EXIT_VMMCALL"),
+    (0x082, "EXIT_VMLOAD"),
+    (0x083, "EXIT_VMSAVE"),
+    (0x084, "EXIT_STGI"),
+    (0x085, "EXIT_CLGI"),
+    (0x086, "EXIT_SKINIT"),
+    (0x087, "EXIT_RDTSCP"),
+    (0x088, "EXIT_ICEBP"),
+    (0x089, "EXIT_WBINVD"),
+    (0x08a, "EXIT_MONITOR"),
+    (0x08b, "EXIT_MWAIT"),
+    (0x08c, "EXIT_MWAIT_COND"),
+    (0x08d, "EXIT_XSETBV"),
+    (0x400, "EXIT_NPF"),
+    (0x401, "EXIT_AVIC_INCOMPLETE_IPI"),
+    (0x402, "EXIT_AVIC_UNACCELERATED_ACCESS"),
+    (0xffff_ffff, "EXIT_ERR"),
+];
+
+/// What a printed exit reason name says: its code in the VMX tables and in the SVM tables.
+/// Both are set for the five lower-case names Linux 2.6.3x used for VMX exits that are also
+/// SVM names (`cpuid`, `invlpg`, `hypercall`, `wbinvd`, `task_switch`); the importer decides
+/// those by the other exits of the same text (see `import`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitReasonName {
+    pub vmx: Option<u32>,
+    pub svm: Option<u32>,
+}
+
+impl ExitReasonName {
+    /// The isa and code when only one table has the name.
+    pub fn unambiguous(self) -> Option<(u64, u32)> {
+        match (self.vmx, self.svm) {
+            (Some(c), None) => Some((ISA_VMX, c)),
+            (None, Some(c)) => Some((ISA_SVM, c)),
+            _ => None,
         }
-        let high = (0x8000_0000u32..=0x8000_0020).chain([0x8000_fffd, 0xffff_ffff]);
-        for code in high {
-            if let Some(name) = exit_reason_name(ISA_SVM, u64::from(code)) {
-                m.entry(name).or_insert((ISA_SVM, code));
-            }
+    }
+
+    /// The code for `isa`, if that table has the name.
+    pub fn code(self, isa: u64) -> Option<u32> {
+        match isa {
+            ISA_VMX => self.vmx,
+            ISA_SVM => self.svm,
+            _ => None,
+        }
+    }
+}
+
+/// Every spelling of every exit reason: the kernel's tables (Linux 6.18), libtraceevent's
+/// kvm plugin's (`PENDING_INTERRUPT`, `EXIT_NPF`, ...) and Linux 2.6.3x's lower-case VMX names.
+fn spellings() -> &'static HashMap<&'static str, ExitReasonName> {
+    static TABLE: OnceLock<HashMap<&'static str, ExitReasonName>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut m: HashMap<&'static str, ExitReasonName> = HashMap::new();
+        // The kernel's names first: a code has one kernel name per isa, and the older and
+        // the plugin's spellings never take a name the kernel uses for another code.
+        for &(code, name) in VMX.iter().chain(VMX_PLUGIN).chain(VMX_OLD) {
+            m.entry(name).or_default().vmx.get_or_insert(code);
+        }
+        for &(code, name) in SVM.iter().chain(SVM_PLUGIN) {
+            m.entry(name).or_default().svm.get_or_insert(code);
         }
         m
     })
 }
 
-/// The code of exit reason `name` (as `kvm_exit` prints it) for `isa` (1 = VMX, 2 = SVM),
-/// or None when that table has no such name.
-pub fn exit_reason_code(isa: u64, name: &str) -> Option<u32> {
-    match exit_reasons().get(name) {
-        Some(&(i, code)) if i == isa => Some(code),
-        _ => None,
-    }
+/// What exit reason `name` is, in any spelling; None when no table has it.
+pub fn exit_reason_spelling(name: &str) -> Option<ExitReasonName> {
+    spellings().get(name).copied()
 }
 
-/// The isa and code of an exit reason name, whichever table has it.
+/// The code of exit reason `name` (any spelling) for `isa` (1 = VMX, 2 = SVM), or None when
+/// that isa has no such name.
+pub fn exit_reason_code(isa: u64, name: &str) -> Option<u32> {
+    exit_reason_spelling(name).and_then(|n| n.code(isa))
+}
+
+/// The isa and code of an exit reason name that only one isa has.
 pub fn exit_reason_any(name: &str) -> Option<(u64, u32)> {
-    exit_reasons().get(name).copied()
+    exit_reason_spelling(name).and_then(ExitReasonName::unambiguous)
 }
 
 /// VMX exit reason flag names (`__print_flags` in `kvm_exit`'s format) and their bits.
@@ -370,8 +526,13 @@ mod tests {
                 }
                 if let Some(name) = exit_reason_name(isa, u64::from(code)) {
                     assert_eq!(exit_reason_code(isa, name), Some(code), "{name}");
-                    let other = if isa == ISA_VMX { ISA_SVM } else { ISA_VMX };
-                    assert_eq!(exit_reason_code(other, name), None, "{name} in both tables");
+                    // Linux 2.6.3x used five SVM names for VMX exits too.
+                    let old = ["cpuid", "invlpg", "hypercall", "wbinvd", "task_switch"];
+                    if !old.contains(&name) {
+                        let other = if isa == ISA_VMX { ISA_SVM } else { ISA_VMX };
+                        assert_eq!(exit_reason_code(other, name), None, "{name} in both");
+                        assert_eq!(exit_reason_any(name), Some((isa, code)), "{name}");
+                    }
                     n += 1;
                 }
             }
@@ -389,6 +550,64 @@ mod tests {
         assert_eq!(exit_reason_code(ISA_SVM, "HLT"), None);
         assert_eq!(exit_reason_code(7, "HLT"), None);
         assert_eq!(exit_reason_code(ISA_VMX, "NO_SUCH_REASON"), None);
+    }
+
+    #[test]
+    fn every_spelling_of_an_exit_reason() {
+        // libtraceevent's kvm plugin.
+        assert_eq!(exit_reason_any("PENDING_INTERRUPT"), Some((ISA_VMX, 7)));
+        assert_eq!(exit_reason_label(ISA_VMX, 7), "INTERRUPT_WINDOW");
+        for (plugin, kernel) in [
+            ("EXIT_NPF", "npf"),
+            ("EXIT_MSR", "msr"),
+            ("EXIT_WRITE_CR4", "write_cr4"),
+            ("EXIT_CR0_SEL_WRITE", "cr0_sel_write"),
+            ("EXIT_EXCP_GP", "GP excp"),
+            ("EXIT_IOIO", "io"),
+            ("EXIT_VMMCALL", "hypercall"),
+            ("EXIT_INTR", "interrupt"),
+            ("EXIT_RSM", "rsm"),
+            ("EXIT_ERR", "invalid_guest_state"),
+        ] {
+            let (isa, code) = exit_reason_any(plugin).unwrap();
+            assert_eq!(isa, ISA_SVM, "{plugin}");
+            assert_eq!(
+                exit_reason_name(isa, u64::from(code)),
+                Some(kernel),
+                "{plugin}"
+            );
+        }
+        // Every plugin SVM name but EXIT_MWAIT_COND (0x8c, not in the kernel's table).
+        for &(code, name) in SVM_PLUGIN {
+            assert_eq!(exit_reason_any(name), Some((ISA_SVM, code)), "{name}");
+            assert!(code == 0x8c || exit_reason_name(ISA_SVM, u64::from(code)).is_some());
+        }
+        // Linux 2.6.3x VMX names.
+        assert_eq!(exit_reason_any("apic_access"), Some((ISA_VMX, 44)));
+        assert_eq!(exit_reason_any("io_instruction"), Some((ISA_VMX, 30)));
+        assert_eq!(exit_reason_any("halt"), Some((ISA_VMX, 12)));
+        assert_eq!(exit_reason_any("hlt"), Some((ISA_SVM, 0x78)));
+        // The five names both isas have.
+        for (name, vmx, svm) in [
+            ("cpuid", 10, 0x72),
+            ("invlpg", 14, 0x79),
+            ("hypercall", 18, 0x81),
+            ("wbinvd", 54, 0x89),
+            ("task_switch", 9, 0x7d),
+        ] {
+            let n = exit_reason_spelling(name).unwrap();
+            assert_eq!((n.vmx, n.svm), (Some(vmx), Some(svm)), "{name}");
+            assert_eq!(exit_reason_any(name), None, "{name} is ambiguous");
+            assert_eq!(exit_reason_code(ISA_VMX, name), Some(vmx));
+            assert_eq!(exit_reason_code(ISA_SVM, name), Some(svm));
+        }
+        let mut both = 0;
+        for &(_, name) in VMX.iter().chain(VMX_PLUGIN).chain(VMX_OLD) {
+            if exit_reason_spelling(name).unwrap().svm.is_some() {
+                both += 1;
+            }
+        }
+        assert_eq!(both, 5, "only the five old VMX names are SVM names too");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// Layers, lowest first; modules of one layer may use each other (without a circle).
 const ANALYSIS: &[&[&str]] = &[
-    &["names", "threads", "hist", "host", "format"],
+    &["names", "threads", "hist", "host", "format", "ksyms"],
     &["capture", "import"],
     &["engine"],
     &["report"],

@@ -17,6 +17,7 @@
 
 pub mod exits;
 pub use exits::{ExitHist, ExitKey, VcpuThread};
+pub mod kvm_events;
 
 /// Number of value slots in an [`Event`].
 pub const NSLOTS: usize = 5;
@@ -25,8 +26,9 @@ pub const NSLOTS: usize = 5;
 ///
 /// `slots` hold the tracepoint's fields in the order the [`kinds!`] table gives for its kind;
 /// a field the running kernel does not have reads as 0 and its bit is set in `missing`.
-/// Userspace-made kinds ([`Kind::ThreadInfo`], [`Kind::DemoAck`], [`Kind::Drops`]) use the
-/// same record so one stream carries everything.
+/// Userspace-made kinds ([`Kind::ThreadInfo`], [`Kind::DemoAck`], [`Kind::Drops`], the
+/// stack definitions) and the stack programs' records ([`Kind::StackAt`],
+/// [`Kind::StackSample`]) use the same record so one stream carries everything.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Event {
@@ -677,25 +679,91 @@ kinds! {
         kernel: u64 @ 0 = "kernel",
         userspace: u64 @ 1 = "userspace",
     }
+    /// A KVM tracepoint without a kind of its own (`kvm_fpu`, `kvm_cr`, `kvm_emulate_insn`,
+    /// `kvmmmu:*`, ...), kept for timelines and counts: `name_id` indexes
+    /// [`kvm_events::KVM_EVENTS`], `a`..`c` are the first numbers of its text (text import)
+    /// or fields (a recorder), absent when it has fewer.
+    KvmOther = 67, "kvmtrace", "kvm_other" {
+        name_id: u64 @ 0 = "name_id",
+        a: opt @ 1 = "a",
+        b: opt @ 2 = "b",
+        c: opt @ 3 = "c",
+    }
+    /// Made by userspace the first time a kernel stack id is seen (docs/stacks.md): its
+    /// frames, leaf first, [`stack::FRAMES_PER_RECORD`] per record; `at` = the index of
+    /// `ip0` | the stack's frame count << 32 (see [`ev::StackFrames::chunks`]).
+    StackFrames = 68, "kvmtrace", "stack_frames" {
+        stack: u64 @ 0 = "stack",
+        at: u64 @ 1 = "at",
+        ip0: u64 @ 2 = "ip0",
+        ip1: u64 @ 3 = "ip1",
+        ip2: u64 @ 4 = "ip2",
+    }
+    /// Made by userspace the first time a stack frame falls in a kernel function: its
+    /// address range and its `/proc/kallsyms` name (`name [module]` for a module's),
+    /// [`stack::TEXT_PER_RECORD`] bytes of text per record; `at` = the byte offset of this
+    /// piece | the text's length << 32 (see [`ev::Symbol::chunks`]).
+    Symbol = 69, "kvmtrace", "symbol" {
+        start: u64 @ 0 = "start",
+        end: u64 @ 1 = "end",
+        at: u64 @ 2 = "at",
+        text: comm @ 3 = "text",
+    }
     /// Made by userspace about once a second: what the in-kernel exit histogram of vCPU
     /// thread `tid` and exit `key` (`isa << 32 | reason`) gained since the previous record
     /// of that key ([`exits`]); up to four values, each [`exits::pack`]ed, 0 = unused.
-    ExitBuckets = 67, "kvmtrace", "exit_buckets" {
+    ExitBuckets = 70, "kvmtrace", "exit_buckets" {
         key: u64 @ 0 = "key",
         b0: u64 @ 1 = "b0",
         b1: u64 @ 2 = "b1",
         b2: u64 @ 3 = "b2",
         b3: u64 @ 4 = "b3",
     }
+    /// Made by a stack program right after the tracepoint it belongs to, in the same task
+    /// on the same CPU: the current task's kernel stack (docs/stacks.md). `what`: one of
+    /// [`stack`]'s `SWITCH`, `CONTENTION`, `HARDIRQ`, `SOFTIRQ`; `stack` is the id in the
+    /// kernel's stack map when `error` is 0, else `error` is the errno the kernel gave.
+    StackAt = 128, "kvmtrace", "stack_at" {
+        stack: u64 @ 0 = "stack",
+        what: u64 @ 1 = "what",
+        error: u64 @ 2 = "error",
+    }
+    /// Made by the profile program at each `cpu-clock` tick on a CPU where a traced vCPU
+    /// runs or waits: the running task's kernel stack (`error` = `EFAULT`: it was in user
+    /// space).
+    StackSample = 129, "kvmtrace", "stack_sample" {
+        stack: u64 @ 0 = "stack",
+        error: u64 @ 1 = "error",
+    }
 }
 
 /// Number of tracepoint kinds (values `0..NTRACEPOINTS`), i.e. eBPF programs.
 pub const NTRACEPOINTS: usize = 39;
 
+/// Kinds made by the eBPF side that are not a tracepoint's fields (stack records) are
+/// numbered from here; userspace-made kinds are 64..128 (docs/capture-format.md).
+pub const FIRST_PROBE_RECORD: u16 = 128;
+
 impl Kind {
     /// True for kinds that come from a tracepoint (and so have an eBPF program).
     pub const fn is_tracepoint(self) -> bool {
         (self as usize) < NTRACEPOINTS
+    }
+
+    /// True for records the eBPF side makes that are not a tracepoint's fields (the stack
+    /// programs' records, docs/stacks.md).
+    pub const fn is_probe_record(self) -> bool {
+        let v = self as u16;
+        v >= FIRST_PROBE_RECORD && v < FIRST_PROBE_RECORD + 64
+    }
+
+    /// True for the records of `--stacks` (docs/stacks.md): the probes' stack records and
+    /// userspace's stack and symbol definitions.
+    pub const fn is_stack_record(self) -> bool {
+        matches!(
+            self,
+            Kind::StackAt | Kind::StackSample | Kind::StackFrames | Kind::Symbol
+        )
     }
 
     /// Slot index of a field by its tracefs name for this kind.
@@ -835,6 +903,117 @@ impl ev::ThreadInfo {
                 vcpu: (self.vcpu_id != VCPU_UNKNOWN).then_some(self.vcpu_id as u32),
             },
         }
+    }
+}
+
+/// Values and sizes of the stack records (docs/stacks.md).
+pub mod stack {
+    /// `StackAt.what`: the task switched out at `sched_switch` (the current task there).
+    pub const SWITCH: u64 = 1;
+    /// `StackAt.what`: a vCPU thread at `lock:contention_begin`.
+    pub const CONTENTION: u64 = 2;
+    /// `StackAt.what`: `irq:irq_handler_entry` on a traced vCPU's CPU.
+    pub const HARDIRQ: u64 = 3;
+    /// `StackAt.what`: `irq:softirq_entry` on a traced vCPU's CPU.
+    pub const SOFTIRQ: u64 = 4;
+    /// `error`: no kernel stack (a profile tick that interrupted user space).
+    pub const EFAULT: u64 = 14;
+    /// `error`: the stack map had no room (its bucket holds another stack, or it is full).
+    pub const EEXIST: u64 = 17;
+    /// Frames in one `StackFrames` record.
+    pub const FRAMES_PER_RECORD: usize = 3;
+    /// Bytes of a symbol's text in one `Symbol` record.
+    pub const TEXT_PER_RECORD: usize = 16;
+    /// Longest symbol text kept (kallsyms' KSYM_NAME_LEN is 512, plus a module name).
+    pub const MAX_TEXT: usize = 1024;
+}
+
+impl ev::StackFrames {
+    /// The records that carry `frames` (leaf first) of stack `stack`; none for an empty
+    /// stack, at most [`limits::STACK_DEPTH`] frames.
+    pub fn chunks(stack: u32, frames: &[u64]) -> impl Iterator<Item = ev::StackFrames> + '_ {
+        let frames = &frames[..frames.len().min(limits::STACK_DEPTH as usize)];
+        let total = frames.len() as u64;
+        frames
+            .chunks(stack::FRAMES_PER_RECORD)
+            .enumerate()
+            .map(move |(i, c)| ev::StackFrames {
+                stack: u64::from(stack),
+                at: (i * stack::FRAMES_PER_RECORD) as u64 | total << 32,
+                ip0: c.first().copied().unwrap_or(0),
+                ip1: c.get(1).copied().unwrap_or(0),
+                ip2: c.get(2).copied().unwrap_or(0),
+            })
+    }
+
+    /// Index of `ip0` in the stack.
+    pub fn first(&self) -> usize {
+        (self.at & 0xffff_ffff) as usize
+    }
+
+    /// The stack's frame count.
+    pub fn total(&self) -> usize {
+        (self.at >> 32) as usize
+    }
+
+    /// The frames this record carries, with their index in the stack.
+    pub fn frames(&self) -> impl Iterator<Item = (usize, u64)> {
+        let (first, total) = (self.first(), self.total());
+        [self.ip0, self.ip1, self.ip2]
+            .into_iter()
+            .enumerate()
+            .map(move |(i, ip)| (first.saturating_add(i), ip))
+            .filter(move |(i, _)| *i < total)
+    }
+}
+
+impl ev::Symbol {
+    /// The records that carry `text` (cut to [`stack::MAX_TEXT`] bytes) for the function
+    /// at `start..end`.
+    pub fn chunks(start: u64, end: u64, text: &str) -> impl Iterator<Item = ev::Symbol> + '_ {
+        let mut n = text.len().min(stack::MAX_TEXT);
+        while !text.is_char_boundary(n) {
+            n -= 1;
+        }
+        let bytes = &text.as_bytes()[..n];
+        let total = bytes.len() as u64;
+        bytes
+            .chunks(stack::TEXT_PER_RECORD)
+            .enumerate()
+            .map(move |(i, c)| {
+                let mut b = [0u8; 16];
+                b[..c.len()].copy_from_slice(c);
+                ev::Symbol {
+                    start,
+                    end,
+                    at: (i * stack::TEXT_PER_RECORD) as u64 | total << 32,
+                    text: Comm(b),
+                }
+            })
+    }
+
+    /// Byte offset of this piece in the text.
+    pub fn offset(&self) -> usize {
+        (self.at & 0xffff_ffff) as usize
+    }
+
+    /// The text's length in bytes.
+    pub fn len(&self) -> usize {
+        (self.at >> 32) as usize
+    }
+
+    /// True for a record of an empty text.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// This piece's bytes (at most [`stack::TEXT_PER_RECORD`]).
+    pub fn piece(&self) -> &[u8] {
+        let n = self
+            .len()
+            .saturating_sub(self.offset())
+            .min(stack::TEXT_PER_RECORD);
+        &self.text.0[..n]
     }
 }
 
@@ -1037,6 +1216,8 @@ pub mod names {
     pub const VCPU_BY_ID: &str = "VCPU_BY_ID";
     pub const EMITTED: &str = "EMITTED";
     pub const AGG_MISSES: &str = "AGG_MISSES";
+    /// The stack programs' kernel stack map (docs/stacks.md).
+    pub const KSTACKS: &str = "KSTACKS";
 }
 
 /// Map sizes.
@@ -1056,6 +1237,13 @@ pub mod limits {
     /// Slots of the per-VM streaming deadlines (a VM's slot is its tgid modulo this; two VMs
     /// sharing one only stream a little more).
     pub const VM_STREAM_SLOTS: u32 = 4096;
+    /// Distinct kernel stacks the stack map holds with `--stacks` (docs/stacks.md).
+    pub const MAX_STACKS: u32 = 16384;
+    /// Frames kept per kernel stack (the innermost ones).
+    pub const STACK_DEPTH: u32 = 64;
+    /// Default `cpu-clock` sampling frequency of the stack profile, per CPU (not a divisor
+    /// of the tick or of round periods, so it does not sample in lockstep with them).
+    pub const DEFAULT_STACK_HZ: u32 = 4999;
 }
 
 #[cfg(feature = "user")]
@@ -1092,6 +1280,61 @@ mod tests {
             }
         }
         assert_eq!(Kind::try_from(999), Err(999));
+    }
+
+    #[test]
+    fn kinds_are_numbered_by_who_makes_them() {
+        for k in Kind::ALL {
+            let v = *k as u16;
+            match v {
+                _ if k.is_tracepoint() => assert!(!k.is_probe_record()),
+                64..128 => assert_eq!(k.category(), "kvmtrace", "{}", k.name()),
+                128..192 => assert!(k.is_probe_record(), "{}", k.name()),
+                _ => panic!("{} = {v} is in no range", k.name()),
+            }
+        }
+        assert!(Kind::StackAt.is_probe_record() && Kind::StackSample.is_probe_record());
+        assert!(!Kind::StackFrames.is_probe_record() && Kind::StackFrames.is_stack_record());
+    }
+
+    #[test]
+    fn stack_frames_round_trip_through_records() {
+        let frames: std::vec::Vec<u64> = (1..=7).map(|i| 0xffff_ffff_8100_0000 + i).collect();
+        let recs: std::vec::Vec<ev::StackFrames> = ev::StackFrames::chunks(42, &frames).collect();
+        assert_eq!(recs.len(), 3);
+        let mut back = std::vec![0u64; recs[0].total()];
+        for r in &recs {
+            assert_eq!(r.stack, 42);
+            for (i, ip) in r.frames() {
+                back[i] = ip;
+            }
+        }
+        assert_eq!(back, frames);
+        assert_eq!(ev::StackFrames::chunks(1, &[]).count(), 0);
+        let deep = [1u64; 100];
+        let n: usize = ev::StackFrames::chunks(1, &deep)
+            .map(|r| r.frames().count())
+            .sum();
+        assert_eq!(n, limits::STACK_DEPTH as usize);
+    }
+
+    #[test]
+    fn symbol_text_round_trips_through_records() {
+        let text = "kvm_arch_vcpu_ioctl_run [kvm]";
+        let recs: std::vec::Vec<ev::Symbol> = ev::Symbol::chunks(0x10, 0x20, text).collect();
+        assert_eq!(recs.len(), 2);
+        let mut back = std::vec::Vec::new();
+        for r in &recs {
+            assert_eq!((r.start, r.end, r.len()), (0x10, 0x20, text.len()));
+            back.extend_from_slice(r.piece());
+        }
+        assert_eq!(back, text.as_bytes());
+        // Cut on a character boundary.
+        let long = "é".repeat(stack::MAX_TEXT);
+        let n: usize = ev::Symbol::chunks(0, 1, &long)
+            .map(|r| r.piece().len())
+            .sum();
+        assert!(n <= stack::MAX_TEXT && n.is_multiple_of(2));
     }
 
     #[test]

@@ -36,6 +36,7 @@ mod kvm;
 mod lock;
 mod record;
 mod sched;
+mod stacks;
 
 use aya_ebpf::{
     macros::map,

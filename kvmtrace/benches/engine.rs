@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use kvmtrace_analysis::engine::{Engine, EngineConfig};
-use kvmtrace_common::{Event, Kind};
+use kvmtrace_common::{ev, Comm, Event, Origin, Payload};
 
 const VCPUS: u32 = 64;
 const CPUS: u32 = 32;
@@ -16,7 +16,8 @@ const VM: u32 = 4242;
 
 /// A VMX host's event mix, generated on the fly: per vCPU, guest runs of ~5 us between
 /// exits (external interrupts, HLT, I/O, EPT violations), an MSI every 50 exits injected at
-/// the next entry, host IRQs and softirqs on its CPU, and an occasional preemption.
+/// the next entry, host IRQs and softirqs on its CPU, and an occasional preemption; one
+/// event in 8 delivered after the next.
 struct Stream {
     t: u64,
     n: u64,
@@ -39,62 +40,115 @@ impl Stream {
         self.rng
     }
 
-    fn ev(&self, kind: Kind, tid: u32, cpu: u32, slots: [u64; 5]) -> Event {
-        Event {
+    fn ev(&self, tid: u32, cpu: u32, p: Payload) -> Event {
+        p.event(Origin {
             ts_ns: self.t,
             tid,
             tgid: VM,
             cpu,
-            kind: kind as u16,
-            slots,
-            ..Default::default()
-        }
+        })
     }
 
     /// Appends the next round (one exit/entry per vCPU, and what goes with it) to `out`.
     fn round(&mut self, out: &mut Vec<Event>) {
+        let first = out.len();
         for v in 0..VCPUS {
             let tid = 10_000 + v;
             let cpu = v % CPUS;
+            let id = u64::from(v);
             self.t += 80 + self.rand() % 80;
             self.n += 1;
             let r = self.rand();
             let reason = [1u64, 12, 30, 48][(r % 4) as usize];
-            out.push(self.ev(Kind::KvmExit, tid, cpu, [reason, 1, u64::from(v), 0, 0]));
+            out.push(self.ev(
+                tid,
+                cpu,
+                Payload::KvmExit(ev::KvmExit {
+                    exit_reason: reason,
+                    isa: Some(1),
+                    vcpu_id: Some(id),
+                    ..Default::default()
+                }),
+            ));
             if self.n.is_multiple_of(50) {
+                // An MSI from the VMM's I/O thread (irq_comm.c kvm_set_msi), accepted by
+                // the vCPU's LAPIC, injected at its next entry.
+                let io = (cpu + 1) % CPUS;
                 out.push(self.ev(
-                    Kind::KvmMsiSetIrq,
                     99,
-                    (cpu + 1) % CPUS,
-                    [0xfee0_0000 | (u64::from(v) << 12), 0x41, 0, 0, 0],
+                    io,
+                    Payload::KvmMsiSetIrq(ev::KvmMsiSetIrq {
+                        address: 0xfee0_0000 | (id << 12),
+                        data: 0x41,
+                    }),
                 ));
-                out.push(self.ev(Kind::KvmInjVirq, tid, cpu, [0x41, 0, 0, 0, 0]));
-            }
-            if r.is_multiple_of(97) {
-                out.push(self.ev(Kind::IrqHandlerEntry, 0, cpu, [24, 0, 0, 0, 0]));
-                self.t += 2_000;
-                out.push(self.ev(Kind::IrqHandlerExit, 0, cpu, [24, 0, 0, 0, 0]));
-                out.push(self.ev(Kind::SoftirqEntry, 0, cpu, [3, 0, 0, 0, 0]));
-                self.t += 3_000;
-                out.push(self.ev(Kind::SoftirqExit, 0, cpu, [3, 0, 0, 0, 0]));
-            }
-            if r.is_multiple_of(211) {
                 out.push(self.ev(
-                    Kind::SchedSwitch,
+                    99,
+                    io,
+                    Payload::KvmApicAcceptIrq(ev::KvmApicAcceptIrq {
+                        apicid: id,
+                        vec: 0x41,
+                        dm: Some(0),
+                        tm: Some(0),
+                    }),
+                ));
+                out.push(self.ev(
                     tid,
                     cpu,
-                    [u64::from(tid), 0x100, 777, 0, 0],
-                ));
-                self.t += 20_000;
-                out.push(self.ev(
-                    Kind::SchedSwitch,
-                    777,
-                    cpu,
-                    [777, 0x100, u64::from(tid), 0, 0],
+                    Payload::KvmInjVirq(ev::KvmInjVirq {
+                        vector: 0x41,
+                        soft: Some(0),
+                        reinjected: Some(0),
+                    }),
                 ));
             }
+            if r.is_multiple_of(97) {
+                out.push(self.ev(
+                    0,
+                    cpu,
+                    Payload::IrqHandlerEntry(ev::IrqHandlerEntry { irq: 24 }),
+                ));
+                self.t += 2_000;
+                out.push(self.ev(
+                    0,
+                    cpu,
+                    Payload::IrqHandlerExit(ev::IrqHandlerExit { irq: 24, ret: 1 }),
+                ));
+                out.push(self.ev(0, cpu, Payload::SoftirqEntry(ev::SoftirqEntry { vec: 3 })));
+                self.t += 3_000;
+                out.push(self.ev(0, cpu, Payload::SoftirqExit(ev::SoftirqExit { vec: 3 })));
+            }
+            if r.is_multiple_of(211) {
+                let switch = |prev: u64, next: u64| {
+                    Payload::SchedSwitch(ev::SchedSwitch {
+                        prev_pid: prev,
+                        prev_state: 0x100,
+                        next_pid: next,
+                        next_comm: Comm::default(),
+                    })
+                };
+                out.push(self.ev(tid, cpu, switch(u64::from(tid), 777)));
+                self.t += 20_000;
+                out.push(self.ev(777, cpu, switch(777, u64::from(tid))));
+            }
             self.t += 500 + r % 1500;
-            out.push(self.ev(Kind::KvmEntry, tid, cpu, [u64::from(v), 0, 0, 0, 0]));
+            out.push(self.ev(
+                tid,
+                cpu,
+                Payload::KvmEntry(ev::KvmEntry {
+                    vcpu_id: Some(id),
+                    ..Default::default()
+                }),
+            ));
+        }
+        // As the ring buffer delivers them: a program takes its timestamp before it
+        // reserves space, so one event in 8 lands after the next one (the engine's reorder
+        // buffer puts it back; events of the same nanosecond keep their order, as
+        // nothing could restore it).
+        for i in first..out.len().saturating_sub(1) {
+            if self.rand().is_multiple_of(8) && out[i].ts_ns < out[i + 1].ts_ns {
+                out.swap(i, i + 1);
+            }
         }
     }
 }

@@ -104,6 +104,14 @@ pub struct TargetArgs {
     /// cheaper BTF ones (for kernels where those misbehave, and to compare the two).
     #[arg(long)]
     pub no_btf: bool,
+    /// Also take kernel stacks where latency is spent, and a cpu-clock profile of the CPUs
+    /// running traced vCPUs (docs/stacks.md; costs in docs/performance.md).
+    #[arg(long)]
+    pub stacks: bool,
+    /// The profile's sampling frequency per CPU, in Hz (0: stacks at events only; the
+    /// default is `limits::DEFAULT_STACK_HZ`, checked by a test: this file uses only clap).
+    #[arg(long, default_value_t = 4999, value_name = "HZ", requires = "stacks")]
+    pub stack_hz: u32,
     /// CPUs for kvmtrace's own threads (a cpulist such as 0 or 0-3,8). `auto`: those that
     /// host no traced vCPU and are not isolated (isolcpus, nohz_full); `off`: wherever the
     /// scheduler puts them.
@@ -187,6 +195,22 @@ pub struct ReportArgs {
     /// Perfetto's UI).
     #[arg(long, value_name = "FILE")]
     pub chrome_trace: Option<PathBuf>,
+    /// Also write the kernel stacks of a `--stacks` capture as folded stacks to FILE, one
+    /// line per (cause, stack) weighted in nanoseconds (flamegraph.pl, inferno, speedscope).
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<PathBuf>,
+    /// Also write them as a flame graph SVG to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub flamegraph: Option<PathBuf>,
+    /// What the stack weights are: `latency` (interrupt-to-guest latency by cause) or
+    /// `time` (the vCPU threads' whole run by state).
+    #[arg(long, default_value = "latency", value_name = "WEIGHT",
+          value_parser = ["latency", "time"])]
+    pub stack_weight: String,
+    /// Keep the time of segments no profile tick fell in as `[not sampled]` instead of
+    /// spreading it over the same cause's sampled stacks in proportion.
+    #[arg(long)]
+    pub stack_exact: bool,
     /// Overwrite export files that exist.
     #[arg(short, long)]
     pub force: bool,

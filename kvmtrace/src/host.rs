@@ -363,6 +363,13 @@ pub fn apic_timer_fn_address() -> u64 {
         .unwrap_or(0)
 }
 
+/// The kernel's text symbols from /proc/kallsyms (modules included), to name stack frames.
+pub fn kernel_symbols() -> Result<kvmtrace_analysis::ksyms::Ksyms, String> {
+    let text = std::fs::read_to_string("/proc/kallsyms")
+        .map_err(|e| format!("reading /proc/kallsyms: {e}"))?;
+    kvmtrace_analysis::ksyms::Ksyms::parse(&text).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,10 +46,25 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kvmtrace: error: {e:#}");
+            eprintln!("kvmtrace: error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once: many errors print their cause in their own
+/// message (`{path}: {source}`) and also return it as their source, which `{:#}` would print
+/// a second time ("... (os error 2): No such file or directory (os error 2)").
+fn error_text(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
 }
 
 fn session_options(t: &TargetArgs) -> anyhow::Result<SessionOptions> {
@@ -57,6 +72,12 @@ fn session_options(t: &TargetArgs) -> anyhow::Result<SessionOptions> {
         bail!(
             "--ring-mib must be a power of two up to 1024, not {}",
             t.ring_mib
+        );
+    }
+    if t.stack_hz > 20_000 {
+        bail!(
+            "--stack-hz must be at most 20000 (the kernel throttles faster sampling), not {}",
+            t.stack_hz
         );
     }
     let paths = t
@@ -78,6 +99,9 @@ fn session_options(t: &TargetArgs) -> anyhow::Result<SessionOptions> {
         exit_threshold_ns: Some(t.exit_threshold_us.saturating_mul(1000)),
         stream_hold_ns: Some(t.stream_hold_us.saturating_mul(1000)),
         no_btf: t.no_btf,
+        stacks: t
+            .stacks
+            .then_some(kvmtrace::probes::stacks::StackOptions { hz: t.stack_hz }),
         housekeeping: t.housekeeping.parse()?,
     })
 }
@@ -205,7 +229,7 @@ fn run_top(args: TopArgs) -> anyhow::Result<()> {
 }
 
 fn run_report(args: ReportArgs) -> anyhow::Result<()> {
-    use kvmtrace_analysis::report::{analyse_capture, analyse_text, export};
+    use kvmtrace_analysis::report::{analyse_capture, analyse_text, export, stacks};
     let cfg = kvmtrace_analysis::engine::EngineConfig {
         worst: args.worst,
         ..Default::default()
@@ -224,6 +248,29 @@ fn run_report(args: ReportArgs) -> anyhow::Result<()> {
         eprintln!(
             "kvmtrace: wrote {n} trace events ({} worst samples) to {}",
             engine.worst().len(),
+            p.display()
+        );
+    }
+    let fold = stacks::Fold {
+        weight: args.stack_weight.parse().map_err(anyhow::Error::msg)?,
+        exact: args.stack_exact,
+    };
+    if let Some(p) = &args.folded {
+        let f = stacks::write_folded(p, args.force, &engine, fold)?;
+        eprintln!(
+            "kvmtrace: wrote {} folded stacks ({} weight, {:.1} us) to {}",
+            f.lines,
+            fold.weight.name(),
+            f.total_ns as f64 / 1e3,
+            p.display()
+        );
+    }
+    if let Some(p) = &args.flamegraph {
+        let f = stacks::write_flamegraph(p, args.force, &engine, fold)?;
+        eprintln!(
+            "kvmtrace: wrote a flame graph of {} stacks ({} weight) to {}",
+            f.lines,
+            fold.weight.name(),
             p.display()
         );
     }
@@ -260,4 +307,29 @@ fn run_exporter(args: ExporterArgs) -> anyhow::Result<()> {
 
 fn run_check(args: CheckArgs) -> anyhow::Result<()> {
     kvmtrace::check::run(&args.root, args.capture.as_deref(), args.json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{path}: cannot open: {source}")]
+    struct Open {
+        path: String,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn os_errors_are_said_once() {
+        let io = std::io::Error::from_raw_os_error(2);
+        let e = anyhow::Error::new(Open {
+            path: "x.kvmtrace".into(),
+            source: io,
+        })
+        .context("reading the capture");
+        let text = error_text(&e);
+        assert_eq!(text.matches("os error 2").count(), 1, "{text}");
+        assert!(text.starts_with("reading the capture: x.kvmtrace: cannot open: "));
+    }
 }

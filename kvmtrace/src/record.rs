@@ -87,8 +87,12 @@ impl Flight {
         for ev in batch {
             self.engine.push(ev);
             let kind = Kind::try_from(ev.kind);
-            if kind == Ok(Kind::ThreadInfo) {
-                // Names and vCPU ids are always needed to read a window.
+            if matches!(
+                kind,
+                Ok(Kind::ThreadInfo | Kind::StackFrames | Kind::Symbol)
+            ) {
+                // Names and vCPU ids are always needed to read a window, and so are the
+                // definitions of the stacks it may use (written once, when first seen).
                 writer.push(ev)?;
                 continue;
             }

@@ -52,7 +52,8 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// Setup, then fuzz the capture reader and the text importer.
+    /// Setup, then fuzz the capture reader and the text importer, alone and through the
+    /// engine and the report.
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 300)]
@@ -529,7 +530,12 @@ fn install_assets(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-const FUZZ_TARGETS: &[&str] = &["capture_reader", "text_import"];
+const FUZZ_TARGETS: &[&str] = &[
+    "capture_reader",
+    "text_import",
+    "text_report",
+    "capture_report",
+];
 
 /// Runs each fuzz target for `secs` seconds from the committed seeds; new inputs go to
 /// target/fuzz-corpus, crashes to fuzz/artifacts (and fail the run).

@@ -117,6 +117,9 @@ pub struct CaptureHeader {
     /// Kernel address of KVM's LAPIC timer callback, to recognise its hrtimer (0: unknown).
     #[serde(default)]
     pub apic_timer_fn: u64,
+    /// How `--stacks` took kernel stacks (docs/stacks.md); absent without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stacks: Option<StackCapture>,
     /// Where kvmtrace ran its own threads (absent from older captures).
     #[serde(default)]
     pub placement: Option<Placement>,
@@ -141,6 +144,31 @@ pub struct Placement {
     /// start-up (loading the probes, starting the demo) wherever the threads then ran.
     #[serde(default)]
     pub since_ns: u64,
+}
+
+/// What a capture says about its kernel stacks (`--stacks`, docs/stacks.md).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackCapture {
+    /// The profile's `cpu-clock` frequency per CPU (0: no profile).
+    pub hz: u32,
+    /// Distinct stacks the kernel's stack map holds, and frames kept per stack.
+    pub max_stacks: u32,
+    pub depth: u32,
+    /// Each stack program: where it is attached, and whether it is.
+    pub programs: Vec<StackProgram>,
+    /// Why frames could not be named when recording (they then show as addresses).
+    #[serde(default)]
+    pub symbols_problem: Option<String>,
+}
+
+/// One stack program's attachment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackProgram {
+    pub program: String,
+    /// `category:tracepoint`, or `perf:cpu-clock` for the profile.
+    pub attach: String,
+    pub attached: bool,
+    pub reason: Option<String>,
 }
 
 /// What happened to one tracepoint's probe.

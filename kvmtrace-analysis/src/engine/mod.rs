@@ -23,6 +23,7 @@ pub mod fxhash;
 mod proptests;
 pub mod reorder;
 mod route;
+mod stacks;
 #[cfg(test)]
 mod tests;
 pub mod threads;
@@ -35,7 +36,10 @@ use kvmtrace_common::{limits, Event, Kind, Payload};
 pub use self::cause::{ApicVector, Cause};
 use self::fxhash::FxHashMap;
 use self::reorder::Reorder;
-pub use self::threads::{StreamCounts, ThreadRec, Threads};
+pub use self::stacks::{
+    StackAcc, StackCounts, StackKey, StackRef, StackSource, StackTables, Stacks,
+};
+pub use self::threads::{KindCounts, StreamCounts, ThreadRec, Threads};
 pub use self::vcpu::{is_halt_exit, ExitStat, Vcpu, VcpuStats};
 use self::vcpu::{CpuState, IdSource};
 use self::window::Closed;
@@ -159,6 +163,8 @@ pub struct Engine {
     triggers: Vec<Trigger>,
     pending: Vec<Closed>,
     scratch: Vec<u32>,
+    /// Kernel stacks, when the stream has them (stacks.rs).
+    stacks: Stacks,
 }
 
 impl Engine {
@@ -194,12 +200,26 @@ impl Engine {
             triggers: Vec::new(),
             pending: Vec::new(),
             scratch: Vec::new(),
+            stacks: Stacks::default(),
         }
     }
 
     /// Feeds one event (in any order within the reorder window).
     pub fn push(&mut self, ev: &Event) {
-        self.threads.count(ev);
+        // Stack records (stacks.rs) are not events of the stream; a profile tick is timed at
+        // the interrupt it fired in.
+        let tick;
+        let ev = match self.stacks_push(ev) {
+            stacks::Pushed::Event => {
+                self.threads.count(ev);
+                ev
+            }
+            stacks::Pushed::Consumed => return,
+            stacks::Pushed::Tick(t) => {
+                tick = t;
+                &tick
+            }
+        };
         match ev.payload() {
             // Bookkeeping records describe the stream rather than a moment in it.
             Some(Payload::ThreadInfo(t)) => return self.on_thread_info(ev, &t),
@@ -369,6 +389,9 @@ impl Engine {
                 self.on_vcpu_note(ev, ts);
                 self.on_apic_ipi(ev, ts);
             }
+            // Timeline-only KVM events: a note when the tracepoint fires only in vCPU threads.
+            Payload::KvmOther(x) if x.is_vcpu_context() => self.on_vcpu_note(ev, ts),
+            Payload::KvmOther(_) => {}
             // Scheduling of vCPU threads (vcpu.rs).
             Payload::SchedSwitch(x) => self.on_switch(ev, &x, ts),
             Payload::SchedWakeup(x) => self.on_wakeup(ev, &x, ts),
@@ -424,6 +447,9 @@ impl Engine {
             // summarise, so a vCPU is never first seen through them.
             Payload::ExitBuckets(x) => self.on_exit_buckets(ev, &x, ts),
             Payload::HrtimerExpireExit(_) | Payload::ThreadInfo(_) | Payload::DemoAck(_) => {}
+            // Kernel stacks (stacks.rs): ticks in time order; the rest is side-band.
+            Payload::StackSample(x) => self.on_stack_sample(ev, &x),
+            Payload::StackAt(_) | Payload::StackFrames(_) | Payload::Symbol(_) => {}
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use kvmtrace_common::{ev, Comm, Event, Kind, Payload, ThreadInfoIs};
+use kvmtrace_common::{ev, Comm, Event, Kind, Payload, ThreadInfoIs, NTRACEPOINTS};
 
 use super::fxhash::FxHashMap;
 use super::Cause;
@@ -14,6 +14,69 @@ use crate::threads::vcpu_from_comm;
 /// [`StreamCounts::untracked_threads`] only (a host with more live threads than this is
 /// unusual, and the map must not grow with the input without bound).
 pub const MAX_THREADS: usize = 1 << 16;
+
+/// Events by kind: the tracepoints in a dense array (counted on every event, so no map
+/// lookup), any other kind (`kvm_other`) in a short list beside.
+#[derive(Clone, Debug)]
+pub struct KindCounts {
+    tracepoints: [u64; NTRACEPOINTS],
+    others: Vec<(Kind, u64)>,
+}
+
+impl Default for KindCounts {
+    fn default() -> KindCounts {
+        KindCounts {
+            tracepoints: [0; NTRACEPOINTS],
+            others: Vec::new(),
+        }
+    }
+}
+
+impl KindCounts {
+    pub fn add(&mut self, kind: Kind) {
+        let i = kind as usize;
+        if i < NTRACEPOINTS {
+            self.tracepoints[i] += 1;
+        } else if let Some((_, n)) = self.others.iter_mut().find(|(k, _)| *k == kind) {
+            *n += 1;
+        } else {
+            // Bounded: one entry per kind (`Kind` has a fixed number of values).
+            self.others.push((kind, 1));
+            self.others.sort_unstable();
+        }
+    }
+
+    /// The kinds seen, in kind order, with their counts.
+    pub fn iter(&self) -> impl Iterator<Item = (Kind, u64)> + '_ {
+        let tracepoints = self
+            .tracepoints
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .filter_map(|(i, n)| Some((Kind::try_from(i as u16).ok()?, *n)));
+        tracepoints.chain(self.others.iter().copied())
+    }
+
+    pub fn get(&self, kind: Kind) -> u64 {
+        let i = kind as usize;
+        if i < NTRACEPOINTS {
+            self.tracepoints[i]
+        } else {
+            self.others
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map_or(0, |(_, n)| *n)
+        }
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = Kind> + '_ {
+        self.iter().map(|(k, _)| k)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.tracepoints.iter().sum::<u64>() + self.others.iter().map(|(_, n)| n).sum::<u64>()
+    }
+}
 
 /// What the stream says about one thread.
 #[derive(Clone, Debug, Default)]
@@ -28,7 +91,9 @@ pub struct ThreadRec {
     /// Its name: the recorder's thread record, else the first `sched_switch` to it.
     pub comm: String,
     /// Events about it (its own, and sched events naming it), by kind.
-    pub by_kind: BTreeMap<Kind, u64>,
+    pub by_kind: KindCounts,
+    /// Its `kvm_other` events by tracepoint (`name_id`).
+    pub kvm_other: BTreeMap<u64, u64>,
 }
 
 /// Counts over the whole stream.
@@ -36,7 +101,9 @@ pub struct ThreadRec {
 pub struct StreamCounts {
     /// Tracepoint events (userspace bookkeeping records not included).
     pub total: u64,
-    pub by_kind: BTreeMap<Kind, u64>,
+    pub by_kind: KindCounts,
+    /// The `kvm_other` events by tracepoint (`name_id`, see `kvmtrace_common::kvm_events`).
+    pub kvm_other: BTreeMap<u64, u64>,
     /// Records of a kind this kvmtrace does not know (from a newer version).
     pub unknown_kinds: u64,
     /// The largest cumulative drop counters seen in checkpoints.
@@ -99,11 +166,14 @@ impl Threads {
         let kind = p.kind();
         let c = &mut self.counts;
         c.total += 1;
-        *c.by_kind.entry(kind).or_default() += 1;
+        c.by_kind.add(kind);
+        if let Payload::KvmOther(o) = p {
+            *c.kvm_other.entry(o.name_id).or_default() += 1;
+        }
         c.first_ns = Some(c.first_ns.map_or(e.ts_ns, |f| f.min(e.ts_ns)));
         c.last_ns = c.last_ns.max(e.ts_ns);
 
-        if kind.is_vcpu_context() {
+        if kind.is_vcpu_context() || matches!(p, Payload::KvmOther(o) if o.is_vcpu_context()) {
             if let Some(t) = self.rec(e.tid) {
                 t.is_vcpu = true;
                 t.tgid = e.tgid;
@@ -121,7 +191,10 @@ impl Threads {
             let Some(t) = self.rec(tid) else {
                 continue;
             };
-            *t.by_kind.entry(kind).or_default() += 1;
+            t.by_kind.add(kind);
+            if let Payload::KvmOther(o) = p {
+                *t.kvm_other.entry(o.name_id).or_default() += 1;
+            }
             if let Payload::SchedSwitch(s) = p {
                 if tid == s.next_pid as u32 && t.comm.is_empty() {
                     t.comm = s.next_comm.to_string_lossy();

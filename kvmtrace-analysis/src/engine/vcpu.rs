@@ -8,7 +8,7 @@ use kvmtrace_common::{ev, limits, switch_prev_runnable, Event, ThreadInfoIs};
 
 use super::fxhash::FxHashMap;
 use super::window::{EndMarker, OpenedBy, Opening, Window};
-use super::{Cause, Engine, Threads};
+use super::{Cause, Engine, StackAcc, Threads};
 use crate::hist::{latency_histogram, ExitBucketHist};
 use crate::names::{ISA_SVM, ISA_VMX};
 use crate::threads::vcpu_from_comm;
@@ -139,6 +139,10 @@ pub struct VcpuStats {
     /// windows are not in the stream, so the split of `state_ns` between the guest and exit
     /// handling is approximate there (the windows' own attribution is not).
     pub exits_in_kernel: bool,
+    /// With kernel stacks (docs/stacks.md): `state_ns` split over stacks, and
+    /// `irq_causes` likewise (from the committed samples).
+    pub stack_ns: StackAcc,
+    pub irq_stack_ns: StackAcc,
     pub first_ns: u64,
     pub last_ns: u64,
 }
@@ -159,6 +163,8 @@ impl VcpuStats {
             timer_early: 0,
             state_ns: FxHashMap::default(),
             exits_in_kernel: false,
+            stack_ns: StackAcc::default(),
+            irq_stack_ns: StackAcc::default(),
             first_ns: 0,
             last_ns: 0,
         }
@@ -215,6 +221,7 @@ impl Vcpu {
         if let Some(ns) = self.stats.state_ns.remove(&from) {
             *self.stats.state_ns.entry(to).or_default() += ns;
         }
+        self.stats.stack_ns.relabel(from, to);
         for w in &mut self.windows {
             w.relabel(from, to);
         }
@@ -395,8 +402,12 @@ impl Engine {
         if ns > 0 {
             let cause = Self::cause_of(v, &self.cpus, &self.threads);
             *v.stats.state_ns.entry(cause).or_default() += ns;
+            // Its stacks (stacks.rs; empty without them), wherever the cause goes.
+            let split = self.stacks.segment(v, cause, now);
+            v.stats.stack_ns.add(cause, split);
             for w in &mut v.windows {
-                w.add_segment(v.seg_start, now, cause, self.cfg.timeline_events);
+                let c = w.add_segment(v.seg_start, now, cause, self.cfg.timeline_events);
+                w.stacks.add(c, split);
             }
         }
         v.seg_start = now;

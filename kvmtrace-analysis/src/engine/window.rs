@@ -8,7 +8,7 @@
 use kvmtrace_common::Event;
 
 use super::vcpu::{Ctx, Sched, Vcpu};
-use super::{Cause, Engine};
+use super::{Cause, Engine, StackAcc, StackKey};
 use crate::capture::Trigger;
 
 /// Windows a vCPU may have open at once; one more is counted, not opened.
@@ -104,6 +104,8 @@ pub struct Sample {
     /// The window's time as consecutive (start ns, end ns, cause) stretches, adjacent ones
     /// of the same cause merged (capped at `timeline_events`; the causes stay exact).
     pub segments: Vec<(u64, u64, Cause)>,
+    /// With kernel stacks: the causes split over stacks, largest first (docs/stacks.md).
+    pub stacks: Vec<(Cause, StackKey, u64)>,
 }
 
 /// A closed window waiting for the next drop checkpoint.
@@ -138,10 +140,14 @@ pub(super) struct Window {
     events: Vec<Event>,
     events_dropped: u32,
     segments: Vec<(u64, u64, Cause)>,
+    /// The causes split over kernel stacks (stacks.rs).
+    pub stacks: StackAcc,
 }
 
 impl Window {
-    pub(super) fn add_segment(&mut self, start: u64, end: u64, cause: Cause, cap: usize) {
+    /// Adds a segment; returns the cause it was given (guest time after an undelivering
+    /// entry is the guest holding the interrupt off).
+    pub(super) fn add_segment(&mut self, start: u64, end: u64, cause: Cause, cap: usize) -> Cause {
         // Guest time after an entry that delivered nothing is the guest holding it off.
         let cause = if cause == Cause::Guest && self.undelivered_entry {
             Cause::GuestUndelivered
@@ -155,6 +161,7 @@ impl Window {
             _ if n < cap => self.segments.push((start, end, cause)),
             _ => {}
         }
+        cause
     }
 
     fn add(&mut self, cause: Cause, ns: u64) {
@@ -176,6 +183,7 @@ impl Window {
         for seg in self.segments.iter_mut().filter(|s| s.2 == from) {
             seg.2 = to;
         }
+        self.stacks.relabel(from, to);
     }
 
     /// Does an injection of `vector` deliver this window's interrupt? A known vector must
@@ -256,6 +264,7 @@ impl Engine {
             events,
             events_dropped: 0,
             segments: Vec::with_capacity(16),
+            stacks: StackAcc::default(),
         });
         true
     }
@@ -302,6 +311,7 @@ impl Engine {
                 events: w.events,
                 events_dropped: w.events_dropped,
                 segments: w.segments,
+                stacks: w.stacks.into_sorted(),
             },
         };
         if w.opened_by == OpenedBy::Wakeup {
@@ -408,6 +418,7 @@ impl Engine {
         for &(cause, ns) in &s.causes {
             *v.stats.irq_causes.entry(cause).or_default() += ns;
         }
+        v.stats.irq_stack_ns.merge(&s.stacks);
         let n = self.cfg.worst;
         let smallest = self.worst.last().map_or(0, |w| w.total_ns);
         if n > 0 && (self.worst.len() < n || s.total_ns > smallest) {

@@ -2,12 +2,12 @@
 //! kernel's print formats (Linux 3.x to 6.18) and libtraceevent's plugins (`trace-cmd report`)
 //! write it. A field the text does not show stays absent (`None` in the record).
 
-use kvmtrace_common::{ev, Comm, Kind, Payload};
+use kvmtrace_common::{ev, limits, Comm, Kind, Payload};
 
 use super::line::next_token;
 use super::reasons;
 use super::APIC_TIMER_FN_MARKER;
-use crate::names::{self, ISA_VMX};
+use crate::names::{self, ISA_SVM, ISA_VMX};
 
 /// A parsed event.
 #[derive(Debug, Clone)]
@@ -17,6 +17,8 @@ pub(super) struct Parsed<'a> {
     pub vcpu: Option<u32>,
     /// Other tasks the event names, with their comm (sched events): (tid, comm).
     pub names: [Option<(u32, &'a str)>; 2],
+    /// `kvm_exit`: what the line says about the exit's isa.
+    pub exit_isa: Option<ExitIsa>,
 }
 
 impl<'a> Parsed<'a> {
@@ -25,24 +27,65 @@ impl<'a> Parsed<'a> {
             payload,
             vcpu: None,
             names: [None, None],
+            exit_isa: None,
         }
     }
 
     pub fn kind(&self) -> Kind {
         self.payload.kind()
     }
+
+    /// The tracefs system of the event (`kvm` for `kvm_other` records of `kvm:*` events).
+    pub fn system(&self) -> &'static str {
+        match self.payload {
+            Payload::KvmOther(o) => o.event().map_or("kvm", |e| e.system),
+            p => p.kind().category(),
+        }
+    }
+}
+
+/// What a `kvm_exit` line says about its isa. When it says nothing the importer decides by
+/// the other exits of the same text (`import`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ExitIsa {
+    /// An unambiguous name, a VMX flag (`FAILED_VMENTRY`) or the `isa` field: the record has
+    /// its isa.
+    Said(u64),
+    /// A name both isas have (Linux 2.6.3x's lower-case VMX names `cpuid`, `invlpg`,
+    /// `hypercall`, `wbinvd`, `task_switch`): its code in each.
+    Ambiguous { vmx: u32, svm: u32 },
+    /// A number (`0x4e`, libtraceevent's `UNKNOWN (78)`): the record has the code only.
+    Unknown,
 }
 
 /// Why an event's text was not understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Fail {
-    /// Not a tracepoint kvmtrace records.
+    /// Not a tracepoint kvmtrace knows.
     Unknown,
     /// A field is absent or unreadable.
     Field(&'static str),
     /// A `kvm_exit` reason in neither table and not a number.
     ExitReason(String),
+    /// A number that names a CPU, vCPU, task, vector... beyond what can exist.
+    Range(&'static str),
 }
+
+/// `v` when it is at most `max`, else `Fail::Range(what)`: numbers the text gives that are
+/// later used to find a CPU, vCPU or task are bounded here, not trusted.
+fn bounded(v: u64, max: u64, what: &'static str) -> Result<u64, Fail> {
+    if v <= max {
+        Ok(v)
+    } else {
+        Err(Fail::Range(what))
+    }
+}
+
+const U32: u64 = u32::MAX as u64;
+/// Highest CPU number a text may name (`kvmtrace_common::limits::MAX_CPUS` CPUs).
+const MAX_CPU: u64 = limits::MAX_CPUS as u64 - 1;
+/// Interrupt vectors are 8-bit.
+const MAX_VECTOR: u64 = 0xff;
 
 type Parser = for<'a> fn(&'a str) -> Result<Parsed<'a>, Fail>;
 
@@ -89,13 +132,44 @@ const PARSERS: &[(Kind, Parser)] = &[
     (Kind::KvmEoi, kvm_eoi),
 ];
 
-/// Parses the text of event `name`.
+/// Parses the text of event `name`: a tracepoint kvmtrace has a kind for, or any other KVM
+/// tracepoint (a `kvm_other` record with the first three numbers of its text).
 pub(super) fn parse<'a>(name: &str, body: &'a str) -> Result<Parsed<'a>, Fail> {
-    let (_, parser) = PARSERS
-        .iter()
-        .find(|(k, _)| k.name() == name)
-        .ok_or(Fail::Unknown)?;
-    parser(body)
+    match PARSERS.iter().find(|(k, _)| k.name() == name) {
+        Some((_, parser)) => parser(body),
+        None => ev::KvmOther::named(name, first_numbers(body))
+            .map(|r| Parsed::of(Payload::KvmOther(r)))
+            .ok_or(Fail::Unknown),
+    }
+}
+
+/// Is `name` a tracepoint this importer reads (a kind of its own, or a KVM tracepoint)?
+pub(super) fn is_known(name: &str) -> bool {
+    PARSERS.iter().any(|(k, _)| k.name() == name)
+        || kvmtrace_common::kvm_events::kvm_event_id(name).is_some()
+}
+
+/// The first three numbers of an event's text (`0x..` hex or decimal, `key=value` values;
+/// words, `a:b` pairs and bare hex are skipped).
+fn first_numbers(body: &str) -> [Option<u64>; 3] {
+    let mut out = [None; 3];
+    let mut n = 0;
+    for tok in body.split_whitespace() {
+        let t = tok.trim_matches(|c: char| ",;()[]{}\"'".contains(c));
+        let t = t.rsplit_once('=').map_or(t, |(_, v)| v);
+        let t = t.trim_end_matches(':');
+        if t.contains(':') {
+            continue;
+        }
+        if let Some(v) = num(t) {
+            out[n] = Some(v);
+            n += 1;
+            if n == out.len() {
+                break;
+            }
+        }
+    }
+    out
 }
 
 /// A required field: `Fail::Field(name)` when absent.
@@ -105,39 +179,122 @@ fn need<T>(v: Option<T>, field: &'static str) -> Result<T, Fail> {
 
 /// `kvm_exit`, in any of its layouts:
 /// - 5.12+: `vcpu 0 reason EXTERNAL_INTERRUPT rip 0x.. info1 0x.. info2 0x.. intr_info 0x..
-///   error_code 0x..` (6.x adds `requests 0x..`);
+///   error_code 0x..` (some 6.x add `requests 0x..`);
 /// - 5.x: `vcpu 0 reason HLT rip 0x.. info 0 0`;
-/// - before: `reason HLT rip 0x.. info 0 0`; libtraceevent's kvm plugin (trace-cmd) prints
-///   this one too, `reason UNKNOWN (78)` for a code it has no name for.
+/// - before: `reason HLT rip 0x.. info 0 0`; 2.6.3x: `reason apic_access rip 0x..`;
+///   libtraceevent's kvm plugin (trace-cmd, perf) prints this one too, `reason UNKNOWN (78)`
+///   for a code it has no name for;
+/// - raw fields (`trace-cmd report -R`, other tools): `exit_reason=30 guest_rip=0x.. isa=1
+///   info1=.. info2=..`, in any order.
 ///
-/// The reason is a VMX name (`EXTERNAL_INTERRUPT`, maybe followed by `FAILED_VMENTRY`), an
-/// SVM name (`io`, `npf`, `GP excp`) or a number (`0x4e`); the name gives the isa.
+/// Fields are found by their names, in any order; the reason is the words after `reason` up
+/// to the next field name: a VMX name (maybe followed by `FAILED_VMENTRY`), an SVM name
+/// (`npf`, `GP excp`, `EXIT_NPF`), or a number (`0x4e`, `UNKNOWN (78)`).
 fn kvm_exit(body: &str) -> Result<Parsed<'_>, Fail> {
-    let after = match body.find("reason ") {
-        Some(i) if i == 0 || body[..i].ends_with(' ') => &body[i + "reason ".len()..],
-        _ => return Err(Fail::Field("exit_reason")),
+    if eq_start(body, "exit_reason").is_some() {
+        return kvm_exit_raw(body);
+    }
+    const KEYS: &[&str] = &[
+        "vcpu",
+        "rip",
+        "info",
+        "info1",
+        "info2",
+        "intr_info",
+        "intr",
+        "error_code",
+        "requests",
+        "isa",
+    ];
+    let words: Vec<&str> = body
+        .split_whitespace()
+        .map(|t| t.trim_end_matches(','))
+        .filter(|t| !t.is_empty())
+        .collect();
+    let at = words
+        .iter()
+        .position(|w| *w == "reason")
+        .ok_or(Fail::Field("exit_reason"))?;
+    let reason: Vec<&str> = words[at + 1..]
+        .iter()
+        .take_while(|w| !KEYS.contains(w))
+        .copied()
+        .collect();
+    if reason.is_empty() {
+        return Err(Fail::Field("exit_reason"));
+    }
+    let (code, exit_isa) = exit_reason(&reason.join(" "))?;
+    let vcpu_id = vcpu_word(body)?;
+    let mut p = Parsed::of(Payload::KvmExit(ev::KvmExit {
+        exit_reason: u64::from(code),
+        isa: said(exit_isa),
+        vcpu_id,
+        guest_rip: word_after(body, "rip").and_then(hex),
+        info1: word_after(body, "info1")
+            .or_else(|| word_after(body, "info"))
+            .and_then(hex),
+    }));
+    p.vcpu = vcpu_id.and_then(|v| u32::try_from(v).ok());
+    p.exit_isa = Some(exit_isa);
+    Ok(p)
+}
+
+/// `kvm_exit` as raw `field=value` pairs.
+fn kvm_exit_raw(body: &str) -> Result<Parsed<'_>, Fail> {
+    const K: &[&str] = &[
+        "exit_reason",
+        "guest_rip",
+        "isa",
+        "info1",
+        "info2",
+        "intr_info",
+        "error_code",
+        "vcpu_id",
+        "requests",
+    ];
+    let code = need(eq(body, "exit_reason", K).and_then(num), "exit_reason")?;
+    let code = bounded(code, U32, "exit reason")? as u32;
+    let isa = eq(body, "isa", K)
+        .and_then(num)
+        .filter(|i| *i == ISA_VMX || *i == ISA_SVM);
+    let vcpu_id = match eq(body, "vcpu_id", K).and_then(num) {
+        Some(v) => Some(bounded(v, U32, "vcpu id")?),
+        None => None,
     };
-    let (reason, tail) = match after.find(" rip ") {
-        Some(i) => (&after[..i], &after[i..]),
-        None => (after, ""),
-    };
-    let (isa, code) = exit_reason(reason.trim())?;
-    let vcpu_id = word_after(body, "vcpu").and_then(num);
     let mut p = Parsed::of(Payload::KvmExit(ev::KvmExit {
         exit_reason: u64::from(code),
         isa,
         vcpu_id,
-        guest_rip: word_after(tail, "rip").and_then(hex),
-        info1: word_after(tail, "info1")
-            .or_else(|| word_after(tail, "info"))
-            .and_then(hex),
+        guest_rip: eq(body, "guest_rip", K).and_then(num),
+        info1: eq(body, "info1", K).and_then(num),
     }));
     p.vcpu = vcpu_id.and_then(|v| u32::try_from(v).ok());
+    p.exit_isa = Some(isa.map_or(ExitIsa::Unknown, ExitIsa::Said));
     Ok(p)
 }
 
-/// (isa if known, code) of a printed exit reason.
-fn exit_reason(text: &str) -> Result<(Option<u64>, u32), Fail> {
+/// The isa a line says.
+fn said(e: ExitIsa) -> Option<u64> {
+    match e {
+        ExitIsa::Said(isa) => Some(isa),
+        _ => None,
+    }
+}
+
+/// `vcpu N` (`vcpu N,` / `vcpu N:`): None when absent or not a number, a range failure when
+/// it cannot be a vCPU id.
+fn vcpu_word(body: &str) -> Result<Option<u64>, Fail> {
+    match word_after(body, "vcpu")
+        .map(|v| v.trim_end_matches(':'))
+        .and_then(num)
+    {
+        Some(v) => Ok(Some(bounded(v, U32, "vcpu id")?)),
+        None => Ok(None),
+    }
+}
+
+/// (code, what it says about the isa) of a printed exit reason.
+fn exit_reason(text: &str) -> Result<(u32, ExitIsa), Fail> {
     let mut name = text;
     let mut flags = 0u32;
     'flags: loop {
@@ -152,16 +309,22 @@ fn exit_reason(text: &str) -> Result<(Option<u64>, u32), Fail> {
         }
         break;
     }
-    let vmx_flags = (flags != 0).then_some(ISA_VMX);
-    if let Some((isa, code)) = names::exit_reason_any(name) {
-        return Ok((Some(isa), code | flags));
+    if let Some(n) = names::exit_reason_spelling(name) {
+        return Ok(match (n.vmx, n.svm) {
+            (Some(vmx), Some(_)) if flags != 0 => (vmx | flags, ExitIsa::Said(ISA_VMX)),
+            (Some(vmx), Some(svm)) => (vmx, ExitIsa::Ambiguous { vmx, svm }),
+            (Some(vmx), None) => (vmx | flags, ExitIsa::Said(ISA_VMX)),
+            (None, Some(svm)) => (svm, ExitIsa::Said(ISA_SVM)),
+            (None, None) => return Err(Fail::ExitReason(name.chars().take(40).collect())),
+        });
     }
     let number = name
         .strip_prefix("UNKNOWN (")
         .and_then(|n| n.strip_suffix(')'))
         .unwrap_or(name);
     match num(number).and_then(|n| u32::try_from(n).ok()) {
-        Some(code) => Ok((vmx_flags, code | flags)),
+        Some(code) if flags != 0 => Ok((code | flags, ExitIsa::Said(ISA_VMX))),
+        Some(code) => Ok((code, ExitIsa::Unknown)),
         None => Err(Fail::ExitReason(name.chars().take(40).collect())),
     }
 }
@@ -170,15 +333,26 @@ fn exit_reason(text: &str) -> Result<(Option<u64>, u32), Fail> {
 /// (rip since ~5.9, intr_info since 6.18), "[immediate exit]" appended when KVM forces an
 /// exit right after the entry (since ~6.9); older "vcpu 0".
 fn kvm_entry(body: &str) -> Result<Parsed<'_>, Fail> {
-    let vcpu = need(word_after(body, "vcpu").and_then(num), "vcpu")?;
-    let rip = word_after(body, "rip").and_then(hex);
-    let mut p = Parsed::of(Payload::KvmEntry(ev::KvmEntry {
-        vcpu_id: Some(vcpu),
-        rip,
-        intr_info: word_after(body, "intr_info").and_then(hex),
-        // Printed only when set: its absence does not say the kernel has the field.
-        immediate_exit: body.contains("[immediate exit]").then_some(1),
-    }));
+    let rec = if eq_start(body, "vcpu_id").is_some() {
+        // Raw fields: "vcpu_id=0 rip=0x.. immediate_exit=0".
+        const K: &[&str] = &["vcpu_id", "rip", "intr_info", "immediate_exit"];
+        ev::KvmEntry {
+            vcpu_id: Some(need(eq(body, "vcpu_id", K).and_then(num), "vcpu")?),
+            rip: eq(body, "rip", K).and_then(num),
+            intr_info: eq(body, "intr_info", K).and_then(num),
+            immediate_exit: eq(body, "immediate_exit", K).and_then(num),
+        }
+    } else {
+        ev::KvmEntry {
+            vcpu_id: Some(need(vcpu_word(body)?, "vcpu")?),
+            rip: word_after(body, "rip").and_then(hex),
+            intr_info: word_after(body, "intr_info").and_then(hex),
+            // Printed only when set: its absence does not say the kernel has the field.
+            immediate_exit: body.contains("[immediate exit]").then_some(1),
+        }
+    };
+    let vcpu = bounded(rec.vcpu_id.unwrap_or(0), U32, "vcpu id")?;
+    let mut p = Parsed::of(Payload::KvmEntry(rec));
     p.vcpu = u32::try_from(vcpu).ok();
     Ok(p)
 }
@@ -216,7 +390,7 @@ fn kvm_userspace_exit(body: &str) -> Result<Parsed<'_>, Fail> {
 fn kvm_inj_virq(body: &str) -> Result<Parsed<'_>, Fail> {
     let (first, rest) = need(next_token(body), "vector")?;
     let (v, _) = need(next_token(rest), "vector")?;
-    let vector = need(num(v), "vector")?;
+    let vector = bounded(need(num(v), "vector")?, MAX_VECTOR, "vector")?;
     let rec = match first {
         "IRQ" | "Soft/INTn" => ev::KvmInjVirq {
             vector,
@@ -237,7 +411,9 @@ fn kvm_inj_virq(body: &str) -> Result<Parsed<'_>, Fail> {
 /// (older kernels add " (coalesced)" to the first): (apicid, vec, dm, tm).
 fn accept(body: &str) -> Result<(u64, u64, Option<u64>, Option<u64>), Fail> {
     let apicid = need(word_after(body, "apicid").and_then(hex), "apicid")?;
+    let apicid = bounded(apicid, U32, "apic id")?;
     let vec = need(word_after(body, "vec").and_then(num), "vec")?;
+    let vec = bounded(vec, MAX_VECTOR, "vector")?;
     let (mut dm, mut tm) = (None, None);
     if let Some(g) = group(body) {
         let mut parts = g.split('|');
@@ -306,12 +482,7 @@ fn kvm_apic_ipi(body: &str) -> Result<Parsed<'_>, Fail> {
 
 /// `kvm_wait_lapic_expire`: "vcpu 0: delta -1234 (early)".
 fn kvm_wait_lapic_expire(body: &str) -> Result<Parsed<'_>, Fail> {
-    let vcpu = need(
-        word_after(body, "vcpu")
-            .map(|v| v.trim_end_matches(':'))
-            .and_then(num),
-        "vcpu_id",
-    )?;
+    let vcpu = need(vcpu_word(body)?, "vcpu_id")?;
     let delta = need(word_after(body, "delta").and_then(num), "delta")?;
     let mut p = Parsed::of(Payload::KvmWaitLapicExpire(ev::KvmWaitLapicExpire {
         vcpu_id: vcpu,
@@ -345,7 +516,7 @@ fn hrtimer_start(body: &str) -> Result<Parsed<'_>, Fail> {
 /// `kvm_page_fault`: 6.x "vcpu 0 rip 0xffffffff81000000 address 0x00000000fee00000
 /// error_code 0x181"; older "address fee00000 error_code 181".
 fn kvm_page_fault(body: &str) -> Result<Parsed<'_>, Fail> {
-    let vcpu_id = word_after(body, "vcpu").and_then(num);
+    let vcpu_id = vcpu_word(body)?;
     let mut p = Parsed::of(Payload::KvmPageFault(ev::KvmPageFault {
         vcpu_id,
         guest_rip: word_after(body, "rip").and_then(hex),
@@ -359,8 +530,16 @@ fn kvm_page_fault(body: &str) -> Result<Parsed<'_>, Fail> {
 /// `kvm_eoi`: "apicid 0 vector 236".
 fn kvm_eoi(body: &str) -> Result<Parsed<'_>, Fail> {
     Ok(Parsed::of(Payload::KvmEoi(ev::KvmEoi {
-        apicid: need(word_after(body, "apicid").and_then(hex), "apicid")?,
-        vector: need(word_after(body, "vector").and_then(num), "vector")?,
+        apicid: bounded(
+            need(word_after(body, "apicid").and_then(hex), "apicid")?,
+            U32,
+            "apic id",
+        )?,
+        // A signed field: -1 when no vector was in service.
+        vector: match need(word_after(body, "vector").and_then(num), "vector")? {
+            u64::MAX => u64::MAX,
+            v => bounded(v, MAX_VECTOR, "vector")?,
+        },
     })))
 }
 
@@ -533,6 +712,8 @@ fn sched_switch(body: &str) -> Result<Parsed<'_>, Fail> {
         let state = reasons::prev_state(state, true).ok_or(f("prev_state"))?;
         (prev_comm, prev_pid, state, next_comm, next_pid)
     };
+    let prev_pid = bounded(prev_pid, U32, "pid")?;
+    let next_pid = bounded(next_pid, U32, "pid")?;
     let mut p = Parsed::of(Payload::SchedSwitch(ev::SchedSwitch {
         prev_pid,
         prev_state: state,
@@ -553,6 +734,15 @@ type Woken<'a> = (&'a str, u64, Option<u64>, Option<u64>);
 /// before 4.x also print `success=1`), or the plugin's `x:1 [120] CPU:001` (`success=1` in
 /// between on older kernels).
 fn woken(body: &str) -> Result<Woken<'_>, Fail> {
+    let (comm, pid, prio, cpu) = woken_fields(body)?;
+    let cpu = match cpu {
+        Some(c) => Some(bounded(c, MAX_CPU, "cpu")?),
+        None => None,
+    };
+    Ok((comm, bounded(pid, U32, "pid")?, prio, cpu))
+}
+
+fn woken_fields(body: &str) -> Result<Woken<'_>, Fail> {
     let f = Fail::Field;
     Ok(if eq_start(body, "comm").is_some() {
         const K: &[&str] = &["comm", "pid", "prio", "success", "target_cpu"];
@@ -605,11 +795,13 @@ fn sched_wakeup_new(body: &str) -> Result<Parsed<'_>, Fail> {
 /// `sched_migrate_task`: "comm=x pid=1 prio=120 orig_cpu=1 dest_cpu=0".
 fn sched_migrate_task(body: &str) -> Result<Parsed<'_>, Fail> {
     const K: &[&str] = &["comm", "pid", "prio", "orig_cpu", "dest_cpu"];
-    let pid = need(eq(body, "pid", K).and_then(num), "pid")?;
+    let pid = bounded(need(eq(body, "pid", K).and_then(num), "pid")?, U32, "pid")?;
+    let orig_cpu = need(eq(body, "orig_cpu", K).and_then(num), "orig_cpu")?;
+    let dest_cpu = need(eq(body, "dest_cpu", K).and_then(num), "dest_cpu")?;
     let mut p = Parsed::of(Payload::SchedMigrateTask(ev::SchedMigrateTask {
         pid,
-        orig_cpu: need(eq(body, "orig_cpu", K).and_then(num), "orig_cpu")?,
-        dest_cpu: need(eq(body, "dest_cpu", K).and_then(num), "dest_cpu")?,
+        orig_cpu: bounded(orig_cpu, MAX_CPU, "cpu")?,
+        dest_cpu: bounded(dest_cpu, MAX_CPU, "cpu")?,
     }));
     if let (Ok(pid), Some(comm)) = (u32::try_from(pid), eq(body, "comm", K)) {
         p.names[0] = Some((pid, comm));
@@ -620,6 +812,7 @@ fn sched_migrate_task(body: &str) -> Result<Parsed<'_>, Fail> {
 /// `irq_handler_entry`: "irq=24 name=virtio0-input.0".
 fn irq_handler_entry(body: &str) -> Result<Parsed<'_>, Fail> {
     let irq = need(eq(body, "irq", &["irq", "name"]).and_then(num), "irq")?;
+    let irq = bounded(irq, U32, "irq")?;
     Ok(Parsed::of(Payload::IrqHandlerEntry(ev::IrqHandlerEntry {
         irq,
     })))
@@ -634,7 +827,7 @@ fn irq_handler_exit(body: &str) -> Result<Parsed<'_>, Fail> {
         other => num(other),
     });
     Ok(Parsed::of(Payload::IrqHandlerExit(ev::IrqHandlerExit {
-        irq: need(eq(body, "irq", K).and_then(num), "irq")?,
+        irq: bounded(need(eq(body, "irq", K).and_then(num), "irq")?, U32, "irq")?,
         ret: need(ret, "ret")?,
     })))
 }
@@ -647,7 +840,7 @@ fn softirq_vec(body: &str) -> Result<u64, Fail> {
             .map(|a| a.trim_end_matches(']'))
             .and_then(names::softirq_vec)
     });
-    need(v, "vec")
+    bounded(need(v, "vec")?, U32, "softirq vector")
 }
 
 fn softirq_entry(body: &str) -> Result<Parsed<'_>, Fail> {
@@ -662,7 +855,8 @@ fn softirq_exit(body: &str) -> Result<Parsed<'_>, Fail> {
 
 /// An APIC vector handler's "vector=236".
 fn vector(body: &str) -> Result<u64, Fail> {
-    need(eq(body, "vector", &["vector"]).and_then(num), "vector")
+    let v = need(eq(body, "vector", &["vector"]).and_then(num), "vector")?;
+    bounded(v, MAX_VECTOR, "vector")
 }
 
 macro_rules! vector_parsers {
@@ -1182,7 +1376,11 @@ mod tests {
 
     #[test]
     fn bad_fields_and_unknown_events() {
-        assert_eq!(parse("kvm_fpu", "load").unwrap_err(), Fail::Unknown);
+        assert_eq!(parse("tracing_mark_write", "x").unwrap_err(), Fail::Unknown);
+        match parse("kvm_fpu", "load").unwrap().payload {
+            Payload::KvmOther(o) => assert_eq!(o.event().unwrap().name, "kvm_fpu"),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(parse("thread_info", "x").unwrap_err(), Fail::Unknown);
         assert_eq!(
             parse("kvm_pio", "pio_xx at 0x80").unwrap_err(),

@@ -28,6 +28,8 @@ pub enum ExportError {
         tag: String,
         what: String,
     },
+    #[error("{path}: not written: the capture has no kernel stacks (record with --stacks)")]
+    NoStacks { path: PathBuf },
 }
 
 /// A tag the interval-log format accepts: no spaces, commas or colons... kept readable.

@@ -137,6 +137,9 @@ pub struct WorstSample {
     pub causes: Vec<CauseNs>,
     pub events: Vec<TimelineEvent>,
     pub events_truncated: u32,
+    /// With kernel stacks: the stack most of the dominant cause's time went to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<super::stacks::SampleStack>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -281,6 +284,27 @@ pub fn describe(e: &Event) -> (String, String) {
     let Ok(kind) = e.kind() else {
         return (format!("kind {}", e.kind), String::new());
     };
+    if let Some(o) = e.get::<kvmtrace_common::ev::KvmOther>() {
+        // A KVM tracepoint without a kind of its own: its name, and the numbers kept.
+        let name = o.event().map_or_else(
+            || format!("kvm_other#{}", o.name_id),
+            |k| k.name.to_string(),
+        );
+        let mut fields = String::new();
+        for (n, v) in [("a", o.a), ("b", o.b), ("c", o.c)] {
+            if let Some(v) = v {
+                if !fields.is_empty() {
+                    fields.push(' ');
+                }
+                let _ = if v > 0xffff {
+                    write!(fields, "{n}={v:#x}")
+                } else {
+                    write!(fields, "{n}={v}")
+                };
+            }
+        }
+        return (name, fields);
+    }
     let mut fields = String::new();
     // Absent fields show as 0, as the kernel's own record would.
     for f in e.fields() {
@@ -394,6 +418,7 @@ fn worst_sample(engine: &Engine, s: &Sample) -> WorstSample {
             })
             .collect(),
         events_truncated: s.events_dropped,
+        stack: super::stacks::sample_stack(engine, s),
     }
 }
 
@@ -505,6 +530,25 @@ pub fn vcpu_text(out: &mut String, l: &VcpuLatency) {
     }
 }
 
+/// A sample's dominant stack: what it is, then its frames, innermost first.
+pub fn stack_text(out: &mut String, indent: &str, st: &super::stacks::SampleStack) {
+    let _ = writeln!(
+        out,
+        "{indent}stack of {} ({}{}, {} of its {} us):",
+        st.cause,
+        st.source,
+        st.task
+            .as_deref()
+            .map(|t| format!(" {t}"))
+            .unwrap_or_default(),
+        us(st.ns),
+        us(st.cause_ns)
+    );
+    for f in &st.frames {
+        let _ = writeln!(out, "{indent}  {f}");
+    }
+}
+
 /// The worst samples, each with its breakdown; the first `timelines` with their events.
 pub fn worst_text(out: &mut String, worst: &[WorstSample], timelines: usize) {
     if worst.is_empty() {
@@ -525,6 +569,9 @@ pub fn worst_text(out: &mut String, worst: &[WorstSample], timelines: usize) {
         );
         let causes: Vec<(String, u64)> = w.causes.iter().map(|c| (c.cause.clone(), c.ns)).collect();
         breakdown_lines(out, "    ", &causes);
+        if let Some(st) = &w.stack {
+            stack_text(out, "    ", st);
+        }
         if n < timelines {
             let _ = writeln!(out, "    timeline:");
             for e in &w.events {

@@ -15,6 +15,7 @@ use crate::host::HostFacts;
 
 pub mod export;
 pub mod latency;
+pub mod stacks;
 mod text;
 
 use self::latency::{AttributionInfo, VcpuLatency, WorstSample};
@@ -42,6 +43,9 @@ pub struct Report {
     /// For `--from-text`: what the importer made of the text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub import: Option<ImportInfo>,
+    /// With `--stacks`: the stack records the capture holds (docs/stacks.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stacks: Option<stacks::StackSummary>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -196,12 +200,8 @@ impl Report {
                 // The engine's id (KVM's own when the stream gave it) over the name's.
                 vcpu: engine.vcpu(tid).and_then(|v| v.vcpu_id).or(t.vcpu),
                 comm: t.comm.clone(),
-                events: t.by_kind.values().sum(),
-                events_by_kind: t
-                    .by_kind
-                    .iter()
-                    .map(|(k, n)| (k.name().to_string(), *n))
-                    .collect(),
+                events: t.by_kind.total(),
+                events_by_kind: kind_counts(&t.by_kind, &t.kvm_other),
             })
             .collect();
         vcpus.sort_by_key(|v| (v.pid, v.vcpu.unwrap_or(u32::MAX), v.tid));
@@ -291,11 +291,7 @@ impl Report {
                 dropped: drops_kernel + drops_user,
                 dropped_kernel: drops_kernel,
                 dropped_userspace: drops_user,
-                by_kind: counts
-                    .by_kind
-                    .iter()
-                    .map(|(k, n)| (k.name().to_string(), *n))
-                    .collect(),
+                by_kind: kind_counts(&counts.by_kind, &counts.kvm_other),
                 unknown_kinds: counts.unknown_kinds,
             },
             vcpus,
@@ -305,8 +301,29 @@ impl Report {
             tracer,
             targets,
             import: None,
+            stacks: stacks::summary(engine, header),
         }
     }
+}
+
+/// Event counts by tracepoint name: the kinds' names, with `kvm_other` records counted under
+/// their own tracepoint's name (`kvm_fpu`, `kvm_cr`, ...; `kvm_other#N` for an index this
+/// kvmtrace does not know).
+fn kind_counts(
+    by_kind: &crate::engine::KindCounts,
+    kvm_other: &BTreeMap<u64, u64>,
+) -> BTreeMap<String, u64> {
+    let mut out: BTreeMap<String, u64> = by_kind
+        .iter()
+        .filter(|(k, _)| *k != kvmtrace_common::Kind::KvmOther)
+        .map(|(k, n)| (k.name().to_string(), n))
+        .collect();
+    for (id, n) in kvm_other {
+        let name = kvmtrace_common::kvm_events::kvm_event(*id)
+            .map_or_else(|| format!("kvm_other#{id}"), |e| e.name.to_string());
+        *out.entry(name).or_default() += n;
+    }
+    out
 }
 
 /// Reads a capture through the attribution engine (whose model the report and the exports

@@ -42,6 +42,16 @@ impl Report {
                 "text trace: {} ({} format): {} lines, {} events, {} skipped, {} not understood",
                 c.path, i.format, st.lines, st.events, st.skipped, st.not_understood
             );
+            if st.continued > 0 {
+                let _ = writeln!(
+                    s,
+                    "  {} lines continue the record before them (wrapped or split records)",
+                    st.continued
+                );
+            }
+            for (what, n) in &st.notes {
+                let _ = writeln!(s, "  note: {n} x {what}");
+            }
             for (why, n) in &st.by_reason {
                 let _ = writeln!(s, "  not understood: {n} x {why}");
             }
@@ -95,6 +105,28 @@ impl Report {
         }
         for u in &c.probes_unavailable {
             let _ = writeln!(s, "  unavailable {}: {}", u.tracepoint, u.reason);
+        }
+        if let Some(st) = &self.stacks {
+            let profile = if st.hz > 0 {
+                format!("cpu-clock profile at {} Hz", st.hz)
+            } else {
+                "no profile".to_string()
+            };
+            let _ = writeln!(
+                s,
+                "stacks: {} of {} stack programs, {profile}; {} stacks at events, {} profile ticks ({} in user space), {} lost; {} stacks and {} functions defined (report --folded / --flamegraph)",
+                st.programs_attached,
+                st.programs,
+                st.at_events,
+                st.samples,
+                st.user,
+                st.lost,
+                st.stacks,
+                st.symbols
+            );
+            if let Some(p) = &st.symbols_problem {
+                let _ = writeln!(s, "  frames are not named: {p}");
+            }
         }
         self.targets_text(s);
         self.tracer_text(s);

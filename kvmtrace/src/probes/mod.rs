@@ -13,6 +13,7 @@
 pub mod btf;
 pub use kvmtrace_analysis::format;
 pub mod features;
+pub mod stacks;
 pub mod tracefs;
 
 use std::collections::BTreeMap;
@@ -26,7 +27,7 @@ use aya::{
     Btf, Ebpf, EbpfError, EbpfLoader,
 };
 use kvmtrace_common::{
-    filter, names, BtfOffsets, Config, ExitHist, ExitKey, Kind, VcpuThread, NTRACEPOINTS,
+    filter, limits, names, BtfOffsets, Config, ExitHist, ExitKey, Kind, VcpuThread, NTRACEPOINTS,
 };
 
 use self::btf::KernelBtf;
@@ -94,6 +95,8 @@ pub struct ProbeOptions {
     pub exit_threshold_ns: u64,
     /// How long an interrupt raise, a wake-up or a switch-in streams a vCPU's exits.
     pub stream_hold_ns: u64,
+    /// `--stacks`: also attach the stack programs (docs/stacks.md).
+    pub stacks: Option<stacks::StackOptions>,
 }
 
 impl Default for ProbeOptions {
@@ -105,6 +108,7 @@ impl Default for ProbeOptions {
             all_exits: false,
             exit_threshold_ns: Config::zeroed().exit_threshold_ns,
             stream_hold_ns: Config::zeroed().stream_hold_ns,
+            stacks: None,
         }
     }
 }
@@ -133,6 +137,8 @@ pub struct Probes {
     exit_hist: HashMap<MapData, ExitKey, ExitHist>,
     /// Owned here so that [`Drop`] can detach them in parallel.
     links: Vec<Link>,
+    /// The stack programs and their map, with `--stacks`.
+    pub stacks: Option<stacks::StackProbes>,
 }
 
 impl Drop for Probes {
@@ -201,6 +207,10 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .override_global(names::CONFIG, &config, true)
             .map_max_entries(names::EVENTS, opts.ring_bytes)
+            .map_max_entries(
+                names::KSTACKS,
+                opts.stacks.map_or(1, |_| limits::MAX_STACKS),
+            )
             .load(OBJECT)?;
 
         let mut status = Vec::with_capacity(NTRACEPOINTS);
@@ -252,6 +262,15 @@ impl Probes {
             }
             status.push(st);
         }
+        let stacks = match &opts.stacks {
+            Some(o) => {
+                let mut stack_links = Vec::new();
+                let s = stacks::StackProbes::attach(&mut ebpf, o, &mut stack_links)?;
+                links.extend(stack_links.into_iter().map(Link::Tracepoint));
+                Some(s)
+            }
+            None => None,
+        };
         if !status.iter().any(|s| s.attached) {
             let reasons: Vec<String> = status
                 .iter()
@@ -282,6 +301,7 @@ impl Probes {
             vcpu_tids,
             vm_tgids,
             links,
+            stacks,
         })
     }
 

@@ -8,14 +8,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use kvmtrace_common::{ev, exits, Event, ExitHist, ExitKey, Origin};
+use kvmtrace_common::{ev, exits, Event, ExitHist, ExitKey, Kind, Origin};
 
 use super::demo::{self, DemoConfig, DemoError, DemoGuest, DemoSample, DemoStats};
 use super::live::LiveRing;
 use crate::host;
 use crate::housekeeping::{self, CpuFacts, Housekeeping, Placement, PlacementError};
+use crate::probes::stacks::StackOptions;
 use crate::probes::{ProbeError, ProbeOptions, Probes};
 use kvmtrace_analysis::capture::CaptureHeader;
+use kvmtrace_analysis::ksyms::Ksyms;
 use kvmtrace_analysis::threads::{vcpu_from_comm, vm_name_from_cmdline};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,8 @@ pub struct SessionOptions {
     pub stream_hold_ns: Option<u64>,
     /// Classic tracepoint programs only (no BTF tracepoints).
     pub no_btf: bool,
+    /// `--stacks`: kernel stacks and the profile (docs/stacks.md).
+    pub stacks: Option<StackOptions>,
     /// Where kvmtrace's own threads run (`Off` by default here; the command line's default
     /// is `Auto`).
     pub housekeeping: Housekeeping,
@@ -89,6 +93,8 @@ pub struct Session {
     last_drops: (u64, u64),
     last_drop_warning: Option<Instant>,
     exits: ExitSnapshots,
+    /// With `--stacks`: the stack and symbol definitions already in the stream.
+    stack_defs: StackDefs,
     pub header: CaptureHeader,
 }
 
@@ -105,6 +111,17 @@ struct ExitSnapshots {
     /// still in the ring when the reader lags, and make them late in the engine's reorder
     /// buffer.)
     latest_ns: u64,
+}
+
+/// What the stream has been told about kernel stacks (docs/stacks.md): each stack id's
+/// frames and each function's name, written once, the first time they are used.
+#[derive(Default)]
+struct StackDefs {
+    ksyms: Option<Ksyms>,
+    /// Kernel stack ids defined (at most the stack map's size).
+    stacks: HashSet<u32>,
+    /// Function start addresses named (at most the kernel's text symbols).
+    symbols: HashSet<u64>,
 }
 
 /// How a session ended.
@@ -166,6 +183,7 @@ impl Session {
             pids: pids.clone(),
             all_exits: opts.all_exits,
             btf: !opts.no_btf,
+            stacks: opts.stacks,
             ..Default::default()
         };
         if let Some(ns) = opts.exit_threshold_ns {
@@ -179,6 +197,17 @@ impl Session {
         }
         let mut probes = Probes::load(&probe_opts)?;
         let ring = LiveRing::new(probes.take_ring()?)?;
+        let mut stack_defs = StackDefs::default();
+        let mut stacks_header = probes.stacks.as_ref().map(|s| s.capture.clone());
+        if let Some(h) = &mut stacks_header {
+            match host::kernel_symbols() {
+                Ok(k) => stack_defs.ksyms = Some(k),
+                Err(e) => {
+                    log::warn!("--stacks: {e}; stack frames will show as addresses");
+                    h.symbols_problem = Some(e);
+                }
+            }
+        }
         let header = CaptureHeader {
             tool: "kvmtrace".to_string(),
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -193,6 +222,7 @@ impl Session {
             probes: probes.status.clone(),
             formats: probes.formats.clone(),
             apic_timer_fn: host::apic_timer_fn_address(),
+            stacks: stacks_header,
             placement: None,
         };
         let watched = targets
@@ -218,6 +248,7 @@ impl Session {
             last_drops: (0, 0),
             last_drop_warning: None,
             exits: ExitSnapshots::default(),
+            stack_defs,
             header,
         };
         if let Some(cfg) = &opts.demo {
@@ -491,6 +522,20 @@ impl Session {
                 && !self.known_threads.contains(&e.tid)
             {
                 self.note_thread(e.tid, e.tgid, out);
+            } else if let Some(id) = stack_id(&e) {
+                self.define_stack(id, &e, out);
+                // A profile tick names the task that had the CPU (the culprit, when a
+                // vCPU waited for it), unless it is one of kvmtrace's own.
+                if e.kind == Kind::StackSample as u16
+                    && e.tid != 0
+                    && !self.known_threads.contains(&e.tid)
+                {
+                    if self.looked_up.insert(e.tid) && housekeeping::is_own_thread(e.tid) {
+                        self.note_own_thread(e.tid, &mut own);
+                    } else {
+                        self.note_other_thread(e.tid, out);
+                    }
+                }
             }
         }
         if let Some((guest, rx)) = &self.demo {
@@ -558,6 +603,46 @@ impl Session {
         }
     }
 
+    /// The first time kernel stack `id` is used: its frames from the stack map, and the
+    /// name of each function they fall in that the stream has not named yet (docs/stacks.md).
+    fn define_stack(&mut self, id: u32, at: &Event, out: &mut Vec<Event>) {
+        let Some(stacks) = &self.probes.stacks else {
+            return;
+        };
+        if !self.stack_defs.stacks.insert(id) {
+            return;
+        }
+        let frames = match stacks.frames(id) {
+            Ok(f) => f,
+            Err(e) => {
+                // Shown as a stack not in the capture.
+                log::debug!("reading kernel stack {id}: {e}");
+                return;
+            }
+        };
+        let origin = Origin {
+            ts_ns: at.ts_ns,
+            tid: 0,
+            tgid: 0,
+            cpu: at.cpu,
+        };
+        out.extend(ev::StackFrames::chunks(id, &frames).map(|r| Event::new(origin, &r)));
+        let Some(ksyms) = &self.stack_defs.ksyms else {
+            return;
+        };
+        for &ip in &frames {
+            let Some(sym) = ksyms.lookup(ip) else {
+                continue;
+            };
+            if self.stack_defs.symbols.insert(sym.start) {
+                out.extend(
+                    ev::Symbol::chunks(sym.start, sym.end, sym.text)
+                        .map(|r| Event::new(origin, &r)),
+                );
+            }
+        }
+    }
+
     fn push_drops(&mut self, out: &mut Vec<Event>) {
         let now = (self.probes.drops(), self.ring.malformed);
         let quiet = self
@@ -616,6 +701,17 @@ fn exit_deltas(old: Option<&ExitHist>, new: &ExitHist) -> Vec<u64> {
     let mut values = Vec::new();
     exits::deltas(old.unwrap_or(&ExitHist::zeroed()), new, |v| values.push(v));
     values
+}
+
+/// The kernel stack id a stack program's record carries, if it has one.
+fn stack_id(e: &Event) -> Option<u32> {
+    let (stack, error) = if let Some(s) = e.get::<ev::StackAt>() {
+        (s.stack, s.error)
+    } else {
+        let s = e.get::<ev::StackSample>()?;
+        (s.stack, s.error)
+    };
+    (error == 0).then_some(stack as u32)
 }
 
 /// The name of the VM run by process `pid`, from its command line.

@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod model;
+mod stack_view;
 pub mod theme;
 pub mod view;
 pub mod widgets;

@@ -88,6 +88,7 @@ fn worst(tid: u32, total: u64) -> WorstSample {
             },
         ],
         events_truncated: 0,
+        stack: None,
     }
 }
 

@@ -32,6 +32,9 @@ impl Widget for SampleView<'_> {
         block.render(area, buf);
         let causes: Vec<(String, u64)> = w.causes.iter().map(|c| (c.cause.clone(), c.ns)).collect();
         let mut lines = breakdown(&causes, inner.width, 6);
+        if let Some(st) = &w.stack {
+            lines.extend(crate::tui::stack_view::lines(st, 12));
+        }
         lines.push(Line::from(Span::styled("timeline", THEME.title)));
         for e in &w.events {
             lines.push(Line::from(e.line()));
