@@ -202,8 +202,9 @@ fn main() -> anyhow::Result<()> {
             run(Command::new("cargo").args(["build", "--release", "-p", "kvmtrace"]))?;
             // A short fuzz run first, so that cargo test's summary closes the output.
             fuzz(&root, 20)?;
+            // Every test binary runs even after one fails: one run shows every failure.
             run(Command::new("cargo")
-                .args(["test", "--all-targets"])
+                .args(["test", "--all-targets", "--no-fail-fast"])
                 .args(&args))
         }
         Task::Fuzz { secs } => {
