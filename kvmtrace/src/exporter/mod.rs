@@ -15,6 +15,7 @@
 
 pub mod metrics;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -90,7 +91,14 @@ struct Owner {
     engine_cfg: EngineConfig,
     metrics: Metrics,
     header: CaptureHeader,
+    /// VMM pids of the engine's vCPUs found gone, and when (CLOCK_MONOTONIC ns, the
+    /// events' clock).
+    gone_seen: HashMap<u32, u64>,
 }
+
+/// How long a gone VM's vCPUs stay in the engine at most when no later event shows the
+/// engine has caught up with the moment it was found gone.
+const GONE_DRAIN_NS: u64 = 1_000_000_000;
 
 fn proc_alive(pid: u32) -> bool {
     Path::new("/proc").join(pid.to_string()).exists()
@@ -121,10 +129,31 @@ impl Owner {
         if dropped > 0 {
             log::info!("dropped the series of {dropped} vCPU(s) of VMs gone for --vm-grace");
         }
-        let gone = self.engine.vcpus().filter(|v| !proc_alive(v.tgid)).count();
-        if gone > 0 {
-            log::info!("replacing the attribution engine to forget {gone} vCPU(s) of gone VMs");
+        let gone: Vec<u32> = self
+            .engine
+            .vcpus()
+            .filter(|v| !proc_alive(v.tgid))
+            .map(|v| v.tgid)
+            .collect();
+        self.gone_seen.retain(|pid, _| gone.contains(pid));
+        for &pid in &gone {
+            self.gone_seen.entry(pid).or_insert(now_ns);
+        }
+        // The VM's last events may still be in the ring buffer or the reorder window when
+        // its process is found gone: the engine is replaced once it has processed events
+        // up to that moment, or a second later at most (an idle host sends none).
+        let clock = self.engine.clock();
+        let drained = self
+            .gone_seen
+            .values()
+            .all(|&seen| clock >= seen || now_ns.saturating_sub(seen) >= GONE_DRAIN_NS);
+        if !gone.is_empty() && drained {
+            log::info!(
+                "replacing the attribution engine to forget {} vCPU(s) of gone VMs",
+                gone.len()
+            );
             self.replace_engine(&mut proc_alive);
+            self.gone_seen.clear();
         }
     }
 
@@ -242,11 +271,12 @@ pub async fn run(opts: &ExporterOptions) -> anyhow::Result<()> {
             .await
     });
 
+    // As record and top: the header says which delivery evidence the probes give.
     let engine_cfg = EngineConfig {
-        apic_timer_fn: session.header.apic_timer_fn,
         worst: opts.worst,
         ..EngineConfig::default()
-    };
+    }
+    .for_capture(&session.header);
     let h = &session.header;
     let probes = h
         .probes
@@ -267,6 +297,7 @@ pub async fn run(opts: &ExporterOptions) -> anyhow::Result<()> {
         engine_cfg,
         metrics: Metrics::new(opts.metrics.clone(), probes, info),
         header: session.header.clone(),
+        gone_seen: HashMap::new(),
     };
     eprintln!(
         "kvmtrace: exporter serving http://{addr}/metrics with {} probes ({}); SIGTERM stops it",
