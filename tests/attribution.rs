@@ -3,11 +3,11 @@
 //! (b) a busy task on the vCPU's CPU is named as the preempting task;
 //! (c) a slow VMM shows up as userspace-VMM time.
 
+#[path = "support/hog.rs"]
+mod hog;
 #[path = "support/privileged.rs"]
 mod privileged;
 
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -141,33 +141,6 @@ fn interrupt_to_guest_agrees_with_the_demo_vmm_ground_truth() {
     }
 }
 
-struct Busy(Child);
-impl Drop for Busy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A CPU hog pinned to `cpu`, with a higher weight than the vCPU thread (nice -10).
-fn busy_on(cpu: usize) -> Busy {
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", "while :; do :; done"]);
-    // SAFETY: only async-signal-safe libc calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut set);
-            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::setpriority(libc::PRIO_PROCESS, 0, -10);
-            Ok(())
-        });
-    }
-    Busy(cmd.spawn().expect("spawn the busy loop"))
-}
-
 #[test]
 fn a_busy_task_on_the_vcpus_cpu_is_named_as_the_preempter() {
     if !privileged::privileged("a_busy_task_on_the_vcpus_cpu_is_named_as_the_preempter") {
@@ -175,8 +148,8 @@ fn a_busy_task_on_the_vcpus_cpu_is_named_as_the_preempter() {
     }
     let _g = KVM.lock().unwrap_or_else(|e| e.into_inner());
     let cpu = 1;
-    let busy = busy_on(cpu);
-    let pid = busy.0.id();
+    let busy = hog::busy_on(cpu);
+    let pid = busy.pid();
     let t = trace_demo(
         DemoConfig {
             vcpu_cpu: Some(cpu),

@@ -5,7 +5,9 @@
 //! (b) With a capture of the demo guest while a CPU hog shares the vCPU's CPU, the finding
 //!     naming the hog is ranked first.
 
-use std::os::unix::process::CommandExt as _;
+#[path = "support/hog.rs"]
+mod hog;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -145,33 +147,14 @@ fn this_machines_known_settings_and_a_running_vm() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A CPU hog pinned to `cpu`, with a higher weight than the vCPU thread (nice -10).
-fn busy_on(cpu: usize) -> Kill {
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", "while :; do :; done"]);
-    // SAFETY: only async-signal-safe libc calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut set);
-            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::setpriority(libc::PRIO_PROCESS, 0, -10);
-            Ok(())
-        });
-    }
-    Kill(cmd.spawn().expect("spawn the busy loop"))
-}
-
 #[test]
 fn with_a_capture_the_hog_that_preempts_the_vcpu_is_ranked_first() {
     let _g = KVM.lock().unwrap_or_else(|e| e.into_inner());
     let dir = std::env::temp_dir().join(format!("kvmtrace-check-hog-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cap = dir.join("hog.kvmtrace");
-    let hog = busy_on(1);
-    let hog_pid = hog.0.id();
+    let hog = hog::busy_on(1);
+    let hog_pid = hog.pid();
     let out = Command::new(BIN)
         .args([
             "record",

@@ -7,13 +7,14 @@
 //! (d) without `--stacks` no stack program is loaded;
 //! (e) the CLI end to end: `record --stacks`, `report --folded/--flamegraph`.
 
+#[path = "support/hog.rs"]
+mod hog;
 #[path = "support/privileged.rs"]
 mod privileged;
 
 use std::collections::BTreeMap;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -32,34 +33,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_kvmtrace");
 
 fn tmp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("kvmtrace-stacks-{}-{name}", std::process::id()))
-}
-
-struct Busy(Child);
-impl Drop for Busy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A CPU hog pinned to `cpu`, with a higher weight than the vCPU thread (nice -10), as in
-/// tests/attribution.rs.
-fn busy_on(cpu: usize) -> Busy {
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", "while :; do :; done"]);
-    // SAFETY: only async-signal-safe libc calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut set);
-            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::setpriority(libc::PRIO_PROCESS, 0, -10);
-            Ok(())
-        });
-    }
-    Busy(cmd.spawn().expect("spawn the busy loop"))
 }
 
 /// Runs the demo under the probes (with `stacks`) for `dur` into a capture at `path`;
@@ -178,8 +151,8 @@ fn a_hog_beside_the_vcpu_has_the_folded_weight_with_its_kernel_stack() {
     }
     let _g = KVM.lock().unwrap_or_else(|e| e.into_inner());
     let cpu = 1;
-    let busy = busy_on(cpu);
-    let pid = busy.0.id();
+    let busy = hog::busy_on(cpu);
+    let pid = busy.pid();
     let path = tmp("hog");
     let cfg = DemoConfig {
         vcpu_cpu: Some(cpu),
