@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use kvmtrace_analysis::engine::{Engine, EngineConfig};
 use kvmtrace_analysis::hist::ExitBucketHist;
 use kvmtrace_analysis::import::{import_text, APIC_TIMER_FN_MARKER};
-use kvmtrace_common::exits::{bucket, deltas, EXIT_PENDING, EXIT_STREAMED};
+use kvmtrace_common::exits::{bucket, bucket_records, deltas, EXIT_PENDING, EXIT_STREAMED};
 use kvmtrace_common::{ev, Comm, Event, ExitHist, ExitKey, Origin, Payload, Record};
 
 /// The probes' defaults (kvmtrace_common::Config::zeroed).
@@ -199,15 +199,7 @@ impl KernelModel {
                 .unwrap_or(ExitHist::zeroed());
             let mut values = Vec::new();
             deltas(&old, h, |v| values.push(v));
-            for c in values.chunks(4) {
-                let b = |i: usize| c.get(i).copied().unwrap_or(0);
-                let rec = ev::ExitBuckets {
-                    key: key.packed(),
-                    b0: b(0),
-                    b1: b(1),
-                    b2: b(2),
-                    b3: b(3),
-                };
+            for rec in bucket_records(key, &values) {
                 let tgid = self.threads.get(&key.tid).map_or(0, |t| t.tgid);
                 let o = Origin {
                     ts_ns: at,

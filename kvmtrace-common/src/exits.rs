@@ -207,6 +207,25 @@ pub fn deltas(old: &ExitHist, new: &ExitHist, mut f: impl FnMut(u64)) {
     }
 }
 
+/// The [`Kind::ExitBuckets`](crate::Kind::ExitBuckets) records that carry `values` (packed
+/// as [`deltas`] gives them) for `key`: four per record, the last one's unused slots 0.
+pub fn bucket_records<'a>(
+    key: &ExitKey,
+    values: &'a [u64],
+) -> impl Iterator<Item = crate::ev::ExitBuckets> + 'a {
+    let key = key.packed();
+    values.chunks(4).map(move |c| {
+        let b = |i: usize| c.get(i).copied().unwrap_or(0);
+        crate::ev::ExitBuckets {
+            key,
+            b0: b(0),
+            b1: b(1),
+            b2: b(2),
+            b3: b(3),
+        }
+    })
+}
+
 /// Largest value a packed slot holds.
 pub const VALUE_MASK: u64 = (1 << 48) - 1;
 /// Code of the latencies' sum (ns) added since the previous record.

@@ -571,15 +571,7 @@ impl Session {
                 if tgid != 0 && !self.known_threads.contains(&key.tid) {
                     self.note_thread(key.tid, tgid, out);
                 }
-                for chunk in values.chunks(4) {
-                    let b = |i: usize| chunk.get(i).copied().unwrap_or(0);
-                    let rec = ev::ExitBuckets {
-                        key: key.packed(),
-                        b0: b(0),
-                        b1: b(1),
-                        b2: b(2),
-                        b3: b(3),
-                    };
+                for rec in kvmtrace_common::exits::bucket_records(key, &values) {
                     let mut at = now(key.tid, tgid);
                     if self.exits.latest_ns != 0 {
                         at.ts_ns = self.exits.latest_ns;
