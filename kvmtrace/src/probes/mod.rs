@@ -547,7 +547,16 @@ fn attach_btf(ebpf: &mut Ebpf, kind: Kind, btf: &Btf) -> Result<BtfTracePointLin
 }
 
 fn attach(ebpf: &mut Ebpf, kind: Kind) -> Result<TracePointLink, AttachError> {
-    let program = kind.name();
+    attach_tracepoint(ebpf, kind.name(), kind.category(), kind.name())
+}
+
+/// Loads program `program` and attaches it to the classic tracepoint `category:name`.
+pub(crate) fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    category: &str,
+    name: &str,
+) -> Result<TracePointLink, AttachError> {
     let prog = ebpf
         .program_mut(program)
         .ok_or(AttachError::NoProgram(program))?;
@@ -558,9 +567,9 @@ fn attach(ebpf: &mut Ebpf, kind: Kind) -> Result<TracePointLink, AttachError> {
         program: program.to_string(),
         summary: short_load_error(&e.to_string()),
     })?;
-    let tracepoint = format!("{}:{}", kind.category(), kind.name());
+    let tracepoint = format!("{category}:{name}");
     let id = tp
-        .attach(kind.category(), kind.name())
+        .attach(category, name)
         .map_err(|source| AttachError::Attach {
             tracepoint: tracepoint.clone(),
             source,

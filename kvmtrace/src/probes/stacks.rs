@@ -8,14 +8,14 @@ use aya::{
     programs::{
         perf_event::{PerfEventConfig, PerfEventLink, PerfEventScope, SamplePolicy, SoftwareEvent},
         trace_point::TracePointLink,
-        PerfEvent, TracePoint,
+        PerfEvent,
     },
     Ebpf,
 };
 use kvmtrace_analysis::capture::{StackCapture, StackProgram};
 use kvmtrace_common::{limits, names};
 
-use super::{short_load_error, AttachError, ProbeError};
+use super::{attach_tracepoint, short_load_error, AttachError, ProbeError};
 
 /// `--stacks` settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,33 +132,6 @@ fn status(program: &str, attach: String, attached: bool, reason: Option<String>)
         attached,
         reason,
     }
-}
-
-fn attach_tracepoint(
-    ebpf: &mut Ebpf,
-    program: &'static str,
-    category: &str,
-    name: &str,
-) -> Result<TracePointLink, AttachError> {
-    let prog = ebpf
-        .program_mut(program)
-        .ok_or(AttachError::NoProgram(program))?;
-    let tp: &mut TracePoint = prog
-        .try_into()
-        .map_err(|source| AttachError::NotATracepoint { program, source })?;
-    tp.load().map_err(|e| AttachError::Load {
-        program: program.to_string(),
-        summary: short_load_error(&e.to_string()),
-    })?;
-    let tracepoint = format!("{category}:{name}");
-    let id = tp
-        .attach(category, name)
-        .map_err(|source| AttachError::Attach {
-            tracepoint: tracepoint.clone(),
-            source,
-        })?;
-    tp.take_link(id)
-        .map_err(|source| AttachError::Attach { tracepoint, source })
 }
 
 /// The profile on every online CPU (the program keeps only ticks on CPUs where a traced
