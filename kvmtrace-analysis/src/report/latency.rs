@@ -314,6 +314,12 @@ pub fn describe(e: &Event) -> (String, String) {
         let name = f.name;
         let _ = match f.value {
             FieldValue::Comm(c) => write!(fields, "{name}={}", c.to_string_lossy()),
+            // A signed field is sign-extended: -1 (kvm_eoi's vector when no ISR bit is
+            // set, lapic.c apic_set_eoi) shows as -1. The top 64 KiB of the address space
+            // hold no kernel address, so no pointer is shown negative.
+            FieldValue::Num(v) if v >= 0xffff_ffff_ffff_0000 => {
+                write!(fields, "{name}={}", v as i64)
+            }
             FieldValue::Num(v) if v > 0xffff => write!(fields, "{name}={v:#x}"),
             FieldValue::Num(v) => write!(fields, "{name}={v}"),
         };
@@ -581,5 +587,41 @@ pub fn worst_text(out: &mut String, worst: &[WorstSample], timelines: usize) {
                 let _ = writeln!(out, "      ... {} more events", w.events_truncated);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kvmtrace_common::{ev, Event, Origin};
+
+    use super::describe;
+
+    #[test]
+    fn negative_fields_show_signed_and_addresses_in_hex() {
+        let at = Origin::default();
+        // kvm_eoi's vector is an int, -1 when no ISR bit is set (lapic.c apic_set_eoi).
+        let eoi = Event::new(
+            at,
+            &ev::KvmEoi {
+                apicid: 0,
+                vector: -1i64 as u64,
+            },
+        );
+        assert_eq!(
+            describe(&eoi),
+            ("kvm_eoi".to_string(), "apicid=0 vector=-1".to_string())
+        );
+        let expire = Event::new(
+            at,
+            &ev::HrtimerExpireEntry {
+                hrtimer: 0xffff_8881_3fd1_e2a0,
+                function: 0xffff_ffff_81c3_a4b2,
+                now: Some(0x7081),
+            },
+        );
+        assert_eq!(
+            describe(&expire).1,
+            "hrtimer=0xffff88813fd1e2a0 function=0xffffffff81c3a4b2 now=28801"
+        );
     }
 }
