@@ -170,18 +170,37 @@ fn a_busy_task_on_the_vcpus_cpu_is_named_as_the_preempter() {
         worst.len(),
         worst[0].causes
     );
-    // Most worst samples name it, and in most of those it is the largest part. (Not all: the
-    // wait is given to the task the vCPU was switched in from, which is sometimes a kworker
-    // that ran last; docs/attribution.md, blind spots.)
+    // Most worst samples name it. The hog costs the vCPU whole scheduler slices, so in the
+    // samples of half a millisecond or more the wait behind it is the largest part (in three
+    // in four at least, not all: the wait is given to the task the vCPU was switched in from, which is sometimes a
+    // kworker that ran last; docs/attribution.md, blind spots). Shorter samples among the
+    // worst 50 are whatever the run had besides: a halted vCPU woken late, the VMM's exit.
     assert!(
         named * 2 >= worst.len(),
         "only {named} of {} name {want}",
         worst.len()
     );
-    let largest = worst.iter().filter(|w| w.causes[0].cause == want).count();
+    let long: Vec<_> = worst.iter().filter(|w| w.total_ns >= 500_000).collect();
+    let largest = long.iter().filter(|w| w.causes[0].cause == want).count();
+    for w in long.iter().filter(|w| w.causes[0].cause != want) {
+        eprintln!(
+            "  {} ns opened by {}: {:?}",
+            w.total_ns, w.opened_by, w.causes
+        );
+    }
+    eprintln!(
+        "{want} largest in {largest} of {} samples >= 500 us",
+        long.len()
+    );
     assert!(
-        largest * 2 >= named,
-        "{want} largest in only {largest} of {named}"
+        long.len() >= 5,
+        "only {} samples of 500 us or more beside a busy task",
+        long.len()
+    );
+    assert!(
+        largest * 4 >= long.len() * 3,
+        "{want} largest in only {largest} of {} samples >= 500 us",
+        long.len()
     );
 }
 
