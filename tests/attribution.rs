@@ -171,10 +171,11 @@ fn a_busy_task_on_the_vcpus_cpu_is_named_as_the_preempter() {
         worst[0].causes
     );
     // Most worst samples name it. The hog costs the vCPU whole scheduler slices, so in the
-    // samples of half a millisecond or more the wait behind it is the largest part (in three
-    // in four at least, not all: the wait is given to the task the vCPU was switched in from, which is sometimes a
-    // kworker that ran last; docs/attribution.md, blind spots). Shorter samples among the
-    // worst 50 are whatever the run had besides: a halted vCPU woken late, the VMM's exit.
+    // samples of half a millisecond or more the wait behind it is the largest part (a kworker
+    // or rcu_preempt that runs before the vCPU gets only its own share: the engine follows
+    // every switch on a CPU a vCPU waits for). Shorter samples among the worst 50 are
+    // whatever else the run had: a halted vCPU woken late, the VMM's exit. Three in four, not
+    // all: a busy 2-core machine has other tasks that hold the CPU for long.
     assert!(
         named * 2 >= worst.len(),
         "only {named} of {} name {want}",

@@ -184,7 +184,7 @@ fn a_hog_beside_the_vcpu_has_the_folded_weight_with_its_kernel_stack() {
     assert_eq!(total, v.stats.irq_total_ns);
     // The hog had the CPU for more of the time the vCPU waited than any other task, by
     // the cause that names it or by the ticks that caught it under another task's name
-    // (the task the vCPU was switched in from, docs/attribution.md, blind spots), and for
+    // (where a switch was missed, docs/stacks.md), and for
     // a large part of the whole latency. (Other busy tasks on a shared machine take their
     // share too: the ticks name them.)
     assert_eq!(

@@ -19,8 +19,9 @@ use crate::{
 };
 
 /// A context switch on `cpu` from `prev` to `next`: updates the CPU's filter state. Returns
-/// whether a traced vCPU is involved (the event is wanted), and the state of `next` when it
-/// is a vCPU (switched in: the caller arms its exit streaming).
+/// whether the event is wanted (a traced vCPU is involved, or one waits for this CPU: the
+/// engine gives each task that holds the CPU meanwhile its share of the wait), and the state
+/// of `next` when it is a vCPU (switched in: the caller arms its exit streaming).
 #[inline(always)]
 fn on_switch(cpu: u32, prev: u32, prev_state: u64, next: u32) -> (bool, Option<*mut VcpuThread>) {
     let prev_vcpu = is_vcpu(prev);
@@ -30,6 +31,10 @@ fn on_switch(cpu: u32, prev: u32, prev_state: u64, next: u32) -> (bool, Option<*
     let mut new = old;
     if next_vcpu {
         new = cpu_state::RUNNING;
+    } else if next == 0 {
+        // The idle task runs only on an empty runqueue: nothing waits here (a vCPU woken
+        // here and pulled elsewhere no longer keeps the CPU's switches flowing).
+        new = 0;
     } else {
         new &= !cpu_state::RUNNING;
         if prev_vcpu && switch_prev_runnable(prev_state) {
@@ -40,7 +45,8 @@ fn on_switch(cpu: u32, prev: u32, prev_state: u64, next: u32) -> (bool, Option<*
     if new != old {
         set_cpu_state(cpu, new);
     }
-    (prev_vcpu || next_vcpu, next_thread)
+    let waited_on = old & cpu_state::WAITING != 0;
+    (prev_vcpu || next_vcpu || waited_on, next_thread)
 }
 
 /// A wake-up of `pid` onto `target_cpu`: its state when it is a traced vCPU (the event is

@@ -365,6 +365,58 @@ fn waiting_for_a_busy_cpu_after_wakeup_is_preemption() {
     );
 }
 
+/// The hog runs out its slice, then a kernel thread runs before the vCPU: each gets the
+/// time it held the CPU (the wait is not all given to the task switched from last).
+#[test]
+fn a_wait_behind_several_tasks_is_split_between_them() {
+    const RCU: u32 = 15;
+    let mut s = Sim::new();
+    s.at(0.0)
+        .switch(1, 0, false, V0, "CPU 0/KVM")
+        .kvm_wakeup(V0, 1);
+    s.at(5.0).switch(1, V0, false, BUSY, "hog");
+    s.at(100.0).raise_pic();
+    s.at(110.0).wakeup(V0, 1);
+    s.at(4110.0).switch(1, BUSY, true, RCU, "rcu_preempt");
+    s.at(4125.0).switch(1, RCU, false, V0, "CPU 0/KVM");
+    s.at(4130.0).kvm_wakeup(V0, 1);
+    s.at(4140.0).pio(V0, 1, 0xe2);
+    let e = s.run();
+    expect(
+        &e,
+        &[
+            ("halted", 10.0),
+            ("preempted:hog:999", 4000.0),
+            ("preempted:rcu_preempt:15", 15.0),
+            ("kvm_run", 15.0),
+        ],
+    );
+}
+
+/// Preempted after an exit (a host interrupt took it out of the guest), the vCPU waits
+/// behind the hog, then behind a kworker.
+#[test]
+fn a_preempted_vcpu_waits_behind_each_task_that_ran() {
+    const KWORKER: u32 = 77;
+    let mut s = running_guest();
+    s.at(10.0).msi(0);
+    s.at(18.0).exit(V0, 0, VMX, 1); // EXTERNAL_INTERRUPT
+    s.at(20.0).switch(0, V0, true, BUSY, "hog");
+    s.at(520.0).switch(0, BUSY, true, KWORKER, "kworker/0:1");
+    s.at(540.0).switch(0, KWORKER, true, V0, "CPU 0/KVM");
+    s.at(545.0).inj(V0, 0).entry(V0, 0);
+    let e = s.run();
+    expect(
+        &e,
+        &[
+            ("guest", 8.0),
+            ("exit:EXTERNAL_INTERRUPT", 2.0 + 5.0),
+            ("preempted:hog:999", 500.0),
+            ("preempted:kworker/0:1:77", 20.0),
+        ],
+    );
+}
+
 /// An IRQ during exit handling during a preemption, a softirq after it, the local timer.
 #[test]
 fn nested_causes_irq_in_exit_handling_and_in_preemption() {

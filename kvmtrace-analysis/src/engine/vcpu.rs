@@ -675,6 +675,7 @@ impl Engine {
         let cpu = e.cpu;
         // No hard interrupt handler runs across a context switch.
         self.clear_switched_overlays(cpu, prev, ts);
+        self.hand_over_waiters(cpu, prev, next, ts);
         if self.known(prev, ts) {
             self.account(prev, ts);
             self.note_in_window(prev, e);
@@ -728,6 +729,45 @@ impl Engine {
             }
             if let Some(c) = self.cpu_mut(cpu) {
                 c.last_vcpu = Some(next);
+            }
+        }
+    }
+
+    /// A switch on `cpu` between two other tasks while vCPUs wait for that CPU (woken onto
+    /// it, or preempted there): their wait until now was behind `prev` (the CPU was idle
+    /// when `prev` is 0), from now it is behind `next`. Each task that held the CPU gets
+    /// the time it held it, not only the one the vCPU is finally switched in from.
+    fn hand_over_waiters(&mut self, cpu: u32, prev: u32, next: u32, ts: u64) {
+        let waiting: Vec<u32> = self
+            .vcpus
+            .values()
+            .filter(|v| {
+                v.cpu == Some(cpu)
+                    && v.tid != prev
+                    && v.tid != next
+                    && matches!(v.sched, Sched::Waking | Sched::Preempted { .. })
+            })
+            .map(|v| v.tid)
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        let behind = if prev != 0 {
+            self.threads.preempted_by(prev)
+        } else {
+            Cause::Wakeup
+        };
+        for tid in waiting {
+            self.account(tid, ts);
+            if let Some(v) = self.vcpus.get_mut(&tid) {
+                v.resolve(Cause::UnresolvedWaiting, behind);
+                // To the idle task: no task is runnable there, so the belief that this vCPU
+                // waits here is stale (a missed migration); it is waiting, for an unknown CPU.
+                v.sched = if next != 0 {
+                    Sched::Preempted { by: next }
+                } else {
+                    Sched::Waking
+                };
             }
         }
     }

@@ -512,8 +512,8 @@ impl Session {
                         self.note_own_thread(tid, &mut own);
                     }
                 }
-                // A task a vCPU was switched in from may have delayed it: name it once
-                // (the event itself carries only the next task's name).
+                // A task that held a CPU a vCPU waited for may have delayed it: name it
+                // once (the event itself carries only the next task's name).
                 let prev = sw.prev_pid as u32;
                 if prev != 0 && !self.known_threads.contains(&prev) {
                     self.note_other_thread(prev, out);
