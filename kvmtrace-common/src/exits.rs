@@ -6,8 +6,10 @@
 //! reason) in a map ([`ExitKey`] -> [`ExitHist`]). An exit and its entry are streamed to
 //! userspace only when the attribution needs them: the thread may have an interrupt window
 //! open (it was armed less than `Config::stream_hold_ns` ago by an interrupt accepted for
-//! it, a PIC raise in its VM, its wake-up, switch-in, `kvm_vcpu_wakeup` or `kvm_inj_virq`),
-//! the exit took at least `Config::exit_threshold_ns`, or `Config::all_exits` is set. The histograms count every exit either way; userspace turns
+//! it, a PIC raise in its VM, its wake-up, switch-in, `kvm_vcpu_wakeup` or `kvm_inj_virq`;
+//! an entry also when the thread was armed at any time during its exit), the exit took at
+//! least `Config::exit_threshold_ns`, or `Config::all_exits` is set. The histograms count
+//! every exit either way; userspace turns
 //! their growth into [`Kind::ExitBuckets`](crate::Kind::ExitBuckets) records in the stream.
 //!
 //! Buckets are log-linear: exact below 8 ns, then 8 per power of two (each at most 1/8 of

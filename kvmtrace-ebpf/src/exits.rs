@@ -13,8 +13,9 @@
 //! arms its VM (`VM_STREAM`). A vCPU thread's wake-up, switch-in, `kvm_vcpu_wakeup` and
 //! `kvm_inj_virq` arm the thread itself. An armed thread streams its exits for
 //! `CONFIG.stream_hold_ns`: an interrupt-to-guest window stays armed as long as its events
-//! keep coming (a wake-up, a switch-in, the injection), and an exit streamed when it
-//! happened always has its entry streamed too. (`kvm_set_irq`, `kvm_msi_set_irq` and
+//! keep coming (a wake-up, a switch-in, the injection), an exit streamed when it happened
+//! always has its entry streamed too, and so has an exit armed at any time while it was
+//! pending (its entry may be what delivers the interrupt). (`kvm_set_irq`, `kvm_msi_set_irq` and
 //! `kvm_ioapic_set_irq` arm nothing: the accept follows within a microsecond.)
 
 use aya_ebpf::programs::TracePointContext;
@@ -91,15 +92,16 @@ pub fn arm_raise(tgid: u32, is_vm: bool, now: u64) {
     }
 }
 
-/// Is thread `t` (of its VM) armed at `now`?
+/// Was thread `t` (of its VM) armed at any time after `since`? (At `now` when `since` is
+/// `now`: a deadline later than the time.)
 #[inline(always)]
-fn armed(t: &VcpuThread, now: u64) -> bool {
-    if all_exits() || now < t.stream_until {
+fn armed(t: &VcpuThread, since: u64) -> bool {
+    if all_exits() || since < t.stream_until {
         return true;
     }
     let vm = VM_STREAM.get(vm_slot(t.tgid)).copied().unwrap_or(0);
     let global = GLOBAL_STREAM.get(0).copied().unwrap_or(0);
-    now < vm || now < global
+    since < vm || since < global
 }
 
 /// Remembers which thread runs vCPU `vcpu_id` of its VM (once per thread), for the
@@ -167,10 +169,15 @@ program! {
         let now = e.ts_ns;
         // SAFETY: as in `kvm_exit`.
         let flags = unsafe { (*t).flags };
-        let mut stream = flags & EXIT_STREAMED != 0 || armed(unsafe { &*t }, now);
-        if flags & EXIT_PENDING != 0 {
-            // SAFETY: as above; the pending exit is read in place.
-            let exit = unsafe { &(*t).exit };
+        // SAFETY: as above; the pending exit is read in place.
+        let exit = unsafe { &(*t).exit };
+        let pending = flags & EXIT_PENDING != 0;
+        // Armed at any time during the pending exit: a window opened while the vCPU was out
+        // of the guest (an interrupt posted during a long exit, APICv, no `kvm_inj_virq`)
+        // closes at this entry, however long after the arming it comes.
+        let since = if pending { exit.ts_ns } else { now };
+        let mut stream = flags & EXIT_STREAMED != 0 || armed(unsafe { &*t }, since);
+        if pending {
             let latency = now.saturating_sub(exit.ts_ns);
             if !aggregate(ids.0, exit, latency) || latency >= threshold_ns() {
                 stream = true;
