@@ -258,25 +258,28 @@ fn timer_path_ticks_once_per_period() {
     assert_eq!(s.len() as u64, t.acked);
     // The guest's own measure (period minus the current count it read) is within the
     // period, and due times come one period apart (KVM's APIC bus: 1 count = 1 ns): most
-    // consecutive samples are 1 period +- 20 % apart, the rest whole periods.
-    let p = 1_000_000u64;
-    let mut one_period = 0;
+    // consecutive samples are 1 period +- 20 % apart, nearly all whole periods. (A due time
+    // is the ack's time minus the guest's measure, so a vCPU preempted between its read of
+    // the count and the ack moves that sample's due time late by the preemption: on a
+    // loaded machine a few pairs are off, even out of order.)
+    let p = 1_000_000i64;
+    let (mut one_period, mut whole) = (0, 0);
     for w in s.windows(2) {
         assert!(w[0].seq < w[1].seq, "{w:?}");
-        let gap = w[1].raised_ns - w[0].raised_ns;
-        let n = (gap + p / 2) / p;
-        assert!(
-            n >= 1 && gap.abs_diff(n * p) < p / 5,
-            "due times {gap} ns apart: {w:?}"
-        );
-        one_period += usize::from(n == 1);
+        let gap = w[1].raised_ns as i64 - w[0].raised_ns as i64;
+        let n = (gap + p / 2).div_euclid(p);
+        if n >= 1 && (gap - n * p).abs() < p / 5 {
+            whole += 1;
+            one_period += usize::from(n == 1);
+        } else {
+            eprintln!("due times {gap} ns apart: {w:?}");
+        }
     }
-    assert!(
-        one_period * 10 >= (s.len() - 1) * 7,
-        "{one_period} of {}",
-        s.len() - 1
-    );
+    let pairs = s.len() - 1;
+    assert!(whole * 10 >= pairs * 9, "{whole} of {pairs} whole periods");
+    assert!(one_period * 10 >= pairs * 7, "{one_period} of {pairs}");
     let l = latencies(s);
+    let p = p as u64;
     assert!(l[l.len() - 1] <= p, "beyond a period: {}", l[l.len() - 1]);
     assert!(
         percentile(&l, 0.5) < p / 2,
