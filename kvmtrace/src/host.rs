@@ -186,9 +186,12 @@ pub fn debugfs_vcpu_threads(kvm_debugfs: &Path) -> BTreeMap<u32, (u32, u32)> {
             else {
                 continue;
             };
+            // 0 until the vCPU's first KVM_RUN (`pid_nr(NULL)`, kvm_main.c:4206-4214): a VM
+            // started paused, or a vCPU not yet brought up.
             if let Some(tid) = std::fs::read_to_string(vcpu.path().join("pid"))
                 .ok()
                 .and_then(|s| s.trim().parse::<u32>().ok())
+                .filter(|&tid| tid != 0)
             {
                 out.insert(tid, (pid, id));
             }
@@ -382,6 +385,8 @@ mod tests {
             ("4242-12", 0, "4250"),
             ("4242-12", 1, "4251"),
             ("77-9", 0, "80"),
+            // Never run yet (a VM started paused): KVM says 0.
+            ("77-9", 1, "0"),
         ] {
             let d = dir.join(vm).join(format!("vcpu{vcpu}"));
             std::fs::create_dir_all(&d).unwrap();

@@ -1127,3 +1127,27 @@ fn a_gone_vms_vcpu_does_not_take_a_new_vms_raises() {
     assert_eq!((e.worst()[0].tid, e.worst()[0].total_ns), (N0, us(7.0)));
     assert!(e.vcpu(V0).unwrap().windows.is_empty());
 }
+
+/// KVM's debugfs `vcpu<N>/pid` reads 0 before the vCPU's first KVM_RUN (kvm_main.c:
+/// 4206-4214): a capture of a VM started paused (`qemu -S`) may announce tid 0 as vCPU 0.
+/// The idle task switching in and out must not become a vCPU.
+#[test]
+fn the_idle_task_is_never_a_vcpu() {
+    let mut s = Sim::new();
+    s.evs.push(Event::new(
+        Origin {
+            ts_ns: 0,
+            tid: 0,
+            tgid: VM,
+            cpu: 0,
+        },
+        &ev::ThreadInfo::vcpu_thread(0, ""),
+    ));
+    s.at(1.0).switch(0, 0, false, V0, "CPU 0/KVM").entry(V0, 0);
+    s.at(10.0).exit(V0, 0, VMX, 12);
+    s.at(11.0).switch(0, V0, false, 0, "swapper/0");
+    let e = s.run();
+    let tids: Vec<u32> = e.vcpus().map(|v| v.tid).collect();
+    assert_eq!(tids, vec![V0]);
+    assert_eq!(e.vcpu(V0).and_then(|v| v.vcpu_id), Some(0));
+}

@@ -266,6 +266,12 @@ impl Engine {
         let ThreadInfoIs::Thread { vcpu } = t.is() else {
             return;
         };
+        if e.tid == 0 {
+            // The idle task is nobody's vCPU. (KVM's debugfs `vcpu<N>/pid` reads 0 until the
+            // vCPU's first KVM_RUN, kvm_main.c:4206-4214; kvmtrace 0.1 captures of a VM
+            // started paused carry that 0 as a thread record.)
+            return;
+        }
         let (vcpu, source) = match vcpu {
             Some(id) if t.vcpu_from_kvm() => (Some(id), IdSource::Kvm),
             Some(id) => (Some(id), IdSource::Name),
