@@ -1149,5 +1149,12 @@ fn the_idle_task_is_never_a_vcpu() {
     let e = s.run();
     let tids: Vec<u32> = e.vcpus().map(|v| v.tid).collect();
     assert_eq!(tids, vec![V0]);
+    let threads: Vec<u32> = e
+        .threads()
+        .iter()
+        .filter(|(_, t)| t.is_vcpu)
+        .map(|(tid, _)| tid)
+        .collect();
+    assert_eq!(threads, vec![V0, V1], "the threads the stream announced");
     assert_eq!(e.vcpu(V0).and_then(|v| v.vcpu_id), Some(0));
 }

@@ -221,6 +221,8 @@ impl Threads {
                     r.comm = comm;
                 }
             }
+            // The idle task is nobody's thread (vcpu.rs `on_thread_info`).
+            ThreadInfoIs::Thread { .. } if e.tid == 0 => {}
             ThreadInfoIs::Thread { vcpu } => {
                 self.names.insert(e.tid, comm.clone());
                 let from_name = vcpu_from_comm(&comm);
