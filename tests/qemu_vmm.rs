@@ -1,0 +1,315 @@
+//! Privileged, real kernel, a real VMM: QEMU with `-accel kvm` running its own firmware
+//! (SeaBIOS, no disk, no NIC), recorded by `kvmtrace record -p` from its first instruction.
+//! QEMU starts paused (`-S`: its vCPU threads exist but have never entered KVM_RUN, so
+//! KVM's debugfs says pid 0 for them) and is let go over QMP once kvmtrace records.
+//!
+//! What is checked comes from QEMU and SeaBIOS, not from kvmtrace:
+//! - the vCPU threads are the ones QEMU named `CPU n/KVM` (`-name ...,debug-threads=on`,
+//!   read from /proc by the test), with vCPU id n, and only they; QEMU's other threads
+//!   (main loop, `call_rcu`, the monitor's I/O thread, KVM's `kvm-nx-lpage-re` worker)
+//!   are never vCPUs, and the VM carries its `-name`;
+//! - SeaBIOS finds QEMU by writing the fw_cfg selector port 0x510 (SeaBIOS
+//!   src/fw/paravirt.c `qemu_cfg_detect`, `PORT_QEMU_CFG_CTL`) from the boot vCPU, an
+//!   exit QEMU handles in userspace (KVM_EXIT_IO);
+//! - SeaBIOS brings up the second vCPU with INIT then SIPI to all but itself (src/fw/smp.c
+//!   `smp_scan`: ICR 0xc4500, then 0xc46xx), which KVM traces as `kvm_apic_ipi` and
+//!   `kvm_apic_accept_irq` for APIC id 1 (lapic.c `kvm_apic_send_ipi`, `__apic_accept_irq`),
+//!   after which vCPU 1's thread runs guest code (its first KVM event follows the SIPI);
+//! - INIT and SIPI are not interrupts to a guest: vCPU 1, which nothing else targets
+//!   (every accept for APIC id 1 in the capture is INIT or SIPI), has no
+//!   interrupt-to-guest sample;
+//! - no event is dropped.
+
+#[path = "support/privileged.rs"]
+mod privileged;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use kvmtrace_analysis::capture::CaptureReader;
+use kvmtrace_common::{ev, Event, Kind};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kvmtrace");
+const QEMU: &str = "qemu-system-x86_64";
+const VM_NAME: &str = "kvmtrace-qemu";
+
+/// QEMU, killed when dropped.
+struct Qemu {
+    child: Child,
+    qmp: PathBuf,
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.qmp);
+    }
+}
+
+fn tmpdir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("kvmtrace-qemu-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Is QEMU installed (`cargo xtask setup` installs it)? Missing under CI is a failure.
+fn have_qemu() -> bool {
+    let ok = Command::new(QEMU)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        let msg = format!("{QEMU} is not installed (run `cargo xtask setup`)");
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "{msg}; CI=true, so this is a failure"
+        );
+        eprintln!("SKIPPED: {msg}");
+    }
+    ok
+}
+
+fn start_qemu(dir: &Path) -> Qemu {
+    let qmp = dir.join("qmp.sock");
+    let child = Command::new(QEMU)
+        .args(["-accel", "kvm", "-S", "-name"])
+        .arg(format!("{VM_NAME},debug-threads=on"))
+        .args(["-m", "64", "-smp", "2", "-nodefaults", "-no-reboot"])
+        .args(["-display", "none", "-serial", "none", "-monitor", "none"])
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", qmp.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start QEMU");
+    let q = Qemu { child, qmp };
+    let t0 = Instant::now();
+    while !q.qmp.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "QEMU made no QMP socket in 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    q
+}
+
+/// QEMU's threads from /proc: tid -> comm.
+fn threads(pid: u32) -> BTreeMap<u32, String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("QEMU's threads")
+        .filter_map(|e| {
+            let tid = e.ok()?.file_name().to_str()?.parse::<u32>().ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
+            Some((tid, comm.trim_end().to_string()))
+        })
+        .collect()
+}
+
+/// One QMP command, its answer (events QEMU sends meanwhile are skipped).
+fn qmp(r: &mut impl BufRead, w: &mut impl Write, cmd: &str) -> serde_json::Value {
+    writeln!(w, "{{\"execute\": \"{cmd}\"}}").unwrap();
+    w.flush().unwrap();
+    loop {
+        let mut line = String::new();
+        assert!(r.read_line(&mut line).unwrap() > 0, "QMP closed on {cmd}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v.get("event").is_none() {
+            assert!(v.get("error").is_none(), "QMP {cmd}: {v}");
+            return v;
+        }
+    }
+}
+
+fn events(cap: &Path) -> Vec<Event> {
+    let mut r = CaptureReader::open(cap).expect("the capture");
+    let mut out = Vec::new();
+    while let Some(e) = r.next_event().expect("a complete capture") {
+        out.push(e);
+    }
+    out.sort_by_key(|e| e.ts_ns);
+    out
+}
+
+fn is_vcpu_context(e: &Event) -> bool {
+    Kind::try_from(e.kind).is_ok_and(|k| k.is_vcpu_context())
+}
+
+#[test]
+fn seabios_under_qemu_kvm_is_seen_with_qemus_own_threads() {
+    if !privileged::privileged("seabios_under_qemu_kvm_is_seen_with_qemus_own_threads")
+        || !have_qemu()
+    {
+        return;
+    }
+    let dir = tmpdir();
+    let qemu = start_qemu(&dir);
+    let pid = qemu.child.id();
+    // The vCPU threads as QEMU named them (cpu_index n; with -smp 2 and no topology the
+    // APIC id, KVM's vcpu_id, is n too).
+    let named: BTreeMap<u32, u32> = threads(pid)
+        .iter()
+        .filter_map(|(&tid, comm)| {
+            let n = comm.strip_prefix("CPU ")?.strip_suffix("/KVM")?;
+            Some((tid, n.parse().ok()?))
+        })
+        .collect();
+    assert_eq!(named.len(), 2, "QEMU's threads: {:?}", threads(pid));
+
+    let cap = dir.join("qemu.kvmtrace");
+    let mut rec = Command::new(BIN)
+        .args(["record", "-p", &pid.to_string(), "--duration", "4", "-o"])
+        .arg(&cap)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kvmtrace record");
+    let (tx, rx) = mpsc::channel();
+    let stderr = rec.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    // Let QEMU go once the probes are attached.
+    let t0 = Instant::now();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60).saturating_sub(t0.elapsed()))
+            .expect("kvmtrace says it records within 60 s");
+        if line.contains("recording to") {
+            break;
+        }
+    }
+    let sock = UnixStream::connect(&qemu.qmp).expect("QMP");
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut r = BufReader::new(sock.try_clone().unwrap());
+    let mut w = sock;
+    let mut greeting = String::new();
+    r.read_line(&mut greeting).unwrap();
+    assert!(greeting.contains("QMP"), "{greeting}");
+    qmp(&mut r, &mut w, "qmp_capabilities");
+    qmp(&mut r, &mut w, "cont");
+
+    let status = rec.wait().expect("kvmtrace record");
+    let err = reader.join().unwrap();
+    assert!(status.success(), "kvmtrace record failed:\n{err}");
+    assert!(err.contains("dropped: 0 in the kernel"), "{err}");
+    qmp(&mut r, &mut w, "quit");
+    drop(qemu);
+
+    // The report's vCPUs are QEMU's named vCPU threads, in QEMU's VM.
+    let out = Command::new(BIN)
+        .args(["report", "--json"])
+        .arg(&cap)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let vcpus: BTreeMap<u32, u32> = j["vcpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            assert_eq!(v["pid"], pid, "{v}");
+            assert_eq!(v["vm_name"], VM_NAME, "{v}");
+            (
+                v["tid"].as_u64().unwrap() as u32,
+                v["vcpu"].as_u64().unwrap() as u32,
+            )
+        })
+        .collect();
+    assert_eq!(vcpus, named, "the report's vCPU threads and ids");
+    let by_id: BTreeMap<u32, u32> = named.iter().map(|(&t, &n)| (n, t)).collect();
+    let (bsp, ap) = (by_id[&0], by_id[&1]);
+
+    let evs = events(&cap);
+    // KVM's vCPU-context events come from the vCPU threads only.
+    let from: BTreeSet<u32> = evs
+        .iter()
+        .filter(|e| is_vcpu_context(e) && e.tgid == pid)
+        .map(|e| e.tid)
+        .collect();
+    assert!(
+        from.iter().all(|t| named.contains_key(t)),
+        "vCPU-context events from {from:?}, vCPU threads {named:?}"
+    );
+
+    // SeaBIOS looks for fw_cfg from the boot vCPU: a write of the selector, handled in QEMU.
+    let of = |tid: u32| evs.iter().filter(move |e| e.tid == tid);
+    let selector_writes = of(bsp)
+        .filter_map(|e| e.get::<ev::KvmPio>())
+        .filter(|p| p.port == 0x510 && p.rw == 1)
+        .count();
+    let io_exits = of(bsp)
+        .filter_map(|e| e.get::<ev::KvmUserspaceExit>())
+        .filter(|x| x.reason == Some(2))
+        .count();
+    assert!(selector_writes >= 1, "no fw_cfg selector write");
+    assert!(
+        io_exits >= selector_writes,
+        "{io_exits} KVM_EXIT_IO for {selector_writes} fw_cfg selector writes"
+    );
+
+    // SMP bring-up: INIT, then SIPI, to all but the boot vCPU; then the AP runs.
+    let mode = |icr: u64| (icr >> 8) & 7;
+    let ipis: Vec<u64> = of(bsp)
+        .filter_map(|e| e.get::<ev::KvmApicIpi>())
+        .map(|i| i.icr_low)
+        .collect();
+    let init = ipis.iter().position(|&i| mode(i) == 5);
+    let sipi = ipis.iter().position(|&i| mode(i) == 6);
+    assert!(
+        matches!((init, sipi), (Some(a), Some(b)) if a < b),
+        "INIT then SIPI: {ipis:x?}"
+    );
+    assert!(
+        ipis.iter().all(|&i| (i >> 18) & 3 == 3),
+        "to all excluding self: {ipis:x?}"
+    );
+    let accepts: Vec<(u64, u64)> = evs
+        .iter()
+        .filter_map(|e| Some((e.ts_ns, e.get::<ev::KvmApicAcceptIrq>()?)))
+        .filter(|(_, a)| a.apicid == 1)
+        .map(|(ts, a)| (ts, a.dm.map_or(u64::MAX, |d| mode(d))))
+        .collect();
+    assert!(
+        accepts.iter().all(|&(_, m)| m == 5 || m == 6),
+        "APIC id 1 took only INIT and SIPI: {accepts:?}"
+    );
+    let sipi_at = accepts
+        .iter()
+        .find(|&&(_, m)| m == 6)
+        .map(|&(ts, _)| ts)
+        .expect("a SIPI accepted for APIC id 1");
+    assert!(
+        of(ap).any(|e| e.ts_ns > sipi_at && e.get::<ev::KvmMsr>().is_some()),
+        "vCPU 1 ran guest code (SeaBIOS's AP copies the MTRRs) after the SIPI"
+    );
+
+    // INIT and SIPI are not interrupts to a guest: vCPU 1 has no sample.
+    let v1 = j["vcpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["vcpu"] == 1)
+        .unwrap();
+    assert_eq!(v1["irq_to_guest"]["count"], 0, "{}", v1["irq_to_guest"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
