@@ -287,7 +287,7 @@ fn seabios_under_qemu_kvm_is_seen_with_qemus_own_threads() {
         .iter()
         .filter_map(|e| Some((e.ts_ns, e.get::<ev::KvmApicAcceptIrq>()?)))
         .filter(|(_, a)| a.apicid == 1)
-        .map(|(ts, a)| (ts, a.dm.map_or(u64::MAX, |d| mode(d))))
+        .map(|(ts, a)| (ts, a.dm.map_or(u64::MAX, mode)))
         .collect();
     assert!(
         accepts.iter().all(|&(_, m)| m == 5 || m == 6),
