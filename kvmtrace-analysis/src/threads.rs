@@ -2,7 +2,8 @@
 //! threads, and a VM's name from its VMM's command line.
 
 /// The vCPU id in a VMM's vCPU thread name: QEMU `CPU 3/KVM`, Firecracker `fc_vcpu 3`,
-/// cloud-hypervisor `vcpu3`, crosvm `crosvm_vcpu3`.
+/// cloud-hypervisor `vcpu3`, crosvm `crosvm_vcpu3`, kvmtool `kvm-vcpu-3` (builtin-run.c
+/// `kvm_cpu_thread`).
 ///
 /// QEMU's number is its `cpu_index`, not KVM's vcpu_id (the APIC id), which differs when the
 /// topology leaves gaps: use it only when KVM itself (a `kvm_exit`/`kvm_entry` `vcpu_id`, or
@@ -13,6 +14,8 @@ pub fn vcpu_from_comm(comm: &str) -> Option<u32> {
     } else if let Some(rest) = comm.strip_prefix("fc_vcpu") {
         rest
     } else if let Some(rest) = comm.strip_prefix("crosvm_vcpu") {
+        rest
+    } else if let Some(rest) = comm.strip_prefix("kvm-vcpu-") {
         rest
     } else {
         comm.strip_prefix("vcpu")?
@@ -52,6 +55,7 @@ mod tests {
         assert_eq!(vcpu_from_comm("fc_vcpu 2"), Some(2));
         assert_eq!(vcpu_from_comm("vcpu7"), Some(7));
         assert_eq!(vcpu_from_comm("crosvm_vcpu1"), Some(1));
+        assert_eq!(vcpu_from_comm("kvm-vcpu-3"), Some(3));
         assert_eq!(vcpu_from_comm("vcpu_thread"), None);
     }
 
