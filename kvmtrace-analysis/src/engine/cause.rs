@@ -28,7 +28,8 @@ pub enum Cause {
         isa: u8,
         reason: u32,
     },
-    /// In the userspace VMM after `kvm_userspace_exit`, by KVM_EXIT_* reason.
+    /// In the userspace VMM after `kvm_userspace_exit`, by KVM_EXIT_* reason
+    /// ([`Cause::VMM_ERROR`] when KVM_RUN failed).
     Vmm {
         reason: u32,
     },
@@ -92,6 +93,10 @@ pub enum Cause {
 }
 
 impl Cause {
+    /// `Vmm`'s reason when KVM_RUN returned an error other than -EINTR (its exit reason is
+    /// then stale): the kernel's `kvm_userspace_exit` prints `reason error`.
+    pub const VMM_ERROR: u32 = u32::MAX;
+
     /// Is this time spent outside the guest? (`KvmRun` is counted as in-guest: it cannot be
     /// split on kernels without `kvm_entry`.)
     pub fn out_of_guest(self) -> bool {
@@ -123,6 +128,9 @@ impl Cause {
                     exit_reason_label(u64::from(isa), u64::from(reason))
                 )
             }
+            Cause::Vmm {
+                reason: Cause::VMM_ERROR,
+            } => "vmm:error".into(),
             Cause::Vmm { reason } => match kvm_exit_name(u64::from(reason)) {
                 Some(n) => format!("vmm:{n}"),
                 None => format!("vmm:{reason}"),
@@ -190,6 +198,12 @@ mod tests {
         );
         assert_eq!(l(Cause::Vmm { reason: 2 }), "vmm:IO");
         assert_eq!(l(Cause::Vmm { reason: 77 }), "vmm:77");
+        assert_eq!(
+            l(Cause::Vmm {
+                reason: Cause::VMM_ERROR
+            }),
+            "vmm:error"
+        );
         assert_eq!(l(Cause::Preempted { pid: 42 }), "preempted:stress:42");
         assert_eq!(l(Cause::Preempted { pid: 43 }), "preempted:pid:43");
         assert_eq!(l(Cause::Tracer), "tracer");

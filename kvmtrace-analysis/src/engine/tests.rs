@@ -1158,3 +1158,38 @@ fn the_idle_task_is_never_a_vcpu() {
     assert_eq!(threads, vec![V0, V1], "the threads the stream announced");
     assert_eq!(e.vcpu(V0).and_then(|v| v.vcpu_id), Some(0));
 }
+
+/// KVM_RUN returning an error: -EINTR is a signal's `KVM_EXIT_INTR` whatever the traced reason
+/// says (a text trace says only `restart`), another errno is `vmm:error` (x86.c: -EAGAIN for
+/// an AP woken from wait-for-SIPI, its stale exit reason 0).
+#[test]
+fn kvm_run_errors_are_named_as_the_kernel_prints_them() {
+    let uexit = |s: &mut Sim, reason: Option<u64>, errno: u64| {
+        s.ev(V0, 0, ev::KvmUserspaceExit {
+            reason,
+            errno: Some(errno),
+        });
+    };
+    let mut s = running_guest();
+    s.at(10.0);
+    uexit(&mut s, None, 0u64.wrapping_sub(4)); // imported `reason restart (4)`
+    s.at(20.0).pio(V0, 0, 0x70);
+    s.at(30.0);
+    uexit(&mut s, Some(10), 0xffff_fffc); // -EINTR widened as a u32
+    s.at(45.0).pio(V0, 0, 0x70);
+    s.at(50.0);
+    uexit(&mut s, Some(0), 0u64.wrapping_sub(11)); // -EAGAIN, stale reason 0
+    s.at(80.0).pio(V0, 0, 0x70);
+    let e = s.run();
+    let v = e.vcpu(V0).unwrap();
+    let comms = HashMap::new();
+    let by: HashMap<String, u64> = v
+        .stats
+        .state_ns
+        .iter()
+        .map(|(c, ns)| (c.label(&comms), *ns))
+        .collect();
+    assert_eq!(by.get("vmm:INTR"), Some(&us(10.0 + 15.0)), "{by:?}");
+    assert_eq!(by.get("vmm:error"), Some(&us(30.0)), "{by:?}");
+    assert_eq!(by.get("vmm:UNKNOWN"), None, "{by:?}");
+}

@@ -243,6 +243,22 @@ pub(super) struct CpuState {
     pub last_vcpu: Option<u32>,
 }
 
+/// Why the vCPU thread is in the VMM after `kvm_userspace_exit`. KVM traces the exit
+/// reason and KVM_RUN's return value (kvm_main.c `kvm_vcpu_ioctl`, KVM_RUN); on an error
+/// return the reason is whatever `run->exit_reason` held: -EINTR is a signal (x86.c sets
+/// `KVM_EXIT_INTR` for it, though a text trace says only `restart`), any other errno is
+/// `error` (-EAGAIN: an AP woken from wait-for-SIPI, x86.c `kvm_arch_vcpu_ioctl_run`).
+fn vmm_reason(x: &ev::KvmUserspaceExit) -> u32 {
+    const EINTR: i32 = 4;
+    const KVM_EXIT_INTR: u32 = 10;
+    // An `int`: its low 32 bits, however the record widened it.
+    match x.errno.map(|e| e as i32) {
+        Some(e) if e == -EINTR => KVM_EXIT_INTR,
+        Some(e) if e < 0 => Cause::VMM_ERROR,
+        _ => x.reason.unwrap_or(0) as u32,
+    }
+}
+
 /// Host interrupt work nested deeper than this on one CPU is not followed.
 const MAX_OVERLAYS: usize = 8;
 
@@ -599,7 +615,7 @@ impl Engine {
             return;
         };
         v.ctx = Ctx::Vmm {
-            reason: x.reason.unwrap_or(0) as u32,
+            reason: vmm_reason(x),
         };
         // A vCPU woken without a raise that leaves for the VMM before entering its guest
         // was woken by a signal or a request, not an interrupt.
