@@ -170,12 +170,13 @@ fn a_busy_task_on_the_vcpus_cpu_is_named_as_the_preempter() {
         worst.len(),
         worst[0].causes
     );
-    // Most worst samples name it. The hog costs the vCPU whole scheduler slices, so in the
-    // samples of half a millisecond or more the wait behind it is the largest part (a kworker
-    // or rcu_preempt that runs before the vCPU gets only its own share: the engine follows
-    // every switch on a CPU a vCPU waits for). Shorter samples among the worst 50 are
-    // whatever else the run had: a halted vCPU woken late, the VMM's exit. Three in four, not
-    // all: a busy 2-core machine has other tasks that hold the CPU for long.
+    // At least half the worst samples name it. The hog costs the vCPU whole scheduler
+    // slices, so in the samples of half a millisecond or more the wait behind it is the
+    // largest part (a kworker or rcu_preempt that runs before the vCPU gets only its own
+    // share: the engine follows every switch on a CPU a vCPU waits for); in three in four of
+    // them, not all: a busy 2-core machine has other tasks that hold the CPU for long.
+    // Shorter samples among the worst 50 are whatever else the run had: a halted vCPU woken
+    // late, the VMM's exit.
     assert!(
         named * 2 >= worst.len(),
         "only {named} of {} name {want}",

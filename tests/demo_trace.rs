@@ -129,9 +129,11 @@ async fn demo_guest_events_arrive_with_the_right_thread_and_vcpu() {
         .collect();
     assert!(switches.iter().any(|s| s.next_pid == vcpu));
     // Other switches only on a CPU the vCPU waits for: woken or migrated there, or
-    // preempted there, and not yet switched in (nor the CPU idle). Followed here in time
-    // order; a switch may read the state a wake-up on another CPU set a moment after its
-    // own timestamp was taken, so a state set within 10 us after counts.
+    // preempted there, since the CPU last went idle (a vCPU switched in leaves the mark,
+    // another may wait; a switch to idle clears it, unless the vCPU itself goes out
+    // runnable). Followed here in time order; a switch may read the state a wake-up on
+    // another CPU set a moment after its own timestamp was taken, so a state set within
+    // 10 us after counts.
     let mut sched: Vec<&Event> = events
         .iter()
         .filter(|e| {
@@ -158,15 +160,22 @@ async fn demo_guest_events_arrive_with_the_right_thread_and_vcpu() {
                 set_at.push((m.dest_cpu as u32, e.ts_ns));
             }
         } else if let Some(s) = e.get::<ev::SchedSwitch>() {
-            if s.next_pid == vcpu || s.next_pid == 0 {
-                waiting.insert(e.cpu, false);
-            } else if s.prev_pid == vcpu {
-                if kvmtrace_common::switch_prev_runnable(s.prev_state) {
-                    waiting.insert(e.cpu, true);
-                    set_at.push((e.cpu, e.ts_ns));
-                }
-            } else if !waiting.get(&e.cpu).copied().unwrap_or(false) {
+            // Judged by the state before the switch, as the probe does.
+            if s.prev_pid != vcpu
+                && s.next_pid != vcpu
+                && !waiting.get(&e.cpu).copied().unwrap_or(false)
+            {
                 host_only.push((e.cpu, e.ts_ns, s));
+            }
+            let runnable =
+                s.prev_pid == vcpu && kvmtrace_common::switch_prev_runnable(s.prev_state);
+            if s.next_pid == 0 {
+                waiting.insert(e.cpu, runnable);
+            } else if runnable {
+                waiting.insert(e.cpu, true);
+            }
+            if runnable {
+                set_at.push((e.cpu, e.ts_ns));
             }
         }
     }

@@ -200,8 +200,8 @@ fn a_hog_beside_the_vcpu_has_the_folded_weight_with_its_kernel_stack() {
         "the hog has {hog} of {total} ns of latency"
     );
     // Its kernel stack: where it hands the CPU back (a busy loop in user space has no
-    // other kernel code), named; under its own cause or under the task it was switched
-    // in from.
+    // other kernel code), named; under its own cause or, where a switch was missed, under
+    // another task's.
     let hog_task = format!("[task sh:{pid}]");
     let kernel = lines.keys().find(|l| {
         let its = l.starts_with(&format!("{want};[switched out];"))

@@ -28,20 +28,21 @@ fn on_switch(cpu: u32, prev: u32, prev_state: u64, next: u32) -> (bool, Option<*
     let next_thread = vcpu_thread(next);
     let next_vcpu = next_thread.is_some();
     let old = cpu_state_of(cpu);
-    let mut new = old;
-    if next_vcpu {
-        new = cpu_state::RUNNING;
+    // Preempted: still runnable here.
+    let prev_waits = prev_vcpu && switch_prev_runnable(prev_state);
+    let waiting = if prev_waits { cpu_state::WAITING } else { 0 };
+    let new = if next_vcpu {
+        // Another vCPU may still wait here: WAITING stays until the CPU idles.
+        cpu_state::RUNNING | (old & cpu_state::WAITING) | waiting
     } else if next == 0 {
-        // The idle task runs only on an empty runqueue: nothing waits here (a vCPU woken
-        // here and pulled elsewhere no longer keeps the CPU's switches flowing).
-        new = 0;
+        // The idle task runs when nothing else is runnable here, or when what is runnable
+        // may not run (CFS bandwidth throttling, core scheduling's forced idle): nothing
+        // waits here unless the vCPU switched out runnable does. (A vCPU woken here and
+        // pulled elsewhere no longer keeps the CPU's switches flowing.)
+        waiting
     } else {
-        new &= !cpu_state::RUNNING;
-        if prev_vcpu && switch_prev_runnable(prev_state) {
-            // Preempted: still runnable here.
-            new |= cpu_state::WAITING;
-        }
-    }
+        (old & !cpu_state::RUNNING) | waiting
+    };
     if new != old {
         set_cpu_state(cpu, new);
     }

@@ -417,6 +417,98 @@ fn a_preempted_vcpu_waits_behind_each_task_that_ran() {
     );
 }
 
+/// Switched out runnable to the idle task (CFS bandwidth throttling, core scheduling's
+/// forced idle): the wait is behind no task, `wakeup` as for an idle CPU, not a task pid 0.
+#[test]
+fn runnable_while_the_cpu_idles_is_no_tasks_doing() {
+    let mut s = running_guest();
+    s.at(10.0).msi(0);
+    s.at(18.0).exit(V0, 0, VMX, 1); // EXTERNAL_INTERRUPT
+    s.at(20.0).switch(0, V0, true, 0, "swapper/0");
+    s.at(320.0).switch(0, 0, false, V0, "CPU 0/KVM");
+    s.at(325.0).inj(V0, 0).entry(V0, 0);
+    let e = s.run();
+    expect(
+        &e,
+        &[
+            ("guest", 8.0),
+            ("exit:EXTERNAL_INTERRUPT", 2.0 + 5.0),
+            ("wakeup", 300.0),
+        ],
+    );
+}
+
+/// Preempted on CPU 0 behind the hog, then pulled to CPU 1 where a kworker runs: the hog
+/// has the time until the migration, the kworker the rest.
+#[test]
+fn a_vcpu_migrated_while_it_waits_waits_behind_the_new_cpus_task() {
+    const KWORKER: u32 = 77;
+    let mut s = running_guest();
+    s.at(1.0).switch(1, 0, false, KWORKER, "kworker/1:1");
+    s.at(10.0).msi(0);
+    s.at(18.0).exit(V0, 0, VMX, 1);
+    s.at(20.0).switch(0, V0, true, BUSY, "hog");
+    s.at(120.0).ev(
+        KWORKER,
+        1,
+        ev::SchedMigrateTask {
+            pid: u64::from(V0),
+            orig_cpu: 0,
+            dest_cpu: 1,
+        },
+    );
+    s.at(220.0).switch(1, KWORKER, true, V0, "CPU 0/KVM");
+    s.at(225.0).inj(V0, 1).entry(V0, 1);
+    let e = s.run();
+    expect(
+        &e,
+        &[
+            ("guest", 8.0),
+            ("exit:EXTERNAL_INTERRUPT", 2.0 + 5.0),
+            ("preempted:hog:999", 100.0),
+            ("preempted:kworker/1:1:77", 100.0),
+        ],
+    );
+}
+
+/// A wake-up that names no target CPU (a text trace without `target_cpu`): the vCPU's old
+/// CPU is not where it waits, so a switch there charges nobody; the wait goes to the task it
+/// is switched in from.
+#[test]
+fn a_wakeup_without_a_target_cpu_charges_no_task_on_the_old_cpu() {
+    const OTHER: u32 = 55;
+    let mut s = Sim::new();
+    s.at(0.0)
+        .switch(1, 0, false, V0, "CPU 0/KVM")
+        .kvm_wakeup(V0, 1);
+    s.at(5.0).switch(1, V0, false, 0, "swapper/1");
+    s.at(6.0).switch(0, 0, false, BUSY, "hog");
+    s.at(100.0).raise_pic();
+    s.at(110.0).ev(
+        IOT,
+        0,
+        ev::SchedWakeup {
+            pid: u64::from(V0),
+            target_cpu: None,
+            prio: None,
+            comm: Comm::default(),
+        },
+    );
+    s.at(150.0).switch(1, 0, false, OTHER, "other");
+    s.at(300.0).switch(0, BUSY, true, V0, "CPU 0/KVM");
+    s.at(305.0).kvm_wakeup(V0, 0);
+    s.at(310.0).pio(V0, 0, 0xe2);
+    let e = s.run();
+    expect(
+        &e,
+        &[
+            ("halted", 10.0),
+            ("preempted:hog:999", 190.0),
+            ("kvm_run", 10.0),
+        ],
+    );
+}
+
 /// An IRQ during exit handling during a preemption, a softirq after it, the local timer.
 #[test]
 fn nested_causes_irq_in_exit_handling_and_in_preemption() {
@@ -1165,10 +1257,14 @@ fn the_idle_task_is_never_a_vcpu() {
 #[test]
 fn kvm_run_errors_are_named_as_the_kernel_prints_them() {
     let uexit = |s: &mut Sim, reason: Option<u64>, errno: u64| {
-        s.ev(V0, 0, ev::KvmUserspaceExit {
-            reason,
-            errno: Some(errno),
-        });
+        s.ev(
+            V0,
+            0,
+            ev::KvmUserspaceExit {
+                reason,
+                errno: Some(errno),
+            },
+        );
     };
     let mut s = running_guest();
     s.at(10.0);

@@ -704,7 +704,13 @@ impl Engine {
             if let Some(v) = self.vcpus.get_mut(&prev) {
                 if runnable {
                     v.in_lock = false;
-                    v.sched = Sched::Preempted { by: next };
+                    // Runnable but the CPU idles (CFS bandwidth throttling, core
+                    // scheduling's forced idle): waiting, behind no task.
+                    v.sched = if next != 0 {
+                        Sched::Preempted { by: next }
+                    } else {
+                        Sched::Waking
+                    };
                 } else {
                     // A sleep after lock contention stays `lock` until contention_end.
                     v.sched = Sched::Blocked;
@@ -809,8 +815,12 @@ impl Engine {
         if v.sched != Sched::OnCpu {
             v.sched = Sched::Waking;
         }
-        if let Some(cpu) = x.target_cpu.filter(|c| *c < u64::from(limits::MAX_CPUS)) {
-            v.cpu = Some(cpu as u32);
+        // Where it waits; unknown without a target CPU (no task there is charged with the
+        // wait until the vCPU is switched in). A running vCPU stays where it runs.
+        match x.target_cpu.filter(|c| *c < u64::from(limits::MAX_CPUS)) {
+            Some(c) => v.cpu = Some(c as u32),
+            None if v.sched != Sched::OnCpu => v.cpu = None,
+            None => {}
         }
         for w in &mut v.windows {
             w.can_run = true;
@@ -842,8 +852,11 @@ impl Engine {
         self.account(pid, ts);
         self.note_in_window(pid, e);
         if let Some(v) = self.vcpus.get_mut(&pid) {
-            if x.dest_cpu < u64::from(limits::MAX_CPUS) {
-                v.cpu = Some(x.dest_cpu as u32);
+            v.cpu = (x.dest_cpu < u64::from(limits::MAX_CPUS)).then_some(x.dest_cpu as u32);
+            // Waiting elsewhere now: behind whoever holds the new CPU, known at its next
+            // switch (or the vCPU's switch-in).
+            if matches!(v.sched, Sched::Preempted { .. }) {
+                v.sched = Sched::Waking;
             }
         }
     }
