@@ -52,8 +52,8 @@ impl Drop for Qemu {
     }
 }
 
-fn tmpdir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("kvmtrace-qemu-{}", std::process::id()));
+fn tmpdir(what: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("kvmtrace-qemu-{what}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -76,11 +76,15 @@ fn have_qemu() -> bool {
     ok
 }
 
-fn start_qemu(dir: &Path) -> Qemu {
+fn start_qemu(dir: &Path, debug_threads: bool) -> Qemu {
     let qmp = dir.join("qmp.sock");
+    let name = if debug_threads {
+        format!("{VM_NAME},debug-threads=on")
+    } else {
+        VM_NAME.to_string()
+    };
     let child = Command::new(QEMU)
-        .args(["-accel", "kvm", "-S", "-name"])
-        .arg(format!("{VM_NAME},debug-threads=on"))
+        .args(["-accel", "kvm", "-S", "-name", &name])
         .args(["-m", "64", "-smp", "2", "-nodefaults", "-no-reboot"])
         .args(["-display", "none", "-serial", "none", "-monitor", "none"])
         .arg("-qmp")
@@ -114,55 +118,81 @@ fn threads(pid: u32) -> BTreeMap<u32, String> {
         .collect()
 }
 
-/// One QMP command, its answer (events QEMU sends meanwhile are skipped).
-fn qmp(r: &mut impl BufRead, w: &mut impl Write, cmd: &str) -> serde_json::Value {
-    writeln!(w, "{{\"execute\": \"{cmd}\"}}").unwrap();
-    w.flush().unwrap();
-    loop {
-        let mut line = String::new();
-        assert!(r.read_line(&mut line).unwrap() > 0, "QMP closed on {cmd}");
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if v.get("event").is_none() {
-            assert!(v.get("error").is_none(), "QMP {cmd}: {v}");
-            return v;
+/// A QMP connection.
+struct Qmp {
+    r: BufReader<UnixStream>,
+    w: UnixStream,
+}
+
+impl Qmp {
+    /// Connects and leaves capabilities negotiation (QMP answers once the machine is built).
+    fn connect(path: &Path) -> Qmp {
+        let sock = UnixStream::connect(path).expect("QMP");
+        sock.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut q = Qmp {
+            r: BufReader::new(sock.try_clone().unwrap()),
+            w: sock,
+        };
+        let mut greeting = String::new();
+        q.r.read_line(&mut greeting).unwrap();
+        assert!(greeting.contains("QMP"), "{greeting}");
+        q.cmd("qmp_capabilities");
+        q
+    }
+
+    /// One command, its answer's `return` (events QEMU sends meanwhile are skipped).
+    fn cmd(&mut self, cmd: &str) -> serde_json::Value {
+        writeln!(self.w, "{{\"execute\": \"{cmd}\"}}").unwrap();
+        self.w.flush().unwrap();
+        loop {
+            let mut line = String::new();
+            assert!(
+                self.r.read_line(&mut line).unwrap() > 0,
+                "QMP closed on {cmd}"
+            );
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if v.get("event").is_none() {
+                assert!(v.get("error").is_none(), "QMP {cmd}: {v}");
+                return v["return"].clone();
+            }
         }
     }
 }
 
-fn events(cap: &Path) -> Vec<Event> {
-    let mut r = CaptureReader::open(cap).expect("the capture");
-    let mut out = Vec::new();
-    while let Some(e) = r.next_event().expect("a complete capture") {
-        out.push(e);
-    }
-    out.sort_by_key(|e| e.ts_ns);
-    out
+/// One recording of QEMU from its first instruction.
+struct Run {
+    pid: u32,
+    /// QEMU's vCPU threads by its own account (`query-cpus-fast`): tid -> cpu-index (with
+    /// -smp 2 and no topology, the APIC id, which is KVM's vcpu_id).
+    vcpus: BTreeMap<u32, u32>,
+    /// QEMU's threads and their names from /proc, as it started.
+    threads: BTreeMap<u32, String>,
+    cap: PathBuf,
+    dir: PathBuf,
 }
 
-fn is_vcpu_context(e: &Event) -> bool {
-    Kind::try_from(e.kind).is_ok_and(|k| k.is_vcpu_context())
-}
-
-#[test]
-fn seabios_under_qemu_kvm_is_seen_with_qemus_own_threads() {
-    if !privileged::privileged("seabios_under_qemu_kvm_is_seen_with_qemus_own_threads")
-        || !have_qemu()
-    {
-        return;
-    }
-    let dir = tmpdir();
-    let qemu = start_qemu(&dir);
+/// Starts QEMU paused, records it with `kvmtrace record -p` for 4 s, lets it go once
+/// kvmtrace records, then quits it.
+fn record_qemu(debug_threads: bool) -> Run {
+    let dir = tmpdir(if debug_threads { "named" } else { "unnamed" });
+    let qemu = start_qemu(&dir, debug_threads);
     let pid = qemu.child.id();
-    // The vCPU threads as QEMU named them (cpu_index n; with -smp 2 and no topology the
-    // APIC id, KVM's vcpu_id, is n too).
-    let named: BTreeMap<u32, u32> = threads(pid)
+    let mut qmp = Qmp::connect(&qemu.qmp);
+    let vcpus: BTreeMap<u32, u32> = qmp
+        .cmd("query-cpus-fast")
+        .as_array()
+        .expect("CPUs")
         .iter()
-        .filter_map(|(&tid, comm)| {
-            let n = comm.strip_prefix("CPU ")?.strip_suffix("/KVM")?;
-            Some((tid, n.parse().ok()?))
+        .map(|c| {
+            (
+                c["thread-id"].as_u64().unwrap() as u32,
+                c["cpu-index"].as_u64().unwrap() as u32,
+            )
         })
         .collect();
-    assert_eq!(named.len(), 2, "QEMU's threads: {:?}", threads(pid));
+    assert_eq!(vcpus.len(), 2, "QEMU's vCPUs: {vcpus:?}");
+    let threads = threads(pid);
 
     let cap = dir.join("qemu.kvmtrace");
     let mut rec = Command::new(BIN)
@@ -192,28 +222,27 @@ fn seabios_under_qemu_kvm_is_seen_with_qemus_own_threads() {
             break;
         }
     }
-    let sock = UnixStream::connect(&qemu.qmp).expect("QMP");
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut r = BufReader::new(sock.try_clone().unwrap());
-    let mut w = sock;
-    let mut greeting = String::new();
-    r.read_line(&mut greeting).unwrap();
-    assert!(greeting.contains("QMP"), "{greeting}");
-    qmp(&mut r, &mut w, "qmp_capabilities");
-    qmp(&mut r, &mut w, "cont");
-
+    qmp.cmd("cont");
     let status = rec.wait().expect("kvmtrace record");
     let err = reader.join().unwrap();
     assert!(status.success(), "kvmtrace record failed:\n{err}");
     assert!(err.contains("dropped: 0 in the kernel"), "{err}");
-    qmp(&mut r, &mut w, "quit");
+    qmp.cmd("quit");
     drop(qemu);
+    Run {
+        pid,
+        vcpus,
+        threads,
+        cap,
+        dir,
+    }
+}
 
-    // The report's vCPUs are QEMU's named vCPU threads, in QEMU's VM.
+/// `kvmtrace report --json` of a capture.
+fn report(cap: &Path) -> serde_json::Value {
     let out = Command::new(BIN)
         .args(["report", "--json"])
-        .arg(&cap)
+        .arg(cap)
         .output()
         .unwrap();
     assert!(
@@ -221,8 +250,12 @@ fn seabios_under_qemu_kvm_is_seen_with_qemus_own_threads() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let vcpus: BTreeMap<u32, u32> = j["vcpus"]
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The report's vCPU rows: tid -> vCPU id, each in `pid`'s VM named [`VM_NAME`].
+fn report_vcpus(j: &serde_json::Value, pid: u32) -> BTreeMap<u32, u32> {
+    j["vcpus"]
         .as_array()
         .unwrap()
         .iter()
@@ -231,15 +264,57 @@ fn seabios_under_qemu_kvm_is_seen_with_qemus_own_threads() {
             assert_eq!(v["vm_name"], VM_NAME, "{v}");
             (
                 v["tid"].as_u64().unwrap() as u32,
-                v["vcpu"].as_u64().unwrap() as u32,
+                v["vcpu"].as_u64().expect("a vCPU id") as u32,
             )
         })
+        .collect()
+}
+
+fn events(cap: &Path) -> Vec<Event> {
+    let mut r = CaptureReader::open(cap).expect("the capture");
+    let mut out = Vec::new();
+    while let Some(e) = r.next_event().expect("a complete capture") {
+        out.push(e);
+    }
+    out.sort_by_key(|e| e.ts_ns);
+    out
+}
+
+fn is_vcpu_context(e: &Event) -> bool {
+    Kind::try_from(e.kind).is_ok_and(|k| k.is_vcpu_context())
+}
+
+#[test]
+fn seabios_under_qemu_kvm_is_seen_with_qemus_own_threads() {
+    if !privileged::privileged("seabios_under_qemu_kvm_is_seen_with_qemus_own_threads")
+        || !have_qemu()
+    {
+        return;
+    }
+    let run = record_qemu(true);
+    let (pid, cap) = (run.pid, &run.cap);
+    // QEMU named its vCPU threads `CPU n/KVM` (debug-threads=on), n its cpu-index.
+    let named: BTreeMap<u32, u32> = run
+        .threads
+        .iter()
+        .filter_map(|(&tid, comm)| {
+            let n = comm.strip_prefix("CPU ")?.strip_suffix("/KVM")?;
+            Some((tid, n.parse().ok()?))
+        })
         .collect();
-    assert_eq!(vcpus, named, "the report's vCPU threads and ids");
+    assert_eq!(named, run.vcpus, "QEMU's threads: {:?}", run.threads);
+
+    // The report's vCPUs are QEMU's vCPU threads, in QEMU's VM.
+    let j = report(cap);
+    assert_eq!(
+        report_vcpus(&j, pid),
+        named,
+        "the report's vCPU threads and ids"
+    );
     let by_id: BTreeMap<u32, u32> = named.iter().map(|(&t, &n)| (n, t)).collect();
     let (bsp, ap) = (by_id[&0], by_id[&1]);
 
-    let evs = events(&cap);
+    let evs = events(cap);
     // KVM's vCPU-context events come from the vCPU threads only.
     let from: BTreeSet<u32> = evs
         .iter()
@@ -311,5 +386,27 @@ fn seabios_under_qemu_kvm_is_seen_with_qemus_own_threads() {
         .find(|v| v["vcpu"] == 1)
         .unwrap();
     assert_eq!(v1["irq_to_guest"]["count"], 0, "{}", v1["irq_to_guest"]);
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&run.dir).unwrap();
+}
+
+/// Without `debug-threads=on` every QEMU thread is called `qemu-system-x86`: the vCPUs are
+/// found by their KVM events and their ids come from KVM's debugfs (which kvmtrace mounts
+/// when it is not), read once each thread has run KVM_RUN: QEMU starts paused, so at the
+/// start KVM's debugfs says pid 0 for both.
+#[test]
+fn unnamed_qemu_vcpu_threads_get_kvms_ids() {
+    if !privileged::privileged("unnamed_qemu_vcpu_threads_get_kvms_ids") || !have_qemu() {
+        return;
+    }
+    let run = record_qemu(false);
+    assert!(
+        run.vcpus
+            .keys()
+            .all(|t| run.threads.get(t).is_some_and(|c| !c.contains("KVM"))),
+        "QEMU named its threads: {:?}",
+        run.threads
+    );
+    let j = report(&run.cap);
+    assert_eq!(report_vcpus(&j, run.pid), run.vcpus);
+    std::fs::remove_dir_all(&run.dir).unwrap();
 }

@@ -192,6 +192,7 @@ impl Probes {
     pub fn load(opts: &ProbeOptions) -> Result<Probes, ProbeError> {
         raise_memlock_rlimit();
         let tracefs = Tracefs::find_or_mount()?;
+        tracefs::ensure_debugfs();
         let ConfigPlan {
             mut config,
             formats,

@@ -104,7 +104,33 @@ fn find_mounted() -> Option<PathBuf> {
         .find(|p| p.join("events").is_dir())
 }
 
+/// Where KVM's debugfs lives: which thread runs which vcpu_id (`vcpu<N>/pid`).
+const DEBUGFS: &str = "/sys/kernel/debug";
+
+/// Mounts debugfs at `/sys/kernel/debug` when it is not mounted there, as perf and trace-cmd
+/// do, so that KVM's vCPU threads are known by KVM's own ids. Not being able to is no error:
+/// the ids then come from the threads' names and KVM's events.
+pub fn ensure_debugfs() {
+    let mounted = std::fs::read_to_string("/proc/mounts").is_ok_and(|m| {
+        m.lines().any(|l| {
+            let mut it = l.split_whitespace().skip(1);
+            (it.next(), it.next()) == (Some(DEBUGFS), Some("debugfs"))
+        })
+    });
+    if mounted || !Path::new(DEBUGFS).is_dir() {
+        return;
+    }
+    match mount_fs(Path::new(DEBUGFS), c"debugfs") {
+        Ok(()) => log::info!("debugfs was not mounted: mounted it at {DEBUGFS}"),
+        Err(e) => log::debug!("{e}: vCPU ids from thread names and KVM's events only"),
+    }
+}
+
 fn mount_tracefs(at: &Path) -> Result<(), TracefsError> {
+    mount_fs(at, c"tracefs")
+}
+
+fn mount_fs(at: &Path, fstype: &std::ffi::CStr) -> Result<(), TracefsError> {
     use std::ffi::CString;
     let err = |source| TracefsError::Mount {
         path: at.to_path_buf(),
@@ -117,7 +143,7 @@ fn mount_tracefs(at: &Path) -> Result<(), TracefsError> {
         libc::mount(
             c"nodev".as_ptr(),
             target.as_ptr(),
-            c"tracefs".as_ptr(),
+            fstype.as_ptr(),
             0,
             std::ptr::null(),
         )

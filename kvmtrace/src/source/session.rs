@@ -77,7 +77,11 @@ pub struct Session {
     probes: Probes,
     ring: LiveRing,
     demo: Option<(DemoGuest, Receiver<DemoSample>)>,
+    /// Threads announced with a full record (a VMM's thread, or one of kvmtrace's own).
     known_threads: HashSet<u32>,
+    /// Other tasks named by a name-only record: a thread here may still become a vCPU
+    /// (QEMU's AP thread runs before its first KVM_RUN) and get its full record.
+    named_tasks: HashSet<u32>,
     known_vms: HashSet<u32>,
     /// The demo guest's threads: the traced workload, never the tracer.
     workload: Vec<u32>,
@@ -238,6 +242,7 @@ impl Session {
             ring,
             demo: None,
             known_threads: HashSet::new(),
+            named_tasks: HashSet::new(),
             known_vms: HashSet::new(),
             workload: Vec::new(),
             own: HashSet::new(),
@@ -456,7 +461,9 @@ impl Session {
 
     /// A thread that is not a vCPU: its name only, from /proc (gone if it already exited).
     fn note_other_thread(&mut self, tid: u32, out: &mut Vec<Event>) {
-        self.known_threads.insert(tid);
+        if self.known_threads.contains(&tid) || !self.named_tasks.insert(tid) {
+            return;
+        }
         let Ok(comm) = std::fs::read_to_string(format!("/proc/{tid}/comm")) else {
             return;
         };
@@ -515,7 +522,7 @@ impl Session {
                 // A task that held a CPU a vCPU waited for may have delayed it: name it
                 // once (the event itself carries only the next task's name).
                 let prev = sw.prev_pid as u32;
-                if prev != 0 && !self.known_threads.contains(&prev) {
+                if prev != 0 {
                     self.note_other_thread(prev, out);
                 }
             } else if e.kind().is_ok_and(|k| k.is_vcpu_context())
