@@ -53,6 +53,7 @@ impl Drop for Qemu {
 }
 
 fn tmpdir(what: &str) -> PathBuf {
+    // One directory per test: the tests of this file run in parallel.
     let d = std::env::temp_dir().join(format!("kvmtrace-qemu-{what}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
@@ -173,9 +174,9 @@ struct Run {
 }
 
 /// Starts QEMU paused, records it with `kvmtrace record -p` for 4 s, lets it go once
-/// kvmtrace records, then quits it.
-fn record_qemu(debug_threads: bool) -> Run {
-    let dir = tmpdir(if debug_threads { "named" } else { "unnamed" });
+/// kvmtrace records, then quits it. `setup` runs before kvmtrace starts, given QEMU's pid.
+fn record_qemu<T>(test: &str, debug_threads: bool, setup: impl FnOnce(u32) -> T) -> (Run, T) {
+    let dir = tmpdir(test);
     let qemu = start_qemu(&dir, debug_threads);
     let pid = qemu.child.id();
     let mut qmp = Qmp::connect(&qemu.qmp);
@@ -193,6 +194,7 @@ fn record_qemu(debug_threads: bool) -> Run {
         .collect();
     assert_eq!(vcpus.len(), 2, "QEMU's vCPUs: {vcpus:?}");
     let threads = threads(pid);
+    let prepared = setup(pid);
 
     let cap = dir.join("qemu.kvmtrace");
     let mut rec = Command::new(BIN)
@@ -229,13 +231,16 @@ fn record_qemu(debug_threads: bool) -> Run {
     assert!(err.contains("dropped: 0 in the kernel"), "{err}");
     qmp.cmd("quit");
     drop(qemu);
-    Run {
-        pid,
-        vcpus,
-        threads,
-        cap,
-        dir,
-    }
+    (
+        Run {
+            pid,
+            vcpus,
+            threads,
+            cap,
+            dir,
+        },
+        prepared,
+    )
 }
 
 /// `kvmtrace report --json` of a capture.
@@ -291,7 +296,7 @@ fn seabios_under_qemu_kvm_is_seen_with_qemus_own_threads() {
     {
         return;
     }
-    let run = record_qemu(true);
+    let (run, ()) = record_qemu("seabios", true, |_| ());
     let (pid, cap) = (run.pid, &run.cap);
     // QEMU named its vCPU threads `CPU n/KVM` (debug-threads=on), n its cpu-index.
     let named: BTreeMap<u32, u32> = run
@@ -398,7 +403,7 @@ fn unnamed_qemu_vcpu_threads_get_kvms_ids() {
     if !privileged::privileged("unnamed_qemu_vcpu_threads_get_kvms_ids") || !have_qemu() {
         return;
     }
-    let run = record_qemu(false);
+    let (run, ()) = record_qemu("unnamed", false, |_| ());
     assert!(
         run.vcpus
             .keys()
@@ -408,5 +413,203 @@ fn unnamed_qemu_vcpu_threads_get_kvms_ids() {
     );
     let j = report(&run.cap);
     assert_eq!(report_vcpus(&j, run.pid), run.vcpus);
+    std::fs::remove_dir_all(&run.dir).unwrap();
+}
+
+/// Pins every QEMU thread (all of `pid`'s tasks) to CPU 0.
+fn pin_process(pid: u32, cpu: u32) {
+    let ok = Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "taskset -a -p -c {cpu} {pid}");
+}
+
+/// The in-kernel PIT's worker of VM `pid` (i8254.c `kvm_create_pit`: `kvm-pit/<pid>`).
+fn kvm_pit_thread(pid: u32) -> u32 {
+    let want = format!("kvm-pit/{pid}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|t| {
+            std::fs::read_to_string(format!("/proc/{t}/comm")).is_ok_and(|c| c.trim_end() == want)
+        })
+        .unwrap_or_else(|| panic!("no {want} kernel thread (QEMU runs the PIT in the kernel)"))
+}
+
+/// `perf record` of `kvm:kvm_set_irq` on every CPU, in CLOCK_MONOTONIC (the clock of
+/// kvmtrace's timestamps), until stopped.
+struct PerfRecord {
+    child: Child,
+    data: PathBuf,
+}
+
+impl PerfRecord {
+    fn start(dir: &Path) -> PerfRecord {
+        let data = dir.join("perf.data");
+        let child = Command::new("perf")
+            .args([
+                "record",
+                "-q",
+                "-a",
+                "-k",
+                "CLOCK_MONOTONIC",
+                "-e",
+                "kvm:kvm_set_irq",
+            ])
+            .arg("-o")
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("perf record (cargo xtask setup installs linux-perf)");
+        // perf opens its events before it writes anything; give it a moment.
+        std::thread::sleep(Duration::from_millis(1500));
+        PerfRecord { child, data }
+    }
+
+    /// Stops it; the (tid, CLOCK_MONOTONIC ns) of every event, from `perf script`.
+    fn stop(mut self) -> Vec<(u32, u64)> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let st = self.child.wait().unwrap();
+        // perf writes its file, then raises the signal again to die of it.
+        use std::os::unix::process::ExitStatusExt;
+        assert!(
+            st.success() || st.signal() == Some(libc::SIGINT),
+            "perf record: {st}"
+        );
+        let out = Command::new("perf")
+            .args(["script", "--ns", "-F", "tid,time", "-i"])
+            .arg(&self.data)
+            .output()
+            .expect("perf script");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if let Some(dir) = self.data.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let mut it = l.split_whitespace();
+                let tid = it.next()?.parse().ok()?;
+                let (s, ns) = it.next()?.trim_end_matches(':').split_once('.')?;
+                Some((
+                    tid,
+                    s.parse::<u64>().ok()? * 1_000_000_000 + ns.parse::<u64>().ok()?,
+                ))
+            })
+            .collect()
+    }
+}
+
+/// The in-kernel PIT raises IRQ 0 from its own kernel thread, `kvm-pit/<QEMU pid>`, whose
+/// tgid is not QEMU's. With `-p`, kvmtrace keeps an interrupt event from a task outside the
+/// traced VMs only on a CPU where a traced vCPU runs or waits, or from a kernel thread that
+/// names a traced VM. Here QEMU's threads are pinned to CPU 0 and the PIT thread to CPU 1:
+/// every PIT raise `perf` saw (the reference: `perf record -a -k CLOCK_MONOTONIC`) while
+/// kvmtrace recorded is in the capture.
+#[test]
+fn pit_raises_from_the_kvm_pit_thread_are_kept_on_a_cpu_no_vcpu_uses() {
+    if !privileged::privileged("pit_raises_from_the_kvm_pit_thread_are_kept_on_a_cpu_no_vcpu_uses")
+        || !have_qemu()
+    {
+        return;
+    }
+    let (run, (pit, perf)) = record_qemu("pit", true, |pid| {
+        pin_process(pid, 0);
+        let pit = kvm_pit_thread(pid);
+        let ok = Command::new("taskset")
+            .args(["-p", "-c", "1", &pit.to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "taskset -p -c 1 {pit}");
+        (pit, PerfRecord::start(&tmpdir("pit-perf")))
+    });
+    let seen = perf.stop();
+    let evs = events(&run.cap);
+    let (first, last) = (evs[0].ts_ns, evs[evs.len() - 1].ts_ns);
+    let ours: Vec<u64> = evs
+        .iter()
+        .filter(|e| e.tid == pit && e.kind == Kind::KvmSetIrq as u16)
+        .map(|e| e.ts_ns)
+        .collect();
+    // perf's time and the probe's are taken microseconds apart in the same tracepoint
+    // call: match within 100 us, away from the capture's edges.
+    let theirs: Vec<u64> = seen
+        .iter()
+        .filter(|&&(tid, ts)| tid == pit && ts > first + 1_000_000 && ts + 1_000_000 < last)
+        .map(|&(_, ts)| ts)
+        .collect();
+    assert!(
+        !theirs.is_empty(),
+        "perf saw no PIT raise from {pit} while kvmtrace recorded ({} events in all)",
+        seen.len()
+    );
+    let missing: Vec<u64> = theirs
+        .iter()
+        .copied()
+        .filter(|&t| !ours.iter().any(|&o| o.abs_diff(t) < 100_000))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} PIT raises perf saw are not in the capture (first at {:?}); the capture \
+         has {} from kvm-pit",
+        missing.len(),
+        theirs.len(),
+        missing.first(),
+        ours.len()
+    );
+    eprintln!(
+        "{} PIT raises from kvm-pit/{} on CPU 1, all in the capture",
+        theirs.len(),
+        run.pid
+    );
+    // Each PIT tick is a pulse of IRQ 0 (i8254.c `pit_do_work`: kvm_set_irq level 1, then
+    // 0), which the PIC takes unless IRQ 0 is masked or already pending (KVM's
+    // kvm_pic_set_irq says which: `imr`, `coalesced`). Every pulse KVM says it delivered is
+    // one interrupt-to-guest sample of vCPU 0 (the BSP, where ExtINT goes), opened by the
+    // raise: the engine routes the kvm-pit thread's raises to its VM by the thread's name.
+    let mut delivered = 0u64;
+    let mut level = 0;
+    for e in evs.iter().filter(|e| e.tid == pit) {
+        if let Some(s) = e.get::<ev::KvmSetIrq>() {
+            level = s.level;
+        } else if let Some(p) = e.get::<ev::KvmPicSetIrq>() {
+            if level == 1 && (p.chip, p.pin) == (0, 0) && p.imr & 1 == 0 && p.coalesced == 0 {
+                delivered += 1;
+            }
+        }
+    }
+    // Other raisers (QEMU's own device models) raise nothing here: SeaBIOS with no disk
+    // and no NIC only lowers their lines.
+    let others: Vec<String> = evs
+        .iter()
+        .filter(|e| e.tid != pit)
+        .filter_map(|e| Some((e.tid, e.get::<ev::KvmSetIrq>()?)))
+        .filter(|(_, s)| s.level == 1)
+        .map(|(tid, s)| format!("gsi {} from {tid}", s.gsi))
+        .collect();
+    assert!(others.is_empty(), "other raises: {others:?}");
+    let j = report(&run.cap);
+    let v0 = j["vcpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["vcpu"] == 0)
+        .unwrap();
+    let samples = v0["irq_to_guest"]["count"].as_u64().unwrap();
+    // The last may still be open when the recording ends.
+    assert!(
+        samples <= delivered && samples + 1 >= delivered,
+        "{samples} samples for {delivered} PIT pulses KVM delivered: {}",
+        v0["irq_to_guest"]
+    );
     std::fs::remove_dir_all(&run.dir).unwrap();
 }

@@ -72,7 +72,7 @@ enum Raise {
 fn irq_event(raise: Raise, make: impl FnOnce(u32, (u32, u32)) -> Event) -> u32 {
     let ids = current_ids();
     let cpu = this_cpu();
-    if !vm_selected(ids.1) && !cpu_interesting(cpu) {
+    if !vm_selected(ids.1) && !cpu_interesting(cpu) && !kthread_of_selected_vm() {
         return PASS;
     }
     let e = make(cpu, ids);
@@ -83,6 +83,35 @@ fn irq_event(raise: Raise, make: impl FnOnce(u32, (u32, u32)) -> Event) -> u32 {
     }
     emit(&e);
     PASS
+}
+
+/// Is the current task a kernel thread that works for a traced VM and names it: the in-kernel
+/// PIT's `kvm-pit/PID` (arch/x86/kvm/i8254.c `kvm_create_pit`), or a vhost worker
+/// `vhost-PID` (a kthread of its own before Linux 6.4, drivers/vhost/vhost.c). Their tgid is
+/// their own, so only the name ties their raises to the VM; they run on whatever CPU, often
+/// one no traced vCPU uses. Only asked when the other filters said no (with `-p`).
+#[inline(always)]
+fn kthread_of_selected_vm() -> bool {
+    let Ok(comm) = aya_ebpf::helpers::bpf_get_current_comm() else {
+        return false;
+    };
+    let digits = if comm.starts_with(b"kvm-pit/") {
+        8
+    } else if comm.starts_with(b"vhost-") {
+        6
+    } else {
+        return false;
+    };
+    let mut pid: u32 = 0;
+    let mut any = false;
+    for &c in &comm[digits..] {
+        if !c.is_ascii_digit() {
+            break;
+        }
+        pid = pid.wrapping_mul(10).wrapping_add(u32::from(c - b'0'));
+        any = true;
+    }
+    any && vm_selected(pid)
 }
 
 macro_rules! vcpu_programs {
