@@ -1086,7 +1086,9 @@ pub mod filter {
 pub mod cpu_state {
     /// A traced vCPU thread is running on this CPU.
     pub const RUNNING: u32 = 1;
-    /// A traced vCPU thread is runnable here (woken or preempted) but not running yet.
+    /// A traced vCPU thread may be runnable here (woken, migrated here or preempted) and not
+    /// running: set then, cleared only when the CPU idles (another vCPU may still wait
+    /// when one is switched in), unless a vCPU goes out runnable to the idle task.
     pub const WAITING: u32 = 2;
 }
 

@@ -64,7 +64,8 @@ pub fn cpu_state_of(cpu: u32) -> u32 {
     }
 }
 
-/// Is a traced vCPU running, or waiting to run, on `cpu`?
+/// Is a traced vCPU running on `cpu`, or may one wait there (`cpu_state::WAITING`, kept until
+/// the CPU idles)?
 #[inline(always)]
 pub fn cpu_interesting(cpu: u32) -> bool {
     cpu_state_of(cpu) != 0

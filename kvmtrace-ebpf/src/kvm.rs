@@ -72,35 +72,44 @@ enum Raise {
 fn irq_event(raise: Raise, make: impl FnOnce(u32, (u32, u32)) -> Event) -> u32 {
     let ids = current_ids();
     let cpu = this_cpu();
-    if !vm_selected(ids.1) && !cpu_interesting(cpu) && !kthread_of_selected_vm() {
+    // The VM the raiser works for: its own process, or the one a kernel thread is named
+    // after.
+    let owner = if is_vm(ids.1) {
+        Some(ids.1)
+    } else {
+        kthread_owner()
+    };
+    let selected = vm_selected(ids.1) || owner.is_some_and(vm_selected);
+    if !selected && !cpu_interesting(cpu) {
         return PASS;
     }
     let e = make(cpu, ids);
-    match raise {
-        Raise::No => {}
-        Raise::Vm => arm_raise(ids.1, is_vm(ids.1), e.ts_ns),
-        Raise::Target => arm_target(ids.1, e.slots[0] as u32, e.ts_ns),
+    match (raise, owner) {
+        (Raise::No, _) => {}
+        (Raise::Vm, Some(vm)) => arm_raise(vm, is_vm(vm), e.ts_ns),
+        (Raise::Vm, None) => arm_raise(ids.1, false, e.ts_ns),
+        (Raise::Target, _) => arm_target(owner.unwrap_or(ids.1), e.slots[0] as u32, e.ts_ns),
     }
     emit(&e);
     PASS
 }
 
-/// Is the current task a kernel thread that works for a traced VM and names it: the in-kernel
-/// PIT's `kvm-pit/PID` (arch/x86/kvm/i8254.c `kvm_create_pit`), or a vhost worker
-/// `vhost-PID` (a kthread of its own before Linux 6.4, drivers/vhost/vhost.c). Their tgid is
-/// their own, so only the name ties their raises to the VM; they run on whatever CPU, often
-/// one no traced vCPU uses. Only asked when the other filters said no (with `-p`).
+/// The VMM a kernel thread that raises interrupts for it is named after: the in-kernel PIT's
+/// `kvm-pit/PID` (arch/x86/kvm/i8254.c `kvm_create_pit`; the pid as the VMM's own pid
+/// namespace sees it), or a vhost worker `vhost-PID` when it is a kernel thread (before
+/// Linux 6.4, or with vhost's fork_from_owner off; PID is the task that called
+/// VHOST_SET_OWNER, drivers/vhost/vhost.c). Their tgid is their own, so only the name ties
+/// their raises to the VM; they run on whatever CPU, often one no traced vCPU uses. One
+/// helper call, for raises from outside a known VMM only.
 #[inline(always)]
-fn kthread_of_selected_vm() -> bool {
-    let Ok(comm) = aya_ebpf::helpers::bpf_get_current_comm() else {
-        return false;
-    };
+fn kthread_owner() -> Option<u32> {
+    let comm = aya_ebpf::helpers::bpf_get_current_comm().ok()?;
     let digits = if comm.starts_with(b"kvm-pit/") {
         8
     } else if comm.starts_with(b"vhost-") {
         6
     } else {
-        return false;
+        return None;
     };
     let mut pid: u32 = 0;
     let mut any = false;
@@ -111,7 +120,7 @@ fn kthread_of_selected_vm() -> bool {
         pid = pid.wrapping_mul(10).wrapping_add(u32::from(c - b'0'));
         any = true;
     }
-    any && vm_selected(pid)
+    any.then_some(pid)
 }
 
 macro_rules! vcpu_programs {

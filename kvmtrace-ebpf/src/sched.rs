@@ -53,9 +53,11 @@ fn on_switch(cpu: u32, prev: u32, prev_state: u64, next: u32) -> (bool, Option<*
 /// A wake-up of `pid` onto `target_cpu`: its state when it is a traced vCPU (the event is
 /// wanted, and the caller arms its exit streaming).
 #[inline(always)]
-fn on_wakeup(pid: u32, target_cpu: u64) -> Option<*mut VcpuThread> {
+fn on_wakeup(pid: u32, target_cpu: Option<u64>) -> Option<*mut VcpuThread> {
     let t = vcpu_thread(pid)?;
-    mark_waiting(target_cpu as u32);
+    if let Some(cpu) = target_cpu {
+        mark_waiting(cpu as u32);
+    }
     Some(t)
 }
 
@@ -103,7 +105,7 @@ program! {
     pub fn sched_wakeup(ctx: TracePointContext) -> u32 {
         let e = read_event(&ctx, Kind::SchedWakeup, this_cpu());
         if let Some(w) = e.get::<ev::SchedWakeup>() {
-            if let Some(t) = on_wakeup(w.pid as u32, w.target_cpu.unwrap_or(0)) {
+            if let Some(t) = on_wakeup(w.pid as u32, w.target_cpu) {
                 emit_arming(&e, Some(t));
             }
         }
@@ -165,7 +167,7 @@ btf_program! {
         let p = arg_ptr(&ctx, 0);
         let pid = task_pid(p);
         let target_cpu = task_cpu(p);
-        if let Some(t) = on_wakeup(pid, target_cpu) {
+        if let Some(t) = on_wakeup(pid, Some(target_cpu)) {
             let rec = ev::SchedWakeup {
                 pid: pid as u64,
                 target_cpu: Some(target_cpu),

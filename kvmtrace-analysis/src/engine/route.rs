@@ -449,8 +449,9 @@ impl Engine {
     }
 
     /// The VM a raise from `e`'s task is for, when the task says: a thread of a VMM
-    /// process, or a kernel thread named after its VMM (`vhost-PID` before Linux 6.4,
-    /// `kvm-pit/PID`); the only VM, when there is one.
+    /// process, or a kernel thread named after its VMM (`vhost-PID` when vhost workers are
+    /// kernel threads: before Linux 6.4, or with fork_from_owner off; `kvm-pit/PID`); the
+    /// only VM, when there is one.
     fn raiser_vm(&self, e: &Event) -> Option<u32> {
         // A raise from inside a hard IRQ handler (VFIO's `vfio_msihandler` → irqfd, run in
         // whatever task it interrupted, maybe another VM's vCPU: eventfd.c
@@ -471,7 +472,10 @@ impl Engine {
         }
     }
 
-    /// The VM the raising task itself belongs to or is named after.
+    /// The VM the raising task itself belongs to or is named after. A kernel thread named
+    /// after a process that is no VM here (another VM, not traced; with `-p` its raises still
+    /// come through on a traced vCPU's CPU) gives that process: no vCPU here is its target.
+    /// `vhost-PID` names the thread that called VHOST_SET_OWNER (vhost.c), its VMM's.
     fn task_vm(&self, e: &Event) -> Option<u32> {
         if self.is_vm(e.tgid) {
             return Some(e.tgid);
@@ -480,8 +484,17 @@ impl Engine {
         let owner = name
             .strip_prefix("vhost-")
             .or_else(|| name.strip_prefix("kvm-pit/"))
-            .and_then(|p| p.parse::<u32>().ok());
-        owner.filter(|p| self.is_vm(*p))
+            .and_then(|p| p.parse::<u32>().ok())?;
+        if self.is_vm(owner) {
+            return Some(owner);
+        }
+        Some(
+            self.vcpus
+                .get(&owner)
+                .map(|v| v.tgid)
+                .or_else(|| self.threads.get(owner).map(|t| t.tgid).filter(|&t| t != 0))
+                .unwrap_or(owner),
+        )
     }
 
     fn is_vm(&self, tgid: u32) -> bool {

@@ -1289,3 +1289,73 @@ fn kvm_run_errors_are_named_as_the_kernel_prints_them() {
     assert_eq!(by.get("vmm:error"), Some(&us(30.0)), "{by:?}");
     assert_eq!(by.get("vmm:UNKNOWN"), None, "{by:?}");
 }
+
+/// The in-kernel PIT raises IRQ 0 from its own kernel thread, `kvm-pit/<VMM pid>` (i8254.c
+/// `kvm_create_pit` names it, `pit_do_work` raises): the raise is the named VM's, here the
+/// only one traced. One named after a process that is no VM here (another VM, untraced: with
+/// `-p` its raises still come through on a traced vCPU's CPU) is no traced vCPU's, though
+/// the only-VM rule would otherwise take it.
+#[test]
+fn pit_kernel_thread_raises_go_to_the_vm_it_names() {
+    const PIT: u32 = 120;
+    const OTHER_PIT: u32 = 121;
+    let mut s = Sim::new();
+    let kthread = |s: &mut Sim, tid: u32, rec: Event| {
+        let mut e = rec;
+        e.tid = tid;
+        e.tgid = tid;
+        e.cpu = 1;
+        e.ts_ns = s.t;
+        s.evs.push(e);
+    };
+    let origin = Origin {
+        ts_ns: 0,
+        tid: 0,
+        tgid: 0,
+        cpu: 1,
+    };
+    let pulse = |s: &mut Sim, tid: u32| {
+        kthread(
+            s,
+            tid,
+            Event::new(
+                origin,
+                &ev::KvmSetIrq {
+                    gsi: 0,
+                    level: 1,
+                    irq_source_id: Some(2),
+                },
+            ),
+        );
+        kthread(s, tid, Event::new(origin, &ev::KvmPicSetIrq::default()));
+    };
+    s.at(0.0);
+    kthread(
+        &mut s,
+        PIT,
+        Event::new(origin, &ev::ThreadInfo::name_only("kvm-pit/100")),
+    );
+    kthread(
+        &mut s,
+        OTHER_PIT,
+        Event::new(origin, &ev::ThreadInfo::name_only("kvm-pit/555")),
+    );
+    // vCPU 0 halts on CPU 0.
+    s.at(1.0)
+        .switch(0, 0, false, V0, "CPU 0/KVM")
+        .kvm_wakeup(V0, 0);
+    s.at(5.0).switch(0, V0, false, 0, "swapper/0");
+    // The other VM's PIT ticks: nothing for vCPU 0.
+    s.at(50.0);
+    pulse(&mut s, OTHER_PIT);
+    // This VM's: vCPU 0 is woken and takes it.
+    s.at(100.0);
+    pulse(&mut s, PIT);
+    s.at(110.0).wakeup(V0, 0);
+    s.at(120.0).switch(0, 0, false, V0, "CPU 0/KVM");
+    s.at(125.0).kvm_wakeup(V0, 0);
+    s.at(130.0).pio(V0, 0, 0x20);
+    let e = s.run();
+    let got: Vec<(u64, u64)> = e.worst().iter().map(|w| (w.open_ns, w.total_ns)).collect();
+    assert_eq!(got, vec![(us(100.0), us(30.0))]);
+}

@@ -245,9 +245,10 @@ pub(super) struct CpuState {
 
 /// Why the vCPU thread is in the VMM after `kvm_userspace_exit`. KVM traces the exit
 /// reason and KVM_RUN's return value (kvm_main.c `kvm_vcpu_ioctl`, KVM_RUN); on an error
-/// return the reason is whatever `run->exit_reason` held: -EINTR is a signal (x86.c sets
-/// `KVM_EXIT_INTR` for it, though a text trace says only `restart`), any other errno is
-/// `error` (-EAGAIN: an AP woken from wait-for-SIPI, x86.c `kvm_arch_vcpu_ioctl_run`).
+/// return the reason is whatever `run->exit_reason` held: -EINTR is a signal or an
+/// immediate exit (QEMU's kick), `KVM_EXIT_INTR` (x86.c sets it on the signal paths; a text
+/// trace says only `restart`); any other errno is `error` (-EAGAIN: an AP woken from
+/// wait-for-SIPI, x86.c `kvm_arch_vcpu_ioctl_run`).
 fn vmm_reason(x: &ev::KvmUserspaceExit) -> u32 {
     const EINTR: i32 = 4;
     const KVM_EXIT_INTR: u32 = 10;

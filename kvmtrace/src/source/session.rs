@@ -461,9 +461,14 @@ impl Session {
 
     /// A thread that is not a vCPU: its name only, from /proc (gone if it already exited).
     fn note_other_thread(&mut self, tid: u32, out: &mut Vec<Event>) {
-        if self.known_threads.contains(&tid) || !self.named_tasks.insert(tid) {
+        if self.known_threads.contains(&tid) || self.named_tasks.contains(&tid) {
             return;
         }
+        // Bounded: past this many, start again (a task is then named once more).
+        if self.named_tasks.len() >= MAX_NAMED_TASKS {
+            self.named_tasks.clear();
+        }
+        self.named_tasks.insert(tid);
         let Ok(comm) = std::fs::read_to_string(format!("/proc/{tid}/comm")) else {
             return;
         };
@@ -529,6 +534,10 @@ impl Session {
                 && !self.known_threads.contains(&e.tid)
             {
                 self.note_thread(e.tid, e.tgid, out);
+            } else if is_raise(&e) && e.tid != 0 && !self.known_vms.contains(&e.tgid) {
+                // A raise from outside a VMM: its task's name may say whose it is
+                // (`kvm-pit/PID`, `vhost-PID`); the engine routes by it.
+                self.note_other_thread(e.tid, out);
             } else if let Some(id) = stack_id(&e) {
                 self.define_stack(id, &e, out);
                 // A profile tick names the task that had the CPU (the culprit, when a
@@ -700,6 +709,22 @@ fn exit_deltas(old: Option<&ExitHist>, new: &ExitHist) -> Vec<u64> {
     let mut values = Vec::new();
     exits::deltas(old.unwrap_or(&ExitHist::zeroed()), new, |v| values.push(v));
     values
+}
+
+/// Tasks named by name-only records before the set starts again.
+const MAX_NAMED_TASKS: usize = 65_536;
+
+/// An interrupt raised or accepted: the raiser may be any task.
+fn is_raise(e: &Event) -> bool {
+    matches!(
+        e.kind(),
+        Ok(Kind::KvmSetIrq
+            | Kind::KvmMsiSetIrq
+            | Kind::KvmPicSetIrq
+            | Kind::KvmIoapicSetIrq
+            | Kind::KvmApicAcceptIrq
+            | Kind::KvmApicvAcceptIrq)
+    )
 }
 
 /// The kernel stack id a stack program's record carries, if it has one.
