@@ -223,13 +223,38 @@ fn btf_and_classic_programs_record_the_same_fields() {
     ] {
         assert!(a.iter().any(|e| e.0 == k as u16), "no {k:?}");
     }
-    let first_diff = a.iter().zip(&b).position(|(x, y)| x != y);
-    assert_eq!(
-        first_diff.map(|i| (&a[i], &b[i])),
-        None,
-        "the BTF and classic records differ"
+    // The same records, but those the kernel ran no program for (a classic tracepoint's
+    // program is skipped while another BPF program, or a map syscall, holds the CPU's
+    // guard; the kernel counts each such miss).
+    let misses = classic.recursion_misses() + typed.recursion_misses();
+    let mut only = std::collections::BTreeMap::new();
+    for k in &a {
+        *only.entry(k).or_insert(0i64) += 1;
+    }
+    for k in &b {
+        *only.entry(k).or_insert(0i64) -= 1;
+    }
+    only.retain(|_, n| *n != 0);
+    let differ: i64 = only.values().map(|n| n.abs()).sum();
+    assert!(
+        differ as u64 <= misses,
+        "the BTF and classic records differ in {differ} records ({} only in one set, first \
+         {:?}) with {misses} recursion misses",
+        only.len(),
+        only.iter().next()
     );
-    assert_eq!(a.len(), b.len());
+    if misses == 0 {
+        // Nothing missed: the same records in the same order, kind by kind.
+        let first_diff = a.iter().zip(&b).position(|(x, y)| x != y);
+        assert_eq!(
+            first_diff.map(|i| (&a[i], &b[i])),
+            None,
+            "the BTF and classic records differ"
+        );
+        assert_eq!(a.len(), b.len());
+    } else {
+        eprintln!("{differ} records in one set only, {misses} recursion misses");
+    }
 }
 
 /// A ring buffer far too small for the demo guest: records are lost, and the drop counter

@@ -73,22 +73,20 @@ fn irq_event(raise: Raise, make: impl FnOnce(u32, (u32, u32)) -> Event) -> u32 {
     let ids = current_ids();
     let cpu = this_cpu();
     // The VM the raiser works for: its own process, or the one a kernel thread is named
-    // after.
-    let owner = if is_vm(ids.1) {
-        Some(ids.1)
-    } else {
-        kthread_owner()
-    };
-    let selected = vm_selected(ids.1) || owner.is_some_and(vm_selected);
+    // after; 0 when neither (a plain integer: an Option's unset payload spilled to the
+    // stack is an uninitialised read to older verifiers, 6.1's among them).
+    let owner: u32 = if is_vm(ids.1) { ids.1 } else { kthread_owner() };
+    let selected = vm_selected(ids.1) || (owner != 0 && vm_selected(owner));
     if !selected && !cpu_interesting(cpu) {
         return PASS;
     }
     let e = make(cpu, ids);
-    match (raise, owner) {
-        (Raise::No, _) => {}
-        (Raise::Vm, Some(vm)) => arm_raise(vm, is_vm(vm), e.ts_ns),
-        (Raise::Vm, None) => arm_raise(ids.1, false, e.ts_ns),
-        (Raise::Target, _) => arm_target(owner.unwrap_or(ids.1), e.slots[0] as u32, e.ts_ns),
+    // The raiser's VM, or its own process when it names none.
+    let vm = if owner != 0 { owner } else { ids.1 };
+    match raise {
+        Raise::No => {}
+        Raise::Vm => arm_raise(vm, owner != 0 && is_vm(vm), e.ts_ns),
+        Raise::Target => arm_target(vm, e.slots[0] as u32, e.ts_ns),
     }
     emit(&e);
     PASS
@@ -100,27 +98,27 @@ fn irq_event(raise: Raise, make: impl FnOnce(u32, (u32, u32)) -> Event) -> u32 {
 /// Linux 6.4, or with vhost's fork_from_owner off; PID is the task that called
 /// VHOST_SET_OWNER, drivers/vhost/vhost.c). Their tgid is their own, so only the name ties
 /// their raises to the VM; they run on whatever CPU, often one no traced vCPU uses. One
-/// helper call, for raises from outside a known VMM only.
+/// helper call, for raises from outside a known VMM only. 0 when the name says nothing.
 #[inline(always)]
-fn kthread_owner() -> Option<u32> {
-    let comm = aya_ebpf::helpers::bpf_get_current_comm().ok()?;
+fn kthread_owner() -> u32 {
+    let Ok(comm) = aya_ebpf::helpers::bpf_get_current_comm() else {
+        return 0;
+    };
     let digits = if comm.starts_with(b"kvm-pit/") {
         8
     } else if comm.starts_with(b"vhost-") {
         6
     } else {
-        return None;
+        return 0;
     };
     let mut pid: u32 = 0;
-    let mut any = false;
     for &c in &comm[digits..] {
         if !c.is_ascii_digit() {
             break;
         }
         pid = pid.wrapping_mul(10).wrapping_add(u32::from(c - b'0'));
-        any = true;
     }
-    any.then_some(pid)
+    pid
 }
 
 macro_rules! vcpu_programs {

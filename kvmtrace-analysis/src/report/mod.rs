@@ -88,7 +88,9 @@ pub struct Unavailable {
 pub struct EventCounts {
     /// Tracepoint events read (userspace bookkeeping records not included).
     pub total: u64,
-    /// Events lost: kernel ring buffer full, plus records userspace could not decode.
+    /// Events lost: in the kernel (a full ring buffer, a program the kernel did not run
+    /// because another held the CPU, a trace's LOST events), plus records userspace could
+    /// not decode.
     pub dropped: u64,
     pub dropped_kernel: u64,
     pub dropped_userspace: u64,

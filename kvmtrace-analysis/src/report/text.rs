@@ -191,7 +191,7 @@ impl Report {
         let e = &self.events;
         let _ = writeln!(
             s,
-            "events: {} in {:.3} s, dropped {} (kernel ring buffer {}, undecodable {}){}",
+            "events: {} in {:.3} s, dropped {} (in the kernel {}, undecodable {}){}",
             e.total,
             c.duration_ns as f64 / 1e9,
             e.dropped,

@@ -364,6 +364,22 @@ impl Probes {
         sum_per_cpu(&self.drops, names::DROPS)
     }
 
+    /// Tracepoint hits the kernel ran no program for because a BPF program was already
+    /// running on that CPU, or a map operation from userspace held it (classic tracepoints
+    /// share one per-CPU guard, `bpf_prog_active`: kernel/trace/bpf_trace.c
+    /// `trace_call_bpf`; a map lookup or update by syscall raises it and may be preempted
+    /// with it raised; tp_btf programs guard only against themselves, `__bpf_trace_run`).
+    /// The kernel counts them per program (`recursion_misses`, Linux 5.12+; 0 before).
+    /// Events lost, like [`Probes::drops`].
+    pub fn recursion_misses(&self) -> u64 {
+        use std::os::fd::AsFd;
+        self.ebpf
+            .programs()
+            .filter_map(|(_, p)| p.fd().ok())
+            .map(|fd| prog_recursion_misses(fd.as_fd()))
+            .sum()
+    }
+
     /// Records the programs tried to send (sent + [`Probes::drops`]), summed over CPUs.
     pub fn emitted(&self) -> u64 {
         sum_per_cpu(&self.emitted, names::EMITTED)
@@ -610,4 +626,39 @@ fn raise_memlock_rlimit() {
             std::io::Error::last_os_error()
         );
     }
+}
+
+/// A program's `recursion_misses` (`BPF_OBJ_GET_INFO_BY_FD`; aya's `ProgramInfo` does not
+/// expose it). 0 when the kernel does not say.
+fn prog_recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> u64 {
+    use std::os::fd::AsRawFd;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    /// `union bpf_attr`'s `info` member.
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    // SAFETY: a struct of integers and bitfield bytes, for which all zeroes is valid.
+    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+    let attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of_val(&info) as u32,
+        info: std::ptr::addr_of_mut!(info) as u64,
+    };
+    // SAFETY: `attr` and the `info` buffer it points to outlive the call, which writes at
+    // most `info_len` bytes there.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            std::ptr::addr_of!(attr),
+            std::mem::size_of::<InfoAttr>(),
+        )
+    };
+    if rc != 0 {
+        return 0;
+    }
+    info.recursion_misses
 }

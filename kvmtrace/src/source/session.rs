@@ -652,14 +652,19 @@ impl Session {
     }
 
     fn push_drops(&mut self, out: &mut Vec<Event>) {
-        let now = (self.probes.drops(), self.ring.malformed);
+        // Lost in the kernel: a full ring, or a program the kernel did not run (nested).
+        let now = (
+            self.probes.drops() + self.probes.recursion_misses(),
+            self.ring.malformed,
+        );
         let quiet = self
             .last_drop_warning
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
         if now != self.last_drops && quiet {
             self.last_drop_warning = Some(Instant::now());
             log::warn!(
-                "{} events lost so far (ring buffer full: {}, undecodable: {})",
+                "{} events lost so far (in the kernel: {}, a full ring or a nested \
+                 program; undecodable: {})",
                 now.0 + now.1,
                 now.0,
                 now.1
