@@ -675,9 +675,14 @@ kinds! {
         irqoff_ns: u64 @ 4 = "irqoff_ns",
     }
     /// Made by userspace after each ring-buffer read: the cumulative drop counters.
+    // `not_run`: tracepoint hits the kernel ran no program for because another BPF program,
+    // or a map syscall, held the CPU (the programs' `recursion_misses`; 0 in older
+    // captures). Not counted as drops: most fall on CPUs the filters would have ignored,
+    // and nothing says which.
     Drops = 66, "kvmtrace", "drops" {
         kernel: u64 @ 0 = "kernel",
         userspace: u64 @ 1 = "userspace",
+        not_run: u64 @ 2 = "not_run",
     }
     /// A KVM tracepoint without a kind of its own (`kvm_fpu`, `kvm_cr`, `kvm_emulate_insn`,
     /// `kvmmmu:*`, ...), kept for timelines and counts: `name_id` indexes

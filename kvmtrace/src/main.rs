@@ -159,6 +159,13 @@ fn run_record(args: RecordArgs) -> anyhow::Result<()> {
         summary.kernel_drops,
         summary.malformed,
     );
+    if summary.not_run > 0 {
+        eprintln!(
+            "kvmtrace: {} tracepoint hits the kernel ran no kvmtrace program for (another BPF \
+             program or a map syscall held that CPU; most on CPUs kvmtrace ignores)",
+            summary.not_run
+        );
+    }
     if opts.trigger.is_some() {
         eprintln!(
             "kvmtrace: {} slow sample(s) in the windows written",

@@ -151,6 +151,8 @@ pub struct RecordSummary {
     pub events: u64,
     pub kernel_drops: u64,
     pub malformed: u64,
+    /// Tracepoint hits the kernel ran no program for (another BPF program held the CPU).
+    pub not_run: u64,
     pub stop_reason: StopReason,
     pub elapsed: Duration,
     pub demo: Option<DemoStats>,
@@ -301,6 +303,7 @@ async fn run(
         events,
         kernel_drops: end.kernel_drops,
         malformed: end.malformed,
+        not_run: end.not_run,
         stop_reason,
         elapsed: started.elapsed(),
         demo,

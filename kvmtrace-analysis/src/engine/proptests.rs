@@ -173,6 +173,7 @@ fn build(steps: &[(u64, u8, u32, u32, u64)], shuffle: bool) -> Vec<Event> {
                 Payload::Drops(ev::Drops {
                     kernel: x / 8,
                     userspace: 0,
+                    not_run: 0,
                 }),
             ),
             // The VMX/SVM delivery paths: posting, timers, IPIs, interrupt windows.

@@ -414,6 +414,7 @@ fn generated(steps: &[(u64, u8, u32, u64)]) -> Vec<Event> {
                 ev::Drops {
                     kernel: 0,
                     userspace: 0,
+                    not_run: 0,
                 },
             ),
         };

@@ -201,6 +201,7 @@ impl Sim {
             ev::Drops {
                 kernel: n,
                 userspace: 0,
+                not_run: 0,
             },
         )
     }

@@ -109,6 +109,8 @@ pub struct StreamCounts {
     /// The largest cumulative drop counters seen in checkpoints.
     pub drops_kernel: u64,
     pub drops_userspace: u64,
+    /// The largest count of tracepoint hits the kernel ran no program for (`not_run`).
+    pub not_run: u64,
     /// First and last tracepoint event time.
     pub first_ns: Option<u64>,
     pub last_ns: u64,
@@ -159,6 +161,7 @@ impl Threads {
                 let c = &mut self.counts;
                 c.drops_kernel = c.drops_kernel.max(d.kernel);
                 c.drops_userspace = c.drops_userspace.max(d.userspace);
+                c.not_run = c.not_run.max(d.not_run);
                 return;
             }
             _ => {}

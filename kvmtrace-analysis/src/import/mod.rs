@@ -793,6 +793,7 @@ impl Importer {
                 &ev::Drops {
                     kernel: total,
                     userspace: 0,
+                    not_run: 0,
                 },
             ));
         }

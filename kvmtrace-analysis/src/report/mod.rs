@@ -88,12 +88,15 @@ pub struct Unavailable {
 pub struct EventCounts {
     /// Tracepoint events read (userspace bookkeeping records not included).
     pub total: u64,
-    /// Events lost: in the kernel (a full ring buffer, a program the kernel did not run
-    /// because another held the CPU, a trace's LOST events), plus records userspace could
-    /// not decode.
+    /// Events lost: in the kernel (a full ring buffer, a trace's LOST events), plus records
+    /// userspace could not decode.
     pub dropped: u64,
     pub dropped_kernel: u64,
     pub dropped_userspace: u64,
+    /// Tracepoint hits the kernel ran no program for because another BPF program, or a map
+    /// syscall, held that CPU (most on CPUs the filters would have ignored; not drops).
+    #[serde(default)]
+    pub not_run: u64,
     /// Tracepoint name -> count.
     pub by_kind: BTreeMap<String, u64>,
     /// Records of a kind this kvmtrace does not know (from a newer version).
@@ -293,6 +296,7 @@ impl Report {
                 dropped: drops_kernel + drops_user,
                 dropped_kernel: drops_kernel,
                 dropped_userspace: drops_user,
+                not_run: counts.not_run,
                 by_kind: kind_counts(&counts.by_kind, &counts.kvm_other),
                 unknown_kinds: counts.unknown_kinds,
             },
@@ -603,6 +607,7 @@ mod tests {
                 ev::Drops {
                     kernel: 3,
                     userspace: 1,
+                    not_run: 7,
                 },
             ),
             at(
@@ -611,6 +616,7 @@ mod tests {
                 ev::Drops {
                     kernel: 2,
                     userspace: 0,
+                    not_run: 0,
                 },
             ),
             Event {
@@ -626,6 +632,7 @@ mod tests {
         let r = Report::build("x", &CaptureHeader::default(), None, None, &engine);
         assert_eq!(r.events.total, 6);
         assert_eq!(r.events.dropped, 4, "the largest cumulative counters");
+        assert_eq!(r.events.not_run, 7, "not counted as drops");
         assert_eq!(r.events.unknown_kinds, 1);
         assert_eq!(r.events.by_kind["kvm_pio"], 1);
         assert_eq!(r.vcpus.len(), 2);
@@ -642,6 +649,10 @@ mod tests {
         assert_eq!(d.count, 2);
         assert!(d.max >= 35_000 && d.max <= 35_100, "{}", d.max);
         let text = r.to_text();
+        assert!(
+            text.contains("  7 tracepoint hits the kernel ran no kvmtrace program for"),
+            "{text}"
+        );
         assert!(text.contains("vCPU 0  pid 100 () tid 101"), "{text}");
         assert!(
             r.tracer.is_none() && r.targets.is_empty(),

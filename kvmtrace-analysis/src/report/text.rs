@@ -199,6 +199,14 @@ impl Report {
             e.dropped_userspace,
             if e.dropped > 0 { "  <-- DROPS" } else { "" }
         );
+        if e.not_run > 0 {
+            let _ = writeln!(
+                s,
+                "  {} tracepoint hits the kernel ran no kvmtrace program for: another BPF \
+                 program or a map syscall held that CPU (most on CPUs kvmtrace ignores)",
+                e.not_run
+            );
+        }
         if e.unknown_kinds > 0 {
             let _ = writeln!(s, "  {} records of unknown kinds skipped", e.unknown_kinds);
         }

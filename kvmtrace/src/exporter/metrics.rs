@@ -671,7 +671,7 @@ impl Collector for Snapshot {
         )?;
         let mut m = enc.encode_descriptor(
             "events_dropped",
-            "Events lost: in the kernel (a full ring buffer, or a program the kernel did not run), or a record userspace could not decode.",
+            "Events lost: in the kernel (a full ring buffer), or a record userspace could not decode.",
             None,
             MetricType::Counter,
         )?;

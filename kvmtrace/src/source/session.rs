@@ -95,6 +95,8 @@ pub struct Session {
     /// kvmtrace's CPU time when tracing started.
     cpu_start: u64,
     last_drops: (u64, u64),
+    /// The programs' `recursion_misses` at the last checkpoint.
+    not_run: u64,
     last_drop_warning: Option<Instant>,
     exits: ExitSnapshots,
     /// With `--stacks`: the stack and symbol definitions already in the stream.
@@ -133,6 +135,8 @@ struct StackDefs {
 pub struct SessionEnd {
     pub kernel_drops: u64,
     pub malformed: u64,
+    /// Tracepoint hits the kernel ran no program for ([`Probes::recursion_misses`]).
+    pub not_run: u64,
     pub demo: Option<Result<DemoStats, DemoError>>,
     /// CPU time kvmtrace's own threads used from the start of tracing (the demo guest's
     /// threads not included).
@@ -251,6 +255,7 @@ impl Session {
             last_poll: None,
             cpu_start: 0,
             last_drops: (0, 0),
+            not_run: 0,
             last_drop_warning: None,
             exits: ExitSnapshots::default(),
             stack_defs,
@@ -652,19 +657,15 @@ impl Session {
     }
 
     fn push_drops(&mut self, out: &mut Vec<Event>) {
-        // Lost in the kernel: a full ring, or a program the kernel did not run (nested).
-        let now = (
-            self.probes.drops() + self.probes.recursion_misses(),
-            self.ring.malformed,
-        );
+        let now = (self.probes.drops(), self.ring.malformed);
+        let not_run = self.probes.recursion_misses();
         let quiet = self
             .last_drop_warning
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
         if now != self.last_drops && quiet {
             self.last_drop_warning = Some(Instant::now());
             log::warn!(
-                "{} events lost so far (in the kernel: {}, a full ring or a nested \
-                 program; undecodable: {})",
+                "{} events lost so far (ring buffer full: {}, undecodable: {})",
                 now.0 + now.1,
                 now.0,
                 now.1
@@ -673,9 +674,11 @@ impl Session {
         let drops = ev::Drops {
             kernel: now.0,
             userspace: now.1,
+            not_run,
         };
         out.push(Event::new(self::now(0, 0), &drops));
         self.last_drops = now;
+        self.not_run = not_run;
     }
 
     /// Stops the demo guest, drains what is left and appends the final counters.
@@ -702,6 +705,7 @@ impl Session {
         SessionEnd {
             kernel_drops: self.last_drops.0,
             malformed: self.last_drops.1,
+            not_run: self.not_run,
             demo: demo_stats,
             tracer_cpu_ns,
             detach: Detach(self.probes),

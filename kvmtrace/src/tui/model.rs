@@ -18,7 +18,7 @@ pub struct Header {
     pub probes_unavailable: Vec<String>,
     /// Events per second over the last refresh.
     pub event_rate: f64,
-    /// Events lost so far (in the kernel: a full ring or a program not run; undecodable).
+    /// Events lost so far (ring buffer full, undecodable).
     pub drops: u64,
     /// Time traced so far.
     pub traced_ns: u64,
