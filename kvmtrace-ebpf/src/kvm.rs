@@ -93,10 +93,10 @@ fn irq_event(raise: Raise, make: impl FnOnce(u32, (u32, u32)) -> Event) -> u32 {
 }
 
 /// The VMM a kernel thread that raises interrupts for it is named after: the in-kernel PIT's
-/// `kvm-pit/PID` (arch/x86/kvm/i8254.c `kvm_create_pit`; the pid as the VMM's own pid
-/// namespace sees it), or a vhost worker `vhost-PID` when it is a kernel thread (before
+/// `kvm-pit/PID` (arch/x86/kvm/i8254.c:681-684, 6.12: `pid_vnr`, the pid as the VMM's own
+/// pid namespace sees it), or a vhost worker `vhost-PID` when it is a kernel thread (before
 /// Linux 6.4, or with vhost's fork_from_owner off; PID is the task that called
-/// VHOST_SET_OWNER, drivers/vhost/vhost.c). Their tgid is their own, so only the name ties
+/// VHOST_SET_OWNER, drivers/vhost/vhost.c:850). Their tgid is their own, so only the name ties
 /// their raises to the VM; they run on whatever CPU, often one no traced vCPU uses. One
 /// helper call, for raises from outside a known VMM only. 0 when the name says nothing.
 #[inline(always)]

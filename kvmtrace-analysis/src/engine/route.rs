@@ -475,7 +475,8 @@ impl Engine {
     /// The VM the raising task itself belongs to or is named after. A kernel thread named
     /// after a process that is no VM here (another VM, not traced; with `-p` its raises still
     /// come through on a traced vCPU's CPU) gives that process: no vCPU here is its target.
-    /// `vhost-PID` names the thread that called VHOST_SET_OWNER (vhost.c), its VMM's.
+    /// `vhost-PID` names the thread that called VHOST_SET_OWNER (vhost.c:850, 6.12), its
+    /// VMM's; `kvm-pit/PID` the VMM (i8254.c:681-684).
     fn task_vm(&self, e: &Event) -> Option<u32> {
         if self.is_vm(e.tgid) {
             return Some(e.tgid);

@@ -764,8 +764,10 @@ impl Engine {
 
     /// A switch on `cpu` between two other tasks while vCPUs wait for that CPU (woken onto
     /// it, or preempted there): their wait until now was behind `prev` (the CPU was idle
-    /// when `prev` is 0), from now it is behind `next`. Each task that held the CPU gets
-    /// the time it held it, not only the one the vCPU is finally switched in from.
+    /// when `prev` is 0), from now it is behind `next` (`sched_switch` is traced in
+    /// `__schedule` as the CPU passes from one to the other, kernel/sched/core.c:6749,
+    /// 6.12). Each task that held the CPU gets the time it held it, not only the one the
+    /// vCPU is finally switched in from.
     fn hand_over_waiters(&mut self, cpu: u32, prev: u32, next: u32, ts: u64) {
         let waiting: Vec<u32> = self
             .vcpus
