@@ -270,6 +270,8 @@ pub struct Metrics {
     unresolved_raises: Mono,
     drops_kernel: u64,
     drops_userspace: u64,
+    /// Tracepoint hits the kernel ran no program for (cumulative, as the drops).
+    not_run: u64,
     evicted: u64,
     engine_replacements: u64,
     /// (tracepoint, attached).
@@ -293,6 +295,7 @@ impl Metrics {
             unresolved_raises: Mono::default(),
             drops_kernel: 0,
             drops_userspace: 0,
+            not_run: 0,
             evicted: 0,
             engine_replacements: 0,
             probes,
@@ -404,6 +407,7 @@ impl Metrics {
         // The session's drop counters are cumulative over the whole run, whatever the engine.
         self.drops_kernel = self.drops_kernel.max(counts.drops_kernel);
         self.drops_userspace = self.drops_userspace.max(counts.drops_userspace);
+        self.not_run = self.not_run.max(counts.not_run);
     }
 
     /// The engine was replaced by a new one: its counts start again from zero.
@@ -495,6 +499,7 @@ struct Snapshot {
     unresolved_raises: u64,
     drops_kernel: u64,
     drops_userspace: u64,
+    not_run: u64,
     evicted: u64,
     engine_replacements: u64,
     probes: Vec<(String, bool)>,
@@ -530,11 +535,28 @@ impl Snapshot {
             unresolved_raises: m.unresolved_raises.total,
             drops_kernel: m.drops_kernel,
             drops_userspace: m.drops_userspace,
+            not_run: m.not_run,
             evicted: m.evicted,
             engine_replacements: m.engine_replacements,
             probes: m.probes.clone(),
             info: m.info.clone(),
         }
+    }
+
+    /// A counter per vCPU series.
+    fn vcpu_counter(
+        &self,
+        enc: &mut DescriptorEncoder,
+        name: &str,
+        help: &str,
+        value: impl Fn(&SeriesSnap) -> u64,
+    ) -> fmt::Result {
+        let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for s in &self.series {
+            m.encode_family(&s.labels.set())?
+                .encode_counter::<NoLabelSet, u64, f64>(&value(s), None)?;
+        }
+        Ok(())
     }
 }
 
@@ -580,36 +602,24 @@ impl Collector for Snapshot {
                     None,
                 )?;
         }
-        let mut m = enc.encode_descriptor(
+        self.vcpu_counter(
+            &mut enc,
             "irq_to_guest_samples",
             "Complete interrupt-to-guest samples per vCPU (the histogram's count).",
-            None,
-            MetricType::Counter,
+            |s| s.irq.count,
         )?;
-        for s in &self.series {
-            m.encode_family(&s.labels.set())?
-                .encode_counter::<NoLabelSet, u64, f64>(&s.irq.count, None)?;
-        }
-        let mut m = enc.encode_descriptor(
+        self.vcpu_counter(
+            &mut enc,
             "irq_to_guest_incomplete_samples",
             "Interrupt-to-guest samples discarded because an event may have been lost or the vCPU's state was unknown.",
-            None,
-            MetricType::Counter,
+            |s| s.incomplete,
         )?;
-        for s in &self.series {
-            m.encode_family(&s.labels.set())?
-                .encode_counter::<NoLabelSet, u64, f64>(&s.incomplete, None)?;
-        }
-        let mut m = enc.encode_descriptor(
+        self.vcpu_counter(
+            &mut enc,
             "irq_to_guest_coalesced",
             "Interrupts raised while one was already on its way to the same vCPU.",
-            None,
-            MetricType::Counter,
+            |s| s.coalesced,
         )?;
-        for s in &self.series {
-            m.encode_family(&s.labels.set())?
-                .encode_counter::<NoLabelSet, u64, f64>(&s.coalesced, None)?;
-        }
         let mut m = enc.encode_descriptor(
             "irq_to_guest_cause",
             "Interrupt-to-guest latency by cause (docs/attribution.md); per vCPU the causes add up to the histogram's sum.",
@@ -682,6 +692,13 @@ impl Collector for Snapshot {
             m.encode_family(&[("where", place)])?
                 .encode_counter::<NoLabelSet, u64, f64>(&v, None)?;
         }
+        counter(
+            &mut enc,
+            "events_not_run",
+            "Tracepoint hits the kernel ran no kvmtrace program for: another BPF program or a map syscall held that CPU (most on CPUs kvmtrace ignores; not counted as dropped).",
+            None,
+            self.not_run,
+        )?;
         counter(
             &mut enc,
             "late_events",
@@ -917,6 +934,35 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    /// The session's drop records are cumulative: the largest is exported, ring drops as
+    /// `events_dropped`, programs the kernel did not run apart.
+    #[test]
+    fn drops_and_programs_not_run_are_exported_apart() {
+        let mut m = metrics(8);
+        let mut engine = Engine::new(EngineConfig::default());
+        let mut s = stream(100, 101, 0, 5, 40 * US, 77);
+        for (ts, kernel, not_run) in [(1_000, 2, 3), (2_000, 4, 9)] {
+            let d = ev::Drops {
+                kernel,
+                userspace: 1,
+                not_run,
+            };
+            s.push(at(ts * US, 0, 0, Payload::Drops(d)));
+        }
+        s.sort_by_key(|e| e.ts_ns);
+        feed(&mut engine, &s);
+        engine.flush();
+        m.sync(&engine, &mut name);
+        let text = m.encode(true).unwrap();
+        for line in [
+            "kvmtrace_events_dropped_total{where=\"kernel\"} 4",
+            "kvmtrace_events_dropped_total{where=\"userspace\"} 1",
+            "kvmtrace_events_not_run_total 9",
+        ] {
+            assert!(text.contains(line), "{line} not in {text}");
+        }
     }
 
     #[test]
