@@ -797,6 +797,21 @@ impl Kind {
                 | Kind::KvmEoi
         )
     }
+
+    /// An interrupt being raised or accepted: it may fire in any task (a VMM thread, a
+    /// kernel thread such as `kvm-pit/PID`, a kworker, a hard IRQ's victim), the ones the
+    /// eBPF `irq_event` filter handles.
+    pub const fn is_raise(self) -> bool {
+        matches!(
+            self,
+            Kind::KvmSetIrq
+                | Kind::KvmMsiSetIrq
+                | Kind::KvmPicSetIrq
+                | Kind::KvmIoapicSetIrq
+                | Kind::KvmApicAcceptIrq
+                | Kind::KvmApicvAcceptIrq
+        )
+    }
 }
 
 /// `ThreadInfo.vcpu_id` when the vCPU id is not known.

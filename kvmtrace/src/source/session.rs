@@ -95,8 +95,10 @@ pub struct Session {
     /// kvmtrace's CPU time when tracing started.
     cpu_start: u64,
     last_drops: (u64, u64),
-    /// The programs' `recursion_misses` at the last checkpoint.
+    /// The programs' `recursion_misses` at the last look, and when that was (one syscall
+    /// per program: looked at every [`POLL`] and at the end, not at every read).
     not_run: u64,
+    not_run_read: Option<Instant>,
     last_drop_warning: Option<Instant>,
     exits: ExitSnapshots,
     /// With `--stacks`: the stack and symbol definitions already in the stream.
@@ -256,6 +258,7 @@ impl Session {
             cpu_start: 0,
             last_drops: (0, 0),
             not_run: 0,
+            not_run_read: None,
             last_drop_warning: None,
             exits: ExitSnapshots::default(),
             stack_defs,
@@ -539,7 +542,10 @@ impl Session {
                 && !self.known_threads.contains(&e.tid)
             {
                 self.note_thread(e.tid, e.tgid, out);
-            } else if is_raise(&e) && e.tid != 0 && !self.known_vms.contains(&e.tgid) {
+            } else if e.kind().is_ok_and(|k| k.is_raise())
+                && e.tid != 0
+                && !self.known_vms.contains(&e.tgid)
+            {
                 // A raise from outside a VMM: its task's name may say whose it is
                 // (`kvm-pit/PID`, `vhost-PID`); the engine routes by it.
                 self.note_other_thread(e.tid, out);
@@ -658,7 +664,11 @@ impl Session {
 
     fn push_drops(&mut self, out: &mut Vec<Event>) {
         let now = (self.probes.drops(), self.ring.malformed);
-        let not_run = self.probes.recursion_misses();
+        if self.not_run_read.is_none_or(|t| t.elapsed() >= POLL) {
+            self.not_run_read = Some(Instant::now());
+            self.not_run = self.probes.recursion_misses();
+        }
+        let not_run = self.not_run;
         let quiet = self
             .last_drop_warning
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
@@ -678,7 +688,6 @@ impl Session {
         };
         out.push(Event::new(self::now(0, 0), &drops));
         self.last_drops = now;
-        self.not_run = not_run;
     }
 
     /// Stops the demo guest, drains what is left and appends the final counters.
@@ -701,6 +710,8 @@ impl Session {
             out.extend(rx.try_iter().map(|s| demo_ack(&s, tid, pid)));
             demo_stats = Some(stats);
         }
+        // The final count, however recent the last look.
+        self.not_run_read = None;
         self.push_drops(out);
         SessionEnd {
             kernel_drops: self.last_drops.0,
@@ -722,19 +733,6 @@ fn exit_deltas(old: Option<&ExitHist>, new: &ExitHist) -> Vec<u64> {
 
 /// Tasks named by name-only records before the set starts again.
 const MAX_NAMED_TASKS: usize = 65_536;
-
-/// An interrupt raised or accepted: the raiser may be any task.
-fn is_raise(e: &Event) -> bool {
-    matches!(
-        e.kind(),
-        Ok(Kind::KvmSetIrq
-            | Kind::KvmMsiSetIrq
-            | Kind::KvmPicSetIrq
-            | Kind::KvmIoapicSetIrq
-            | Kind::KvmApicAcceptIrq
-            | Kind::KvmApicvAcceptIrq)
-    )
-}
 
 /// The kernel stack id a stack program's record carries, if it has one.
 fn stack_id(e: &Event) -> Option<u32> {
