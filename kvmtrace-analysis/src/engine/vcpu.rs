@@ -856,8 +856,9 @@ impl Engine {
         self.note_in_window(pid, e);
         if let Some(v) = self.vcpus.get_mut(&pid) {
             v.cpu = (x.dest_cpu < u64::from(limits::MAX_CPUS)).then_some(x.dest_cpu as u32);
-            // Waiting elsewhere now: behind whoever holds the new CPU, known at its next
-            // switch (or the vCPU's switch-in).
+            // Waiting elsewhere now (`set_task_cpu` traces the move, kernel/sched/core.c:3305,
+            // 6.12): behind whoever holds the new CPU, known at its next switch (or the
+            // vCPU's switch-in).
             if matches!(v.sched, Sched::Preempted { .. }) {
                 v.sched = Sched::Waking;
             }
